@@ -1,0 +1,23 @@
+"""fastad: reverse-mode automatic differentiation with a compiled tape.
+
+>>> import fastad as fad
+>>> fad.grad(lambda x, y: x * y + fad.sin(x), argnums=(0, 1))(2.0, 3.0)
+(2.5838531634528574, 2.0)
+"""
+from fastad._core import (
+    FastADError, Tape, Var, no_grad, debug_nans,
+    sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh, exp, expm1, log, log1p,
+    log2, log10, sqrt, cbrt, square, abs, sign, sigmoid, relu, erf,
+    maximum, minimum, power, arctan2, hypot, where, clip,
+)
+from fastad.functional import grad, value_and_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FastADError", "Tape", "Var", "no_grad", "debug_nans", "grad", "value_and_grad",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "exp",
+    "expm1", "log", "log1p", "log2", "log10", "sqrt", "cbrt", "square", "abs", "sign",
+    "sigmoid", "relu", "erf", "maximum", "minimum", "power", "arctan2", "hypot", "where",
+    "clip",
+]

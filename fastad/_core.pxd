@@ -1,0 +1,52 @@
+# cython: language_level=3
+"""The compiled core's contract: the tape and the handle that points into it."""
+from libc.stdint cimport uint8_t, uint64_t
+from fastad._ops cimport node_t, op_t
+
+
+# ==== Tape ===================================================================
+
+cdef class Tape:
+    """A Wengert list as a struct of arrays: row i is one elementary op.
+
+    Creation order is a topological order (an op's arguments exist before
+    it), so the reverse sweep is one backward loop. Rows are appended by the
+    Var operators with the GIL held; the sweeps run over the raw arrays
+    without it. Memory belongs to this object and goes when the last Var
+    that points into it goes.
+    """
+    cdef op_t* op          # (cap,) op code of each row, see fastad/ops.py
+    cdef node_t* a         # (cap,) first argument row; -1: none, or the constant c
+    cdef node_t* b         # (cap,) second argument row; -1: none, or the constant c
+    cdef double* c         # (cap,) the folded constant of a row with a -1 argument
+    cdef double* val       # (cap,) forward value of each row
+    cdef double* adj       # (adj_cap,) adjoints of the last sweep; NULL before one
+    cdef node_t* in_rows   # (in_cap,) the INPUT row of each leaf in `leaves`
+    cdef Py_ssize_t n      # rows in use
+    cdef Py_ssize_t cap    # rows allocated in op/a/b/c/val
+    cdef Py_ssize_t adj_n  # rows the last sweep covered (adj beyond is stale)
+    cdef Py_ssize_t adj_cap
+    cdef Py_ssize_t in_cap
+    cdef Py_ssize_t max_rows  # a push beyond this raises (default: node_t's range)
+    cdef list leaves       # the leaf Vars of the INPUT rows, in row order
+    cdef uint64_t serial   # unique per tape (and per reset): leaves cache rows by it
+    cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
+
+    cdef int grow(self) except -1
+    cdef node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1
+    cdef node_t input_row(self, Var leaf) except -1
+    cdef int sweep(self, node_t out, double seed) except -1
+    cdef void reset(self)
+
+
+# ==== Var ====================================================================
+
+cdef class Var:
+    """A scalar: a leaf (tape is None) that owns its value and gradient, or a
+    handle to row `idx` of `tape`. Holds the tape object, never a pointer
+    into its arrays (they move when the tape grows)."""
+    cdef readonly Tape tape  # None for a leaf
+    cdef node_t idx       # node: its row; leaf: its INPUT row on the tape whose serial is `serial`
+    cdef uint64_t serial  # leaf only: which tape `idx` refers to (0: none)
+    cdef double val       # the value (a node's copy of tape.val[idx])
+    cdef double grad_     # leaf only: the accumulated gradient

@@ -1,0 +1,955 @@
+# cython: language_level=3, embedsignature=True, cdivision=True
+"""fastad's compiled core: the tape, the Var handle, and the reverse sweep.
+
+Recording: every operator on a Var computes its value with the op's rule
+(fastad/_rules.pxd) and appends one row (op, a, b, c, val) to a Tape.
+Sweeping: `reverse_sweep` walks the rows backwards from the output in C,
+without the GIL, multiplying each row's partials by its adjoint.
+"""
+cimport cython
+from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_REFCNT
+from libc.stdint cimport uint8_t, uint64_t, INT32_MAX
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset, memcpy
+from libc.math cimport pow
+
+import threading
+
+import numpy as np
+
+from fastad._ops cimport *
+from fastad._rules cimport op_value, op_partials, Partials
+from fastad import ops as _ops_table
+
+
+class FastADError(Exception):
+    """Misuse of a tape: a consumed graph, mixed tapes, a graph too large."""
+
+
+# Rows a tape starts with, and the largest tape whose memory is kept for the
+# next tape (a one-slot cache: building a fresh tape per grad() call would
+# otherwise malloc and page-fault its arrays every time).
+cdef enum:
+    FIRST_ROWS = 256
+    SPARE_MAX_ROWS = 1 << 18
+
+cdef uint64_t _next_serial = 1
+cdef bint _debug_nans = False
+cdef int _no_grad_threads = 0  # threads inside `no_grad`: 0 skips the per-op check
+
+
+# ==== the reverse sweep ======================================================
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
+                        const double* c, const double* val, double* adj,
+                        node_t out, double seed) noexcept nogil:
+    """adj[i] += d out / d row i for every row the output reaches.
+
+    Creation order is topological: when the loop reaches row i, every row
+    that reads it has been visited and its adjoint is final. A row whose
+    adjoint is exactly zero passes nothing on. That skips the rows the
+    output does not reach (no marking pass needed) and makes 0 * inf count
+    as 0, CppAD's "absolute zero" product: an infinite partial the output
+    does not depend on (sqrt at 0 behind a relu that is off) cannot turn the
+    gradient into nan. Indices come from the core's own pushes.
+    """
+    cdef node_t i, ia, ib
+    cdef double g, x, y
+    cdef Partials d
+    adj[out] = seed
+    for i in range(out, -1, -1):
+        g = adj[i]
+        if g == 0.0:
+            continue
+        ia = a[i]
+        ib = b[i]
+        if ia < 0 and ib < 0:  # an input
+            continue
+        x = val[ia] if ia >= 0 else c[i]
+        y = val[ib] if ib >= 0 else c[i]
+        d = op_partials(op[i], x, y, val[i], ib >= 0)
+        if ia >= 0:
+            adj[ia] += g * d.dx
+        if ib >= 0:
+            adj[ib] += g * d.dy
+
+
+# ==== Tape ===================================================================
+
+cdef struct Storage:  # a tape's arrays, parked between tapes
+    op_t* op
+    node_t* a
+    node_t* b
+    double* c
+    double* val
+    Py_ssize_t cap
+
+cdef Storage _spare  # zero: empty
+
+
+cdef class Tape:
+    """A recording: rows of (op, a, b, c, val), and adjoints after a sweep.
+
+    Most code never names a tape: ops on leaves record on the current
+    thread's tape, and ops on recorded values record on theirs. Use one
+    explicitly to collect a computation and look at it:
+
+    >>> import fastad as fad
+    >>> x = fad.Var(2.0)
+    >>> with fad.Tape() as t:
+    ...     y = x * x + 1.0
+    >>> len(t)   # INPUT x, square, add
+    3
+    """
+
+    def __cinit__(self, max_rows=None):
+        global _next_serial
+        if _spare.cap > 0:  # take the parked arrays
+            self.op, self.a, self.b, self.c, self.val = _spare.op, _spare.a, _spare.b, _spare.c, _spare.val
+            self.cap = _spare.cap
+            _spare.cap = 0
+        else:
+            self.op = <op_t*>malloc(FIRST_ROWS * sizeof(op_t))
+            self.a = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
+            self.b = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
+            self.c = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.val = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.cap = FIRST_ROWS
+            if not (self.op and self.a and self.b and self.c and self.val):
+                raise MemoryError("fastad: cannot allocate a tape")
+        self.max_rows = INT32_MAX
+        if max_rows is not None:
+            if max_rows < 1 or max_rows > INT32_MAX:
+                raise ValueError(f"max_rows must be between 1 and {INT32_MAX}, got {max_rows}")
+            self.max_rows = max_rows
+        self.leaves = []
+        self.serial = _next_serial
+        _next_serial += 1
+
+    def __dealloc__(self):
+        if self.cap <= SPARE_MAX_ROWS and _spare.cap == 0:
+            _spare.op, _spare.a, _spare.b, _spare.c, _spare.val = self.op, self.a, self.b, self.c, self.val
+            _spare.cap = self.cap
+        else:
+            free(self.op); free(self.a); free(self.b); free(self.c); free(self.val)
+        free(self.adj)
+        free(self.in_rows)
+
+    cdef int grow(self) except -1:
+        if self.n >= self.max_rows:
+            raise FastADError(
+                f"the graph has {self.n:,} rows, the most one tape can index "
+                f"(max_rows={self.max_rows:,}); record less per tape, or use fad.compile")
+        cdef Py_ssize_t new_cap = min(2 * self.cap, <Py_ssize_t>self.max_rows)
+        cdef void* p
+        # Each array is replaced as soon as its realloc succeeds, so a failure
+        # half way leaves every pointer valid (with room for at least cap rows).
+        p = realloc(self.op, new_cap * sizeof(op_t))
+        if p == NULL: raise MemoryError()
+        self.op = <op_t*>p
+        p = realloc(self.a, new_cap * sizeof(node_t))
+        if p == NULL: raise MemoryError()
+        self.a = <node_t*>p
+        p = realloc(self.b, new_cap * sizeof(node_t))
+        if p == NULL: raise MemoryError()
+        self.b = <node_t*>p
+        p = realloc(self.c, new_cap * sizeof(double))
+        if p == NULL: raise MemoryError()
+        self.c = <double*>p
+        p = realloc(self.val, new_cap * sizeof(double))
+        if p == NULL: raise MemoryError()
+        self.val = <double*>p
+        self.cap = new_cap
+        return 0
+
+    cdef inline node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1:
+        cdef node_t i = <node_t>self.n
+        if self.n == self.cap:
+            self.grow()
+        self.op[i] = op
+        self.a[i] = a
+        self.b[i] = b
+        self.c[i] = c
+        self.val[i] = v
+        self.n = i + 1
+        return i
+
+    cdef node_t input_row(self, Var leaf) except -1:
+        """The leaf's INPUT row on this tape, appended on first use."""
+        cdef void* p
+        if leaf.serial == self.serial:
+            return leaf.idx
+        cdef node_t i = self.push(OP_INPUT, -1, -1, 0.0, leaf.val)
+        cdef Py_ssize_t k = len(self.leaves)
+        if k == self.in_cap:
+            p = realloc(self.in_rows, (2 * k + 8) * sizeof(node_t))
+            if p == NULL: raise MemoryError()
+            self.in_rows = <node_t*>p
+            self.in_cap = 2 * k + 8
+        self.in_rows[k] = i
+        self.leaves.append(leaf)
+        leaf.serial = self.serial
+        leaf.idx = i
+        return i
+
+    cdef int sweep(self, node_t out, double seed) except -1:
+        """Reverse sweep from row `out`, then add the inputs' adjoints into
+        their leaves' grads."""
+        cdef Py_ssize_t n = out + 1, k
+        cdef void* p
+        cdef Var leaf
+        if self.adj_cap < n:
+            free(self.adj)
+            self.adj = <double*>malloc(n * sizeof(double))
+            self.adj_cap = n if self.adj else 0
+            if self.adj == NULL:
+                raise MemoryError("fastad: cannot allocate adjoints")
+        memset(self.adj, 0, n * sizeof(double))
+        with nogil:
+            reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, seed)
+        self.adj_n = n
+        for k in range(len(self.leaves)):
+            if self.in_rows[k] < n:
+                leaf = <Var>self.leaves[k]
+                leaf.grad_ += self.adj[self.in_rows[k]]
+        return 0
+
+    cdef void reset(self):
+        """Forget every row (no Var refers to this tape any more)."""
+        global _next_serial
+        if self.cap > SPARE_MAX_ROWS:  # do not keep a huge tape's memory forever
+            self.op = <op_t*>realloc(self.op, FIRST_ROWS * sizeof(op_t))
+            self.a = <node_t*>realloc(self.a, FIRST_ROWS * sizeof(node_t))
+            self.b = <node_t*>realloc(self.b, FIRST_ROWS * sizeof(node_t))
+            self.c = <double*>realloc(self.c, FIRST_ROWS * sizeof(double))
+            self.val = <double*>realloc(self.val, FIRST_ROWS * sizeof(double))
+            self.cap = FIRST_ROWS  # shrinking realloc keeps the block on failure... and returns it
+            free(self.adj)
+            self.adj = NULL
+            self.adj_cap = 0
+        self.n = 0
+        self.adj_n = 0
+        self.leaves = []
+        self.consumed = False
+        self.serial = _next_serial
+        _next_serial += 1
+
+    # -- looking at a tape (Python speed; for explain, tests, pickling) --
+
+    def __len__(self):
+        return self.n
+
+    @property
+    def nbytes(self):
+        """Bytes allocated for this tape's rows, adjoints and input table."""
+        return (self.cap * (sizeof(op_t) + 2 * sizeof(node_t) + 2 * sizeof(double))
+                + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t))
+
+    def rows(self):
+        """Copies of the row arrays: dict of op, a, b, c, val, adj (None before a sweep)."""
+        cdef Py_ssize_t n = self.n
+        out = {"op": np.empty(n, np.uint8), "a": np.empty(n, np.int32), "b": np.empty(n, np.int32),
+               "c": np.empty(n, np.float64), "val": np.empty(n, np.float64), "adj": None}
+        cdef uint8_t[::1] op_v = out["op"]
+        cdef node_t[::1] a_v = out["a"], b_v = out["b"]
+        cdef double[::1] c_v = out["c"], val_v = out["val"], adj_v
+        if n:
+            memcpy(&op_v[0], self.op, n * sizeof(op_t))
+            memcpy(&a_v[0], self.a, n * sizeof(node_t))
+            memcpy(&b_v[0], self.b, n * sizeof(node_t))
+            memcpy(&c_v[0], self.c, n * sizeof(double))
+            memcpy(&val_v[0], self.val, n * sizeof(double))
+        if self.adj_n:
+            out["adj"] = np.zeros(n, np.float64)
+            adj_v = out["adj"]
+            memcpy(&adj_v[0], self.adj, min(n, self.adj_n) * sizeof(double))
+        return out
+
+    def inputs(self):
+        """[(row, leaf Var)] for every INPUT row, in row order."""
+        return [(self.in_rows[k], self.leaves[k]) for k in range(len(self.leaves))]
+
+    def explain(self, fmt="text"):
+        """The evaluation trace as a table; see fastad.explain."""
+        from fastad.explain import explain_tape
+        return explain_tape(self, fmt)
+
+    def __enter__(self):
+        cdef _ThreadState st = thread_state()
+        st.saved.append((st.tape, st.implicit))
+        st.tape = self
+        st.implicit = False
+        return self
+
+    def __exit__(self, *exc):
+        cdef _ThreadState st = thread_state()
+        st.tape, st.implicit = st.saved.pop()
+        return False
+
+    def __repr__(self):
+        state = ", consumed" if self.consumed else ""
+        return f"<fastad.Tape {self.n:,} rows, {self.nbytes:,} bytes{state}>"
+
+
+# ==== the current tape of each thread ========================================
+
+cdef class _ThreadState:
+    cdef Tape tape      # where ops on leaves record; None until the first
+    cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
+    cdef int no_grad    # depth of `with no_grad()` blocks
+    cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
+
+    def __cinit__(self):
+        self.implicit = True
+        self.saved = []
+
+
+_local = threading.local()
+# A thread-local lookup costs tens of ns; ops on leaves need the state often,
+# so remember the last thread's. Safe under the GIL: nothing between the
+# check and the use can switch threads.
+cdef unsigned long _cached_ident = 0
+cdef _ThreadState _cached_state = None
+
+
+cdef _ThreadState thread_state():
+    global _cached_ident, _cached_state
+    cdef unsigned long ident = PyThread_get_thread_ident()
+    if ident == _cached_ident and _cached_state is not None:
+        return _cached_state
+    st = getattr(_local, "state", None)
+    if st is None:
+        st = _ThreadState()
+        _local.state = st
+    _cached_ident = ident
+    _cached_state = st
+    return st
+
+
+cdef Tape current_tape():
+    """The tape ops on leaves record on. The thread's implicit tape is reused
+    in place when no Var refers to it any more (so a loop of `y = f(x).value`
+    keeps memory flat), and replaced when a backward() consumed it."""
+    cdef _ThreadState st = thread_state()
+    cdef Tape t = st.tape
+    if t is None:
+        t = Tape()
+        st.tape = t
+    elif st.implicit:
+        if Py_REFCNT(t) == 2:  # st.tape and t: no Var points into it
+            if t.n:
+                t.reset()
+        elif t.consumed:
+            t = Tape()
+            st.tape = t
+    elif t.consumed:
+        raise FastADError("this `with fad.Tape()` block's tape was already swept by backward(); "
+                          "pass retain_graph=True to keep recording on it")
+    return t
+
+
+class no_grad:
+    """Compute values without recording: ops on Vars return new leaves.
+
+    >>> import fastad as fad
+    >>> x = fad.Var(3.0)
+    >>> with fad.no_grad():
+    ...     y = x * x
+    >>> y.value, y.tape is None
+    (9.0, True)
+    """
+
+    def __enter__(self):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        if st.no_grad == 0:
+            _no_grad_threads += 1
+        st.no_grad += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        st.no_grad -= 1
+        if st.no_grad == 0:
+            _no_grad_threads -= 1
+        return False
+
+
+def debug_nans(bint enable=True):
+    """Raise FloatingPointError at the first op whose value is nan while its
+    inputs are not, naming the op. Off by default (IEEE results instead).
+
+    >>> import fastad as fad
+    >>> fad.debug_nans(True)
+    >>> fad.log(fad.Var(-1.0))
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: fastad: op 'log' made nan from finite inputs (-1.0,)
+    >>> fad.debug_nans(False)
+    """
+    global _debug_nans
+    _debug_nans = enable
+
+
+# ==== recording ==============================================================
+
+cdef inline Var new_node(Tape t, node_t i, double v):
+    cdef Var r = Var.__new__(Var)
+    r.tape = t
+    r.idx = i
+    r.val = v
+    return r
+
+
+cdef inline Var new_leaf(double v):
+    cdef Var r = Var.__new__(Var)
+    r.val = v
+    return r
+
+
+cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
+    args = tuple(v.val if v is not None else c for v in (x, y)
+                 if v is not None or _ops_table.OPS[op].arity == 2)
+    if any(a != a for a in args):
+        return 0  # nan in, nan out: reported where it was first made
+    raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from finite inputs {args}")
+
+
+cdef Var record(op_t op, Var x, Var y, double c, double v):
+    """Append op(x, y) with value v and return its handle. x or y may be None:
+    that argument is the constant c (or absent, for a unary op)."""
+    cdef Tape t = None
+    cdef node_t ia = -1, ib = -1
+    if _no_grad_threads and thread_state().no_grad:
+        return new_leaf(v)
+    if _debug_nans and v != v:
+        raise_nan(op, x, y, c)
+    if x is not None and x.tape is not None:
+        t = x.tape
+    if y is not None and y.tape is not None:
+        if t is None:
+            t = y.tape
+        elif y.tape is not t:
+            raise FastADError(
+                "these values were recorded on two different tapes (another thread, "
+                "another `with fad.Tape()` block, or a graph already swept); "
+                "an op can only combine values of one tape")
+    if t is None:
+        t = current_tape()
+    elif t.consumed:
+        raise FastADError(
+            "this value belongs to a graph that backward() already swept and released; "
+            "recompute it, or pass retain_graph=True to backward() to keep the graph")
+    if x is not None:
+        ia = x.idx if x.tape is not None else t.input_row(x)
+    if y is not None:
+        ib = y.idx if y.tape is not None else t.input_row(y)
+    return new_node(t, t.push(op, ia, ib, c, v), v)
+
+
+cdef inline bint is_number(object v):
+    if type(v) is float or type(v) is int:
+        return True
+    return isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, np.bool_)
+
+
+cdef object binop(op_t op, Var x, object y):
+    """op(x, y) for a Var x and anything y."""
+    cdef double cy
+    if type(y) is Var:
+        return record(op, x, <Var>y, 0.0, op_value(op, x.val, (<Var>y).val))
+    if is_number(y):
+        cy = y
+        return record(op, x, None, cy, op_value(op, x.val, cy))
+    return NotImplemented
+
+
+cdef object rbinop(op_t op, Var y, object x):
+    """op(x, y) for anything x and a Var y (a reflected operator)."""
+    cdef double cx
+    if is_number(x):
+        cx = x
+        return record(op, None, y, cx, op_value(op, cx, y.val))
+    return NotImplemented
+
+
+cdef inline object unop(op_t op, Var x):
+    return record(op, x, None, 0.0, op_value(op, x.val, 0.0))
+
+
+cdef object compare(op_t op, Var x, object y, bint reflected):
+    """A comparison: records a guard row (for replays) and returns a bool."""
+    r = rbinop(op, x, y) if reflected else binop(op, x, y)
+    if r is NotImplemented:
+        return r
+    return (<Var>r).val != 0.0
+
+
+# ==== Var ====================================================================
+
+@cython.freelist(256)
+@cython.no_gc  # a Var's only reference is its Tape, which never points back at a node
+@cython.final
+cdef class Var:
+    """A scalar that records every operation on it.
+
+    >>> import fastad as fad
+    >>> x = fad.Var(2.0); y = fad.Var(3.0)
+    >>> z = x * y + fad.sin(x)
+    >>> z.backward()
+    >>> z.value, x.grad, y.grad
+    (6.909297426825682, 2.5838531634528574, 2.0)
+    """
+
+    def __init__(self, value):
+        if type(value) is Var or not is_number(value):
+            raise TypeError(f"Var() takes a real number, got {type(value).__name__}")
+        self.val = value
+
+    # -- state --
+
+    @property
+    def value(self):
+        """The forward value (settable on leaves)."""
+        return self.val
+
+    @value.setter
+    def value(self, v):
+        if self.tape is not None:
+            raise FastADError("only a leaf's value can be set; this Var is a recorded result")
+        if not is_number(v):
+            raise TypeError(f"value must be a real number, got {type(v).__name__}")
+        self.val = v
+        self.serial = 0  # its INPUT rows hold the old value
+
+    @property
+    def grad(self):
+        """A leaf's accumulated gradient (settable; zero it between steps), or
+        a recorded node's adjoint from the last sweep of its tape."""
+        if self.tape is None:
+            return self.grad_
+        if self.idx < self.tape.adj_n:
+            return self.tape.adj[self.idx]
+        return 0.0
+
+    @grad.setter
+    def grad(self, g):
+        if self.tape is not None:
+            raise FastADError("only a leaf's grad can be set; a recorded node's grad is its adjoint")
+        self.grad_ = g
+
+    @property
+    def index(self):
+        """This node's row on its tape, or None for a leaf."""
+        return None if self.tape is None else self.idx
+
+    @property
+    def is_leaf(self):
+        return self.tape is None
+
+    def backward(self, seed=1.0, retain_graph=False):
+        """Reverse sweep from this value: every leaf it depends on gets
+        d(self)/d(leaf) * seed added to its .grad. Consumes the tape unless
+        retain_graph=True."""
+        cdef Tape t = self.tape
+        if t is None:
+            self.grad_ += <double>seed
+            return
+        if t.consumed:
+            raise FastADError(
+                "backward() was already called on this graph and its tape was released; "
+                "pass retain_graph=True to the first backward() to sweep it again")
+        t.sweep(self.idx, seed)
+        if not retain_graph:
+            t.consumed = True
+
+    def __float__(self):
+        return self.val
+
+    def __int__(self):
+        return int(self.val)
+
+    def __bool__(self):
+        return compare(OP_NE, self, 0.0, False)
+
+    def __hash__(self):  # by identity, as __eq__ compares values (like torch.Tensor)
+        return id(self) >> 4
+
+    def __format__(self, spec):
+        return format(self.val, spec)
+
+    def __repr__(self):
+        if self.tape is None:
+            return f"Var({self.val!r}, grad={self.grad_!r})" if self.grad_ else f"Var({self.val!r})"
+        return f"Var({self.val!r}, row={self.idx})"
+
+    def __reduce__(self):
+        if self.tape is not None:
+            raise TypeError("a recorded node cannot be pickled; pickle its .value, or use fad.compile")
+        return (_leaf, (self.val, self.grad_))
+
+    # -- arithmetic: each operator is one row; Python numbers fold into c --
+
+    def __add__(self, other):
+        return binop(OP_ADD, self, other)
+
+    def __radd__(self, other):
+        return rbinop(OP_ADD, self, other)
+
+    def __sub__(self, other):
+        return binop(OP_SUB, self, other)
+
+    def __rsub__(self, other):
+        return rbinop(OP_SUB, self, other)
+
+    def __mul__(self, other):
+        return binop(OP_MUL, self, other)
+
+    def __rmul__(self, other):
+        return rbinop(OP_MUL, self, other)
+
+    def __truediv__(self, other):
+        return binop(OP_DIV, self, other)
+
+    def __rtruediv__(self, other):
+        return rbinop(OP_DIV, self, other)
+
+    def __pow__(self, other, mod):
+        if mod is not None:
+            return NotImplemented
+        if (type(other) is int or type(other) is float) and other == 2:
+            return unop(OP_SQUARE, self)  # x*x: three times cheaper than pow in the sweep
+        return binop(OP_POWER, self, other)
+
+    def __rpow__(self, other, mod):
+        if mod is not None:
+            return NotImplemented
+        return rbinop(OP_POWER, self, other)
+
+    def __neg__(self):
+        return unop(OP_NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return unop(OP_ABS, self)
+
+    def __lt__(self, other):
+        return compare(OP_LT, self, other, False)
+
+    def __le__(self, other):
+        return compare(OP_LE, self, other, False)
+
+    def __gt__(self, other):
+        return compare(OP_GT, self, other, False)
+
+    def __ge__(self, other):
+        return compare(OP_GE, self, other, False)
+
+    def __eq__(self, other):
+        return compare(OP_EQ, self, other, False)
+
+    def __ne__(self, other):
+        return compare(OP_NE, self, other, False)
+
+    # -- NumPy: np.sin(v), np.float64(2) * v, np.maximum(v, 0) --
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        fn = _UFUNCS.get(ufunc)
+        if fn is None or method != "__call__" or kwargs:
+            return NotImplemented
+        if any(isinstance(v, np.ndarray) and v.ndim for v in inputs):
+            # An ndarray with Vars in it: NumPy's object-array semantics, element by element.
+            return np.frompyfunc(fn, len(inputs), 1)(*inputs)
+        return fn(*[v if type(v) is Var else float(v) for v in inputs])
+
+
+def _leaf(value, grad):
+    v = Var(value)
+    v.grad_ = grad
+    return v
+
+
+# ==== the math functions =====================================================
+
+cdef object elementwise(op_t op, object x, object y, str name):
+    """An op over ndarrays: float arrays in a C loop (same rule as for Vars),
+    object arrays (of Vars) element by element through the public function."""
+    fn = globals()[name]
+    arrays = [np.asarray(v) for v in ((x,) if y is None else (x, y))]
+    if any(a.dtype == object for a in arrays):
+        return np.frompyfunc(fn, len(arrays), 1)(*arrays)
+    for v, a in zip((x, y), arrays):
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"
+                            + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
+    arrays = np.broadcast_arrays(*[a.astype(np.float64) for a in arrays])
+    cdef double[::1] xs = np.ascontiguousarray(arrays[0]).ravel()
+    cdef double[::1] ys = np.ascontiguousarray(arrays[-1]).ravel()
+    out = np.empty(xs.shape[0], np.float64)
+    cdef double[::1] o = out
+    cdef Py_ssize_t i
+    for i in range(xs.shape[0]):
+        o[i] = op_value(op, xs[i], ys[i])
+    return out.reshape(arrays[0].shape)
+
+
+cdef object unary(op_t op, object x):
+    if type(x) is Var:
+        return unop(op, <Var>x)
+    if is_number(x):
+        return op_value(op, <double>x, 0.0)
+    return elementwise(op, x, None, _ops_table.OPS[op].name)
+
+
+cdef object binary(op_t op, object x, object y):
+    cdef object r = NotImplemented
+    if type(x) is Var:
+        r = binop(op, <Var>x, y)
+    elif type(y) is Var:
+        r = rbinop(op, <Var>y, x)
+    elif is_number(x) and is_number(y):
+        return op_value(op, <double>x, <double>y)
+    if r is NotImplemented:
+        return elementwise(op, x, y, _ops_table.OPS[op].name)
+    return r
+
+
+def sqrt(x):
+    """Square root; sqrt'(0) = inf. ``fad.sqrt(4.0)`` is ``2.0``."""
+    return unary(OP_SQRT, x)
+
+def cbrt(x):
+    """Cube root. ``fad.cbrt(8.0)`` is ``2.0``."""
+    return unary(OP_CBRT, x)
+
+def square(x):
+    """x*x. ``fad.square(3.0)`` is ``9.0``."""
+    return unary(OP_SQUARE, x)
+
+def exp(x):
+    """e**x. ``fad.exp(0.0)`` is ``1.0``."""
+    return unary(OP_EXP, x)
+
+def expm1(x):
+    """e**x - 1, accurate near 0. ``fad.expm1(0.0)`` is ``0.0``."""
+    return unary(OP_EXPM1, x)
+
+def log(x):
+    """Natural log; log(0) = -inf, log(-1) = nan. ``fad.log(1.0)`` is ``0.0``."""
+    return unary(OP_LOG, x)
+
+def log1p(x):
+    """log(1 + x), accurate near 0. ``fad.log1p(0.0)`` is ``0.0``."""
+    return unary(OP_LOG1P, x)
+
+def log2(x):
+    """Base-2 log. ``fad.log2(8.0)`` is ``3.0``."""
+    return unary(OP_LOG2, x)
+
+def log10(x):
+    """Base-10 log. ``fad.log10(100.0)`` is ``2.0``."""
+    return unary(OP_LOG10, x)
+
+def sin(x):
+    """Sine. ``fad.sin(0.0)`` is ``0.0``."""
+    return unary(OP_SIN, x)
+
+def cos(x):
+    """Cosine. ``fad.cos(0.0)`` is ``1.0``."""
+    return unary(OP_COS, x)
+
+def tan(x):
+    """Tangent. ``fad.tan(0.0)`` is ``0.0``."""
+    return unary(OP_TAN, x)
+
+def arcsin(x):
+    """Inverse sine. ``fad.arcsin(0.0)`` is ``0.0``."""
+    return unary(OP_ARCSIN, x)
+
+def arccos(x):
+    """Inverse cosine. ``fad.arccos(1.0)`` is ``0.0``."""
+    return unary(OP_ARCCOS, x)
+
+def arctan(x):
+    """Inverse tangent. ``fad.arctan(0.0)`` is ``0.0``."""
+    return unary(OP_ARCTAN, x)
+
+def sinh(x):
+    """Hyperbolic sine. ``fad.sinh(0.0)`` is ``0.0``."""
+    return unary(OP_SINH, x)
+
+def cosh(x):
+    """Hyperbolic cosine. ``fad.cosh(0.0)`` is ``1.0``."""
+    return unary(OP_COSH, x)
+
+def tanh(x):
+    """Hyperbolic tangent. ``fad.tanh(0.0)`` is ``0.0``."""
+    return unary(OP_TANH, x)
+
+def erf(x):
+    """The error function. ``fad.erf(0.0)`` is ``0.0``."""
+    return unary(OP_ERF, x)
+
+def sigmoid(x):
+    """1 / (1 + e**-x), computed without overflow. ``fad.sigmoid(0.0)`` is ``0.5``."""
+    return unary(OP_SIGMOID, x)
+
+def relu(x):
+    """max(x, 0); relu'(0) = 0. ``fad.relu(-2.0)`` is ``0.0``."""
+    return unary(OP_RELU, x)
+
+def abs(x):
+    """|x|; abs'(0) = 0. ``fad.abs(-2.0)`` is ``2.0``."""
+    return unary(OP_ABS, x)
+
+def sign(x):
+    """-1, 0 or 1 (nan for nan); its derivative is 0. ``fad.sign(-2.0)`` is ``-1.0``."""
+    return unary(OP_SIGN, x)
+
+def maximum(x, y):
+    """The larger of x and y; a tie splits the adjoint 0.5 / 0.5. ``fad.maximum(1.0, 2.0)`` is ``2.0``."""
+    return binary(OP_MAXIMUM, x, y)
+
+def minimum(x, y):
+    """The smaller of x and y; a tie splits the adjoint 0.5 / 0.5. ``fad.minimum(1.0, 2.0)`` is ``1.0``."""
+    return binary(OP_MINIMUM, x, y)
+
+def arctan2(y, x):
+    """The angle of the point (x, y), as np.arctan2(y, x). ``fad.arctan2(0.0, 1.0)`` is ``0.0``."""
+    return binary(OP_ARCTAN2, y, x)
+
+def hypot(x, y):
+    """sqrt(x*x + y*y) without overflow; partials are 0 at the origin. ``fad.hypot(3.0, 4.0)`` is ``5.0``."""
+    return binary(OP_HYPOT, x, y)
+
+def power(x, y):
+    """x ** y; power(x, 2) records a square. ``fad.power(2.0, 3.0)`` is ``8.0``."""
+    if type(x) is Var:
+        return (<Var>x).__pow__(y, None) if is_number(y) else binary(OP_POWER, x, y)
+    return binary(OP_POWER, x, y)
+
+def where(cond, x, y):
+    """x where cond is true, else y. On a Var condition the choice is
+    recorded as a guard. ``fad.where(True, 1.0, 2.0)`` is ``1.0``."""
+    if isinstance(cond, np.ndarray) and cond.ndim:
+        if cond.dtype == object or any(isinstance(v, np.ndarray) and v.dtype == object for v in (x, y)):
+            return np.frompyfunc(where, 3, 1)(cond, x, y)
+        return np.where(cond, x, y)
+    return x if cond else y
+
+def clip(x, lo, hi):
+    """minimum(maximum(x, lo), hi). ``fad.clip(5.0, 0.0, 1.0)`` is ``1.0``."""
+    return minimum(maximum(x, lo), hi)
+
+
+_UFUNCS = {
+    np.add: lambda x, y: x + y, np.subtract: lambda x, y: x - y,
+    np.multiply: lambda x, y: x * y, np.true_divide: lambda x, y: x / y,
+    np.power: power, np.float_power: power, np.negative: lambda x: -x, np.positive: lambda x: x,
+    np.absolute: abs, np.fabs: abs, np.sqrt: sqrt, np.cbrt: cbrt, np.square: square,
+    np.exp: exp, np.expm1: expm1, np.log: log, np.log1p: log1p, np.log2: log2, np.log10: log10,
+    np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin, np.arccos: arccos, np.arctan: arctan,
+    np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.sign: sign,
+    np.maximum: maximum, np.minimum: minimum, np.fmax: maximum, np.fmin: minimum,
+    np.arctan2: arctan2, np.hypot: hypot,
+    np.less: lambda x, y: x < y, np.less_equal: lambda x, y: x <= y,
+    np.greater: lambda x, y: x > y, np.greater_equal: lambda x, y: x >= y,
+    np.equal: lambda x, y: x == y, np.not_equal: lambda x, y: x != y,
+}
+
+# The op table as the core sees it: tests check it against fastad/ops.py.
+OP_CODES = {name: code for name, code in (
+    ("input", OP_INPUT), ("add", OP_ADD), ("sub", OP_SUB), ("mul", OP_MUL), ("div", OP_DIV),
+    ("power", OP_POWER), ("neg", OP_NEG), ("square", OP_SQUARE), ("sqrt", OP_SQRT),
+    ("cbrt", OP_CBRT), ("exp", OP_EXP), ("expm1", OP_EXPM1), ("log", OP_LOG),
+    ("log1p", OP_LOG1P), ("log2", OP_LOG2), ("log10", OP_LOG10), ("sin", OP_SIN),
+    ("cos", OP_COS), ("tan", OP_TAN), ("arcsin", OP_ARCSIN), ("arccos", OP_ARCCOS),
+    ("arctan", OP_ARCTAN), ("sinh", OP_SINH), ("cosh", OP_COSH), ("tanh", OP_TANH),
+    ("erf", OP_ERF), ("sigmoid", OP_SIGMOID), ("relu", OP_RELU), ("abs", OP_ABS),
+    ("sign", OP_SIGN), ("maximum", OP_MAXIMUM), ("minimum", OP_MINIMUM),
+    ("arctan2", OP_ARCTAN2), ("hypot", OP_HYPOT), ("lt", OP_LT), ("le", OP_LE),
+    ("gt", OP_GT), ("ge", OP_GE), ("eq", OP_EQ), ("ne", OP_NE))}
+N_OP_CODES = N_OPS
+
+
+def op_value_py(int op, double x, double y=0.0):
+    """The core's value rule for one op (for tests and printers)."""
+    if not 0 <= op < N_OPS:
+        raise ValueError(f"no op code {op}")
+    return op_value(<op_t>op, x, y)
+
+
+def op_partials_py(int op, double x, double y=0.0):
+    """The core's partials (d/dx, d/dy) for one op at (x, y) (for tests and printers)."""
+    if not 0 <= op < N_OPS:
+        raise ValueError(f"no op code {op}")
+    cdef Partials d = op_partials(<op_t>op, x, y, op_value(<op_t>op, x, y), True)
+    return d.dx, d.dy
+
+
+# ==== grad's hot path ========================================================
+
+cdef object leaves_of(object arg):
+    """Leaves for an argument that is a number or a flat list / tuple of
+    numbers (the common cases, made here without Python per element), or
+    None for anything else (the general tree code in fastad/_tree.py)."""
+    cdef Py_ssize_t i, n
+    if type(arg) is float or type(arg) is int:
+        return new_leaf(<double>arg)
+    if type(arg) is list or type(arg) is tuple:
+        n = len(arg)
+        out = [None] * n
+        for i in range(n):
+            v = arg[i]
+            if type(v) is not float and type(v) is not int:
+                return None
+            out[i] = new_leaf(<double>v)
+        return out if type(arg) is list else tuple(out)
+    return None
+
+
+cdef object grads_of(object leaves):
+    cdef Py_ssize_t i, n
+    if type(leaves) is Var:
+        return (<Var>leaves).grad_
+    n = len(leaves)
+    out = [None] * n
+    for i in range(n):
+        out[i] = (<Var>leaves[i]).grad_
+    return out if type(leaves) is list else tuple(out)
+
+
+def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
+    """(value, [grad per argnum]) when every differentiated argument is a
+    number or a flat list / tuple of numbers; None otherwise."""
+    cdef list call_args = list(args)
+    cdef list leaves = []
+    for k in nums:
+        made = leaves_of(args[k])
+        if made is None:
+            return None
+        call_args[k] = made
+        leaves.append(made)
+    cdef _ThreadState st = thread_state()
+    st.saved.append((st.tape, st.implicit))
+    st.tape = Tape()
+    st.implicit = False
+    try:
+        out = f(*call_args, **kwargs)
+        if type(out) is not Var:
+            from fastad._tree import scalar_output
+            out = scalar_output(out, "grad")
+        if type(out) is Var:
+            value = (<Var>out).val
+            out.backward()
+        else:
+            value = out
+    finally:
+        st.tape, st.implicit = st.saved.pop()
+    return value, [grads_of(made) for made in leaves]

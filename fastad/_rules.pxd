@@ -1,0 +1,229 @@
+# cython: language_level=3
+"""Every op's value and partial derivatives, side by side, in code order.
+
+This is the only place in the core that names an op's mathematics (CasADi's
+fcn/der). The sweeps call these two functions and only multiply partials by
+adjoints. Arguments: x, y are the op's argument values (a constant argument
+arrives as its value c); f is the op's own output, already on the tape, so
+rules reuse it (exp' = f, tanh' = 1 - f*f). Unary ops ignore y.
+
+All arithmetic is C double arithmetic: a domain error gives the IEEE result
+(nan, inf), never an exception.
+"""
+from libc.math cimport (sin, cos, tan, asin, acos, atan, sinh, cosh, tanh, exp,
+                        expm1, log, log1p, log2, log10, sqrt, cbrt, erf, atan2,
+                        hypot, pow, fabs)
+from fastad._ops cimport *
+
+cdef extern from *:
+    """
+    #define FASTAD_LN2 0.6931471805599453
+    #define FASTAD_LN10 2.302585092994046
+    #define FASTAD_2_SQRTPI 1.1283791670955126
+    """
+    double FASTAD_LN2, FASTAD_LN10, FASTAD_2_SQRTPI
+
+
+cdef inline double sigmoid_value(double x) noexcept nogil:
+    # Two branches so that exp never overflows: 1/(1+e^-x) for x >= 0,
+    # e^x/(1+e^x) below (nan falls through to the second and stays nan).
+    cdef double e
+    if x >= 0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
+    """f = op(x, y)."""
+    if op == OP_ADD:
+        return x + y
+    elif op == OP_SUB:
+        return x - y
+    elif op == OP_MUL:
+        return x * y
+    elif op == OP_DIV:
+        return x / y
+    elif op == OP_POWER:
+        return pow(x, y)
+    elif op == OP_NEG:
+        return -x
+    elif op == OP_SQUARE:
+        return x * x
+    elif op == OP_SQRT:
+        return sqrt(x)
+    elif op == OP_CBRT:
+        return cbrt(x)
+    elif op == OP_EXP:
+        return exp(x)
+    elif op == OP_EXPM1:
+        return expm1(x)
+    elif op == OP_LOG:
+        return log(x)
+    elif op == OP_LOG1P:
+        return log1p(x)
+    elif op == OP_LOG2:
+        return log2(x)
+    elif op == OP_LOG10:
+        return log10(x)
+    elif op == OP_SIN:
+        return sin(x)
+    elif op == OP_COS:
+        return cos(x)
+    elif op == OP_TAN:
+        return tan(x)
+    elif op == OP_ARCSIN:
+        return asin(x)
+    elif op == OP_ARCCOS:
+        return acos(x)
+    elif op == OP_ARCTAN:
+        return atan(x)
+    elif op == OP_SINH:
+        return sinh(x)
+    elif op == OP_COSH:
+        return cosh(x)
+    elif op == OP_TANH:
+        return tanh(x)
+    elif op == OP_ERF:
+        return erf(x)
+    elif op == OP_SIGMOID:
+        return sigmoid_value(x)
+    elif op == OP_RELU:
+        return x if not (x <= 0.0) else 0.0  # nan stays nan, as np.maximum(nan, 0)
+    elif op == OP_ABS:
+        return fabs(x)
+    elif op == OP_SIGN:
+        if x > 0.0:
+            return 1.0
+        elif x < 0.0:
+            return -1.0
+        return x  # 0.0 and nan, as np.sign
+    elif op == OP_MAXIMUM:
+        if x > y:
+            return x
+        elif y > x:
+            return y
+        return x + y if x != x or y != y else x  # nan propagates, as np.maximum
+    elif op == OP_MINIMUM:
+        if x < y:
+            return x
+        elif y < x:
+            return y
+        return x + y if x != x or y != y else x
+    elif op == OP_ARCTAN2:
+        return atan2(x, y)
+    elif op == OP_HYPOT:
+        return hypot(x, y)
+    elif op == OP_LT:
+        return 1.0 if x < y else 0.0
+    elif op == OP_LE:
+        return 1.0 if x <= y else 0.0
+    elif op == OP_GT:
+        return 1.0 if x > y else 0.0
+    elif op == OP_GE:
+        return 1.0 if x >= y else 0.0
+    elif op == OP_EQ:
+        return 1.0 if x == y else 0.0
+    elif op == OP_NE:
+        return 1.0 if x != y else 0.0
+    return 0.0  # OP_INPUT: its value is set by whoever pushes it
+
+
+cdef struct Partials:
+    double dx  # df/dx
+    double dy  # df/dy
+
+
+cdef inline Partials op_partials(op_t op, double x, double y, double f, bint need_dy) noexcept nogil:
+    """(df/dx, df/dy). need_dy is false when y is a folded constant, so an
+    expensive partial nobody reads (power's log) is skipped."""
+    cdef double r
+    cdef Partials d
+    d.dx = 0.0
+    d.dy = 0.0
+    if op == OP_ADD:
+        d.dx = 1.0
+        d.dy = 1.0
+    elif op == OP_SUB:
+        d.dx = 1.0
+        d.dy = -1.0
+    elif op == OP_MUL:
+        d.dx = y
+        d.dy = x
+    elif op == OP_DIV:
+        d.dx = 1.0 / y
+        d.dy = -f / y
+    elif op == OP_POWER:
+        # y x^(y-1) is 0 * inf = nan at x = 0, y = 0, where x^0 = 1 is flat;
+        # f log x is 0 * -inf at x = 0, where 0^y is flat in y (autograd's
+        # and JAX's convention; CasADi issue #104 is the same trap).
+        d.dx = y * pow(x, y - 1.0) if y != 0.0 else 0.0
+        if need_dy:
+            d.dy = f * log(x) if x != 0.0 else 0.0
+    elif op == OP_NEG:
+        d.dx = -1.0
+    elif op == OP_SQUARE:
+        d.dx = 2.0 * x
+    elif op == OP_SQRT:
+        d.dx = 0.5 / f  # inf at 0
+    elif op == OP_CBRT:
+        d.dx = 1.0 / (3.0 * f * f)  # inf at 0
+    elif op == OP_EXP:
+        d.dx = f
+    elif op == OP_EXPM1:
+        d.dx = f + 1.0
+    elif op == OP_LOG:
+        d.dx = 1.0 / x
+    elif op == OP_LOG1P:
+        d.dx = 1.0 / (1.0 + x)
+    elif op == OP_LOG2:
+        d.dx = 1.0 / (x * FASTAD_LN2)
+    elif op == OP_LOG10:
+        d.dx = 1.0 / (x * FASTAD_LN10)
+    elif op == OP_SIN:
+        d.dx = cos(x)
+    elif op == OP_COS:
+        d.dx = -sin(x)
+    elif op == OP_TAN:
+        d.dx = 1.0 + f * f
+    elif op == OP_ARCSIN:
+        d.dx = 1.0 / sqrt(1.0 - x * x)
+    elif op == OP_ARCCOS:
+        d.dx = -1.0 / sqrt(1.0 - x * x)
+    elif op == OP_ARCTAN:
+        d.dx = 1.0 / (1.0 + x * x)
+    elif op == OP_SINH:
+        d.dx = cosh(x)
+    elif op == OP_COSH:
+        d.dx = sinh(x)
+    elif op == OP_TANH:
+        d.dx = 1.0 - f * f
+    elif op == OP_ERF:
+        d.dx = FASTAD_2_SQRTPI * exp(-x * x)
+    elif op == OP_SIGMOID:
+        d.dx = f * (1.0 - f)
+    elif op == OP_RELU:
+        d.dx = 1.0 if x > 0.0 else 0.0  # relu'(0) = 0
+    elif op == OP_ABS:
+        d.dx = 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)  # abs'(0) = 0
+    elif op == OP_MAXIMUM or op == OP_MINIMUM:
+        # The adjoint goes to the argument that was chosen; a tie splits it.
+        if x == y:
+            d.dx = 0.5
+            d.dy = 0.5
+        elif (x > y) == (op == OP_MAXIMUM):
+            d.dx = 1.0
+        else:
+            d.dy = 1.0
+    elif op == OP_ARCTAN2:
+        r = x * x + y * y  # f = atan2(x, y): x is the numerator
+        d.dx = y / r
+        d.dy = -x / r
+    elif op == OP_HYPOT:
+        if f == 0.0:  # hypot(x, 0) = |x| and abs'(0) = 0
+            d.dx = 0.0
+        else:
+            d.dx = x / f
+            d.dy = y / f
+    # sign, guards and inputs: no derivative (both partials stay 0)
+    return d

@@ -1,0 +1,25 @@
+"""Builds the compiled core, fastad._core, from Cython (metadata is in pyproject.toml)."""
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "fastad._core",
+        ["fastad/_core.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "embedsignature": True,
+            "cdivision": True,  # C division: 1/0 is inf, as IEEE says, not ZeroDivisionError
+        },
+    )
+)
