@@ -5,12 +5,13 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension(
-        "fastad._core",
-        ["fastad/_core.pyx"],
+        f"fastad.{name}",
+        [f"fastad/{name}.pyx"],
         include_dirs=[np.get_include()],
         extra_compile_args=["-O3"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
+    for name in ("_core", "_replay")  # recording and the reverse sweep; replay of a trace
 ]
 
 setup(

@@ -10,12 +10,19 @@ from fastad._core import (
     log2, log10, sqrt, cbrt, square, abs, sign, sigmoid, relu, erf,
     maximum, minimum, power, arctan2, hypot, where, clip,
 )
-from fastad.functional import grad, value_and_grad
+from fastad._replay import BranchChanged
+from fastad.functional import grad, value_and_grad, jacobian, hessian, hvp, jvp, vjp
+from fastad.compiled import compile
+from fastad.check import check_grad
+from fastad.dot import to_dot, render
+from fastad.explain import explain
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "FastADError", "Tape", "Var", "no_grad", "debug_nans", "grad", "value_and_grad",
+    "FastADError", "BranchChanged", "Tape", "Var", "no_grad", "debug_nans",
+    "grad", "value_and_grad", "jacobian", "hessian", "hvp", "jvp", "vjp", "compile",
+    "explain", "to_dot", "render", "check_grad",
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "exp",
     "expm1", "log", "log1p", "log2", "log10", "sqrt", "cbrt", "square", "abs", "sign",
     "sigmoid", "relu", "erf", "maximum", "minimum", "power", "arctan2", "hypot", "where",

@@ -20,6 +20,7 @@ import numpy as np
 
 from fastad._ops cimport *
 from fastad._rules cimport op_value, op_partials, Partials
+from fastad._sweeps cimport reverse_sweep
 from fastad import ops as _ops_table
 
 
@@ -37,44 +38,6 @@ cdef enum:
 cdef uint64_t _next_serial = 1
 cdef bint _debug_nans = False
 cdef int _no_grad_threads = 0  # threads inside `no_grad`: 0 skips the per-op check
-
-
-# ==== the reverse sweep ======================================================
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
-                        const double* c, const double* val, double* adj,
-                        node_t out, double seed) noexcept nogil:
-    """adj[i] += d out / d row i for every row the output reaches.
-
-    Creation order is topological: when the loop reaches row i, every row
-    that reads it has been visited and its adjoint is final. A row whose
-    adjoint is exactly zero passes nothing on. That skips the rows the
-    output does not reach (no marking pass needed) and makes 0 * inf count
-    as 0, CppAD's "absolute zero" product: an infinite partial the output
-    does not depend on (sqrt at 0 behind a relu that is off) cannot turn the
-    gradient into nan. Indices come from the core's own pushes.
-    """
-    cdef node_t i, ia, ib
-    cdef double g, x, y
-    cdef Partials d
-    adj[out] = seed
-    for i in range(out, -1, -1):
-        g = adj[i]
-        if g == 0.0:
-            continue
-        ia = a[i]
-        ib = b[i]
-        if ia < 0 and ib < 0:  # an input
-            continue
-        x = val[ia] if ia >= 0 else c[i]
-        y = val[ib] if ib >= 0 else c[i]
-        d = op_partials(op[i], x, y, val[i], ib >= 0)
-        if ia >= 0:
-            adj[ia] += g * d.dx
-        if ib >= 0:
-            adj[ib] += g * d.dy
 
 
 # ==== Tape ===================================================================
@@ -167,7 +130,7 @@ cdef class Tape:
 
     cdef inline node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1:
         cdef node_t i = <node_t>self.n
-        if self.n == self.cap:
+        if self.n == self.cap or self.n == self.max_rows:
             self.grow()
         self.op[i] = op
         self.a[i] = a
@@ -659,14 +622,45 @@ cdef class Var:
 
     # -- NumPy: np.sin(v), np.float64(2) * v, np.maximum(v, 0) --
 
+    # NumPy applies a ufunc to an object array by calling each element's
+    # method of that name: these make np.exp(np.array([v1, v2])) work.
+    def sqrt(self): return unop(OP_SQRT, self)
+    def cbrt(self): return unop(OP_CBRT, self)
+    def square(self): return unop(OP_SQUARE, self)
+    def exp(self): return unop(OP_EXP, self)
+    def expm1(self): return unop(OP_EXPM1, self)
+    def log(self): return unop(OP_LOG, self)
+    def log1p(self): return unop(OP_LOG1P, self)
+    def log2(self): return unop(OP_LOG2, self)
+    def log10(self): return unop(OP_LOG10, self)
+    def sin(self): return unop(OP_SIN, self)
+    def cos(self): return unop(OP_COS, self)
+    def tan(self): return unop(OP_TAN, self)
+    def arcsin(self): return unop(OP_ARCSIN, self)
+    def arccos(self): return unop(OP_ARCCOS, self)
+    def arctan(self): return unop(OP_ARCTAN, self)
+    def sinh(self): return unop(OP_SINH, self)
+    def cosh(self): return unop(OP_COSH, self)
+    def tanh(self): return unop(OP_TANH, self)
+    def sign(self): return unop(OP_SIGN, self)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         fn = _UFUNCS.get(ufunc)
         if fn is None or method != "__call__" or kwargs:
             return NotImplemented
         if any(isinstance(v, np.ndarray) and v.ndim for v in inputs):
-            # An ndarray with Vars in it: NumPy's object-array semantics, element by element.
-            return np.frompyfunc(fn, len(inputs), 1)(*inputs)
+            # An ndarray with Vars in it: NumPy's object-array semantics, element by element
+            # (each Var wrapped in a 0-d object array, so NumPy does not ask us again).
+            return np.frompyfunc(fn, len(inputs), 1)(*[_object_scalar(v) for v in inputs])
         return fn(*[v if type(v) is Var else float(v) for v in inputs])
+
+
+def _object_scalar(v):
+    if type(v) is not Var:
+        return v
+    box = np.empty((), dtype=object)
+    box[()] = v
+    return box
 
 
 def _leaf(value, grad):

@@ -227,3 +227,97 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
             d.dy = y / f
     # sign, guards and inputs: no derivative (both partials stay 0)
     return d
+
+
+cdef struct Second:
+    double dxx  # d2f/dx2
+    double dxy  # d2f/dxdy
+    double dyy  # d2f/dy2
+
+
+cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nogil:
+    """Second partials, for Hessian-vector products (forward over reverse).
+    Flat pieces (kinks, guards, linear ops) are 0."""
+    cdef Second s
+    cdef double r, t
+    s.dxx = 0.0
+    s.dxy = 0.0
+    s.dyy = 0.0
+    if op == OP_MUL:
+        s.dxy = 1.0
+    elif op == OP_DIV:
+        s.dxy = -1.0 / (y * y)
+        s.dyy = 2.0 * f / (y * y)
+    elif op == OP_POWER:
+        # The same flat cases as the first partials: y(y-1) = 0 and x = 0.
+        s.dxx = y * (y - 1.0) * pow(x, y - 2.0) if y * (y - 1.0) != 0.0 else 0.0
+        if x != 0.0:
+            t = log(x)
+            s.dxy = pow(x, y - 1.0) * (1.0 + y * t)
+            s.dyy = f * t * t
+    elif op == OP_SQUARE:
+        s.dxx = 2.0
+    elif op == OP_SQRT:
+        s.dxx = -0.25 / (f * f * f)
+    elif op == OP_CBRT:
+        s.dxx = -2.0 / (9.0 * f * f * f * f * f)
+    elif op == OP_EXP:
+        s.dxx = f
+    elif op == OP_EXPM1:
+        s.dxx = f + 1.0
+    elif op == OP_LOG:
+        s.dxx = -1.0 / (x * x)
+    elif op == OP_LOG1P:
+        s.dxx = -1.0 / ((1.0 + x) * (1.0 + x))
+    elif op == OP_LOG2:
+        s.dxx = -1.0 / (x * x * FASTAD_LN2)
+    elif op == OP_LOG10:
+        s.dxx = -1.0 / (x * x * FASTAD_LN10)
+    elif op == OP_SIN or op == OP_COS:
+        s.dxx = -f
+    elif op == OP_TAN:
+        s.dxx = 2.0 * f * (1.0 + f * f)
+    elif op == OP_ARCSIN:
+        t = 1.0 - x * x
+        s.dxx = x / (t * sqrt(t))
+    elif op == OP_ARCCOS:
+        t = 1.0 - x * x
+        s.dxx = -x / (t * sqrt(t))
+    elif op == OP_ARCTAN:
+        t = 1.0 + x * x
+        s.dxx = -2.0 * x / (t * t)
+    elif op == OP_SINH or op == OP_COSH:
+        s.dxx = f
+    elif op == OP_TANH:
+        s.dxx = -2.0 * f * (1.0 - f * f)
+    elif op == OP_ERF:
+        s.dxx = -2.0 * x * FASTAD_2_SQRTPI * exp(-x * x)
+    elif op == OP_SIGMOID:
+        s.dxx = f * (1.0 - f) * (1.0 - 2.0 * f)
+    elif op == OP_ARCTAN2:
+        r = x * x + y * y
+        s.dxx = -2.0 * x * y / (r * r)
+        s.dxy = (x * x - y * y) / (r * r)
+        s.dyy = 2.0 * x * y / (r * r)
+    elif op == OP_HYPOT:
+        if f != 0.0:
+            t = f * f * f
+            s.dxx = y * y / t
+            s.dxy = -x * y / t
+            s.dyy = x * x / t
+    return s
+
+
+cdef inline int op_branch(op_t op, double x, double y) noexcept nogil:
+    """Which piece of a piecewise op (x, y) falls on: a replay whose inputs
+    land on another piece than the recording did must not reuse the tape.
+    Smooth ops have one piece (0)."""
+    if op == OP_RELU:
+        return x > 0.0
+    elif op == OP_ABS or op == OP_SIGN:
+        return (x > 0.0) - (x < 0.0) + 2 * (x != x)
+    elif op == OP_MAXIMUM or op == OP_MINIMUM:
+        return (x > y) - (x < y) + 2 * (x != x or y != y)
+    elif OP_LT <= op <= OP_NE:
+        return op_value(op, x, y) != 0.0
+    return 0

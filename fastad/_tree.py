@@ -1,64 +1,132 @@
-"""Arguments as trees: floats and arrays nested in lists, tuples and dicts.
+"""Arguments as trees: numbers and arrays nested in lists, tuples and dicts.
 
-`grad` turns the differentiated arguments into leaves, calls the function,
-and hands the leaves' gradients back in the arguments' own structure.
+`flatten` turns a tree into a list of its numbers (arrays contribute their
+elements) and a `treedef`, a hashable description of the structure;
+`unflatten` puts any sequence of the same length back into that structure.
+`grad` flattens an argument, makes one leaf Var per number, and rebuilds
+the gradient with unflatten; `compile` keeps the treedef to check calls.
 """
-import numpy as np
+import math
 
-from fastad._core import Var
+import numpy as np
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes are taken as float64
 
 
-def to_leaves(tree, where):
-    """(tree with every number replaced by a leaf Var, list of those Vars, rebuild).
+def flatten(tree, where="argument", var_type=None):
+    """(list of floats and float64 arrays, treedef). `where` names the
+    argument in error messages. With var_type (fastad's Var), Vars are
+    numbers too and object arrays of them are arrays: for outputs."""
+    parts = []
 
-    `rebuild(values)` puts one value per leaf (in the list's order) back
-    into the tree's structure: floats for numbers, float64 arrays for arrays.
-    `where` names the argument in error messages.
-    """
-    leaves = []
-
-    def convert(node, path):
+    def walk(node, path):
+        if var_type is not None:
+            if type(node) is var_type:
+                parts.append(node)
+                return "f"
+            if isinstance(node, np.ndarray) and node.dtype == object:
+                parts.append(node)
+                return ("a", node.shape)
         if isinstance(node, (bool, np.bool_)):
             raise TypeError(f"{path} is a bool; fastad differentiates real numbers")
         if isinstance(node, (float, int, np.floating, np.integer)):
-            leaves.append(Var(float(node)))
-            k = len(leaves) - 1
-            return leaves[-1], lambda vals: float(vals[k])
+            parts.append(float(node))
+            return "f"
         if isinstance(node, np.ndarray):
             if node.dtype.kind not in _REAL_KINDS:
                 raise TypeError(f"{path} is an array of dtype {node.dtype}; fastad needs real numbers "
                                 "(float64, or integers, which are taken as float64)")
-            start = len(leaves)
-            flat = node.astype(np.float64).ravel()
-            leaves.extend(Var(float(v)) for v in flat)
-            vars_ = np.empty(node.shape, dtype=object)
-            vars_.ravel()[:] = leaves[start:] if flat.size else []
-            stop, shape = len(leaves), node.shape
-            return vars_, lambda vals: np.array(vals[start:stop], dtype=np.float64).reshape(shape)
+            parts.append(np.asarray(node, np.float64))
+            return ("a", node.shape)
         if isinstance(node, (list, tuple)):
-            parts = [convert(v, f"{path}[{i}]") for i, v in enumerate(node)]
-            kind = type(node)
-            made = [p[0] for p in parts]
-            made = made if kind is list else (kind(*made) if hasattr(kind, "_fields") else kind(made))
-            return made, lambda vals: (lambda items: items if kind is list else
-                                       (kind(*items) if hasattr(kind, "_fields") else kind(items)))(
-                [p[1](vals) for p in parts])
+            kids = tuple(walk(v, f"{path}[{i}]") for i, v in enumerate(node))
+            return (type(node), kids)
         if isinstance(node, dict):
-            parts = {key: convert(v, f"{path}[{key!r}]") for key, v in node.items()}
-            return ({key: p[0] for key, p in parts.items()},
-                    lambda vals: {key: p[1](vals) for key, p in parts.items()})
+            keys = tuple(node)
+            return (dict, keys, tuple(walk(node[k], f"{path}[{k!r}]") for k in keys))
         raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
                         "float64 arrays, and lists / tuples / dicts of them")
 
-    made, rebuild = convert(tree, where)
-    return made, leaves, rebuild
+    return parts, walk(tree, where)
+
+
+def size(treedef):
+    """How many numbers a tree of this structure holds."""
+    if treedef == "f":
+        return 1
+    if treedef[0] == "a":
+        return math.prod(treedef[1])
+    return sum(size(kid) for kid in treedef[-1])
+
+
+def unflatten(treedef, items, array_dtype=np.float64):
+    """The tree of `treedef` with its numbers taken in order from `items`:
+    floats for numbers, arrays of `array_dtype` for arrays."""
+    it = iter(items)
+
+    def build(td):
+        if td == "f":
+            v = next(it)
+            return float(v) if array_dtype is np.float64 else v
+        if td[0] == "a":
+            n = math.prod(td[1])
+            out = np.empty(n, dtype=array_dtype)
+            for k in range(n):
+                out[k] = next(it)
+            return out.reshape(td[1])
+        if td[0] is dict:
+            return {k: build(kid) for k, kid in zip(td[1], td[2])}
+        kind, kids = td
+        made = [build(kid) for kid in kids]
+        if kind is list:
+            return made
+        return kind(*made) if hasattr(kind, "_fields") else kind(made)  # namedtuples too
+
+    return build(treedef)
+
+
+def numbers(parts):
+    """The flat float64 vector of flatten's parts."""
+    if not parts:
+        return np.zeros(0)
+    return np.concatenate([np.ravel(p) for p in parts]).astype(np.float64, copy=False)
+
+
+def items(parts):
+    """flatten's parts as one flat list (arrays contribute their elements)."""
+    out = []
+    for p in parts:
+        out.extend(np.ravel(p).tolist() if isinstance(p, np.ndarray) else (p,))
+    return out
+
+
+def shape(treedef):
+    """The array shape a tree stands for in a Jacobian: () for a number,
+    the array's shape, (len,) for a list or tuple of numbers, else (size,)."""
+    if treedef == "f":
+        return ()
+    if treedef[0] == "a":
+        return tuple(treedef[1])
+    return (size(treedef),)
+
+
+def describe(treedef):
+    """A short human description of a structure, for error messages."""
+    if treedef == "f":
+        return "float"
+    if treedef[0] == "a":
+        return f"array{treedef[1]}"
+    if treedef[0] is dict:
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in zip(treedef[1], treedef[2])) + "}"
+    kind, kids = treedef
+    inner = ", ".join(describe(k) for k in kids)
+    return f"[{inner}]" if kind is list else f"({inner})"
 
 
 def scalar_output(out, transform):
     """The output of a function under `grad`: a Var or a plain number.
     Anything with more than one element is an error that points to jacobian."""
+    from fastad._core import Var
     if type(out) is Var:
         return out
     if isinstance(out, np.ndarray) and out.size == 1 and out.dtype == object:

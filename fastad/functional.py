@@ -7,7 +7,8 @@ arguments' own structure.
 import functools
 
 from fastad._core import Tape, Var, value_and_grad_simple
-from fastad._tree import scalar_output, to_leaves
+from fastad import _tree
+from fastad._tree import scalar_output
 
 
 class _Argnums:
@@ -45,18 +46,20 @@ def _value_and_grad(f, argnums, args, kwargs, transform):
 
 def _value_and_grad_tree(f, nums, args, kwargs, transform):
     args = list(args)
-    rebuilds = []
+    trees = []
     with Tape():
         for k in nums:
-            args[k], leaves, rebuild = to_leaves(args[k], f"argument {k}")
-            rebuilds.append((leaves, rebuild))
+            parts, treedef = _tree.flatten(args[k], f"argument {k}")
+            leaves = [Var(v) for v in _tree.numbers(parts)]
+            args[k] = _tree.unflatten(treedef, leaves, object)
+            trees.append((treedef, leaves))
         out = scalar_output(f(*args, **kwargs), transform)
         if type(out) is Var:
             value = out.value
             out.backward()
         else:
             value = out
-    return value, [rebuild([leaf.grad for leaf in leaves]) for leaves, rebuild in rebuilds]
+    return value, [_tree.unflatten(td, [leaf.grad for leaf in leaves]) for td, leaves in trees]
 
 
 def value_and_grad(f, argnums=0):
@@ -90,3 +93,69 @@ def grad(f, argnums=0):
     def grad_f(*args, **kwargs):
         return _value_and_grad(f, nums, args, kwargs, "grad")[1]
     return grad_f
+
+
+# -- transforms built on one recording, swept in C (fastad/compiled.py) --
+
+def _traced(f, args, argnums):
+    from fastad.compiled import CompiledFunction
+    return CompiledFunction(f, args, argnums)
+
+
+def jacobian(f, argnums=0, mode="auto"):
+    """d f / d args[argnums], shaped out.shape + in.shape; mode "rev"
+    (a reverse sweep per output), "fwd" (a tangent sweep per input) or
+    "auto" (whichever is fewer).
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.jacobian(lambda x: [x[0] * x[1], fad.sin(x[0])])(np.array([2.0, 3.0]))
+    array([[ 3.        ,  2.        ],
+           [-0.41614684,  0.        ]])
+    """
+    return lambda *args: _traced(f, args, argnums).jacobian(*args, mode=mode)
+
+
+def hessian(f, argnums=0):
+    """Second derivatives of a scalar f, shaped in.shape + in.shape.
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]))
+    array([[4., 2.],
+           [2., 0.]])
+    """
+    return lambda *args: _traced(f, args, argnums).hessian(*args)
+
+
+def hvp(f):
+    """(x, v) -> H(x) @ v for a scalar f of one argument, by forward over
+    reverse (never forms H).
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.hvp(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]), np.array([1.0, 0.0]))
+    array([4., 2.])
+    """
+    return lambda x, v: _traced(f, (x,), 0).hvp(x, v)
+
+
+def jvp(f, primals, tangents):
+    """(f(*primals), J @ tangents), by one tangent sweep.
+
+    >>> import fastad as fad
+    >>> fad.jvp(lambda x, y: x * y, (2.0, 3.0), (1.0, 0.0))
+    (6.0, 3.0)
+    """
+    primals = tuple(primals)
+    return _traced(f, primals, tuple(range(len(primals)))).jvp(primals, tuple(tangents))
+
+
+def vjp(f, *primals):
+    """(f(*primals), vjp_fn) with vjp_fn(cotangent) = cotangent @ J, a
+    tuple with one entry per primal.
+
+    >>> import fastad as fad
+    >>> out, pullback = fad.vjp(lambda x, y: [x * y, x + y], 2.0, 3.0)
+    >>> out, pullback([1.0, 1.0])
+    ([6.0, 5.0], (4.0, 3.0))
+    """
+    cf = _traced(f, primals, tuple(range(len(primals))))
+    return cf(*primals), lambda cotangent: cf.vjp(primals, cotangent)[1]

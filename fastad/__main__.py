@@ -1,0 +1,3 @@
+import sys
+from fastad.cli import main
+sys.exit(main())

@@ -1,0 +1,338 @@
+# cython: language_level=3, embedsignature=True, cdivision=True
+"""Replaying a recorded tape with new inputs, in C.
+
+A Trace is a frozen copy of a tape's rows, with the map from the function's
+flattened inputs to their INPUT rows and from its flattened outputs to
+their rows. Every method runs the sweeps of fastad/_sweeps.pxd over it:
+no Python per op. Each call works in its own value/adjoint buffers, so one
+Trace serves many threads at once (grad_rows releases the GIL).
+"""
+cimport cython
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from fastad._ops cimport *
+from fastad._rules cimport op_branch
+from fastad._sweeps cimport forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
+from fastad import ops as _ops_table
+
+
+class BranchChanged(Exception):
+    """A replay's inputs take another branch than the recording did."""
+
+
+@cython.boundscheck(False)  # every index is checked in _validate, before any sweep
+@cython.wraparound(False)
+cdef class Trace:
+    """The rows of one recording, ready to replay.
+
+    Arrays (length n rows unless said): op, a, b, c as on the tape; val0 the
+    recorded values (INPUT rows of leaves from outside the function keep
+    theirs as constants); branch0 the piece each kink or guard row fell on
+    (-1 for smooth rows); in_rows (n_in,) the INPUT row of each input number
+    (-1: unused); out_rows (n_out,) the row of each output number (-1: the
+    output is the constant out_const[k]).
+    """
+    cdef readonly object op, a, b, c, val0, branch0, in_rows, out_rows, out_const
+    cdef const op_t[::1] op_v
+    cdef const node_t[::1] a_v, b_v, in_v, out_v
+    cdef const double[::1] c_v, val0_v, out_const_v
+    cdef const signed char[::1] branch_v
+    cdef readonly Py_ssize_t n, n_in, n_out
+
+    def __init__(self, op, a, b, c, val0, in_rows, out_rows, out_const, fingerprint=None):
+        if fingerprint is not None and fingerprint != _ops_table.fingerprint():
+            raise ValueError(
+                "this compiled function was made with another version of fastad's op table "
+                f"(fingerprint {fingerprint}, this fastad has {_ops_table.fingerprint()}); "
+                "compile the function again")
+        self.op = np.ascontiguousarray(op, np.uint8)
+        self.a = np.ascontiguousarray(a, np.int32)
+        self.b = np.ascontiguousarray(b, np.int32)
+        self.c = np.ascontiguousarray(c, np.float64)
+        self.val0 = np.ascontiguousarray(val0, np.float64)
+        self.in_rows = np.ascontiguousarray(in_rows, np.int32)
+        self.out_rows = np.ascontiguousarray(out_rows, np.int32)
+        self.out_const = np.ascontiguousarray(out_const, np.float64)
+        self.n = self.op.shape[0]
+        self.n_in = self.in_rows.shape[0]
+        self.n_out = self.out_rows.shape[0]
+        self._validate()
+        self.op_v, self.a_v, self.b_v, self.c_v, self.val0_v = self.op, self.a, self.b, self.c, self.val0
+        self.in_v, self.out_v, self.out_const_v = self.in_rows, self.out_rows, self.out_const
+        self.branch0 = self._branches()
+        self.branch_v = self.branch0
+
+    def _validate(self):
+        """Rows from a pickle are user input: check every index before any
+        sweep trusts it (the sweeps do not bounds-check)."""
+        n = self.n
+        for name in ("a", "b", "c", "val0"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"trace array {name} has shape {getattr(self, name).shape}, expected ({n},)")
+        if n and self.op.max() >= N_OPS:
+            raise ValueError(f"trace has op code {self.op.max()}, this fastad knows {N_OPS}")
+        rows = np.arange(n)
+        for name in ("a", "b"):
+            arg = getattr(self, name)
+            if np.any((arg >= rows) | (arg < -1)):
+                raise ValueError(f"trace column {name} refers to a row that is not earlier")
+        for name in ("in_rows", "out_rows"):
+            idx = getattr(self, name)
+            if np.any((idx >= n) | (idx < -1)):
+                raise ValueError(f"trace {name} refers to a row outside the tape")
+        if self.out_const.shape != self.out_rows.shape:
+            raise ValueError("trace out_const and out_rows differ in length")
+
+    def _branches(self):
+        out = np.full(self.n, -1, np.int8)
+        cdef signed char[::1] o = out
+        cdef Py_ssize_t i
+        cdef node_t ia, ib
+        cdef double x, y
+        kinked = {s.code for s in _ops_table.OPS if s.kind in ("kink", "guard")}
+        for i in range(self.n):
+            if self.op_v[i] in kinked:
+                ia, ib = self.a_v[i], self.b_v[i]
+                x = self.val0_v[ia] if ia >= 0 else self.c_v[i]
+                y = self.val0_v[ib] if ib >= 0 else self.c_v[i]
+                o[i] = op_branch(self.op_v[i], x, y)
+        return out
+
+    def __reduce__(self):
+        return (Trace, (self.op, self.a, self.b, self.c, self.val0, self.in_rows,
+                        self.out_rows, self.out_const, _ops_table.fingerprint()))
+
+    @property
+    def nbytes(self):
+        return sum(getattr(self, k).nbytes for k in
+                   ("op", "a", "b", "c", "val0", "branch0", "in_rows", "out_rows", "out_const"))
+
+    # -- the sweeps, on buffers the caller owns --
+
+    cdef node_t forward(self, const double* x, double* val) noexcept nogil:
+        """val = every row's value at inputs x; returns the first row whose
+        branch differs from the recording's, or -1."""
+        cdef Py_ssize_t k
+        cdef node_t r
+        if self.n == 0:
+            return -1
+        memcpy(val, &self.val0_v[0], self.n * sizeof(double))
+        for k in range(self.n_in):
+            r = self.in_v[k]
+            if r >= 0:
+                val[r] = x[k]
+        return forward_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
+                             val, &self.branch_v[0])
+
+    cdef void reverse(self, const double* val, double* adj, Py_ssize_t out_k, double* g) noexcept nogil:
+        """g = gradient of output number out_k at the values in val."""
+        cdef Py_ssize_t k
+        cdef node_t r = self.out_v[out_k]
+        memset(g, 0, self.n_in * sizeof(double))
+        if r < 0:
+            return
+        memset(adj, 0, (r + 1) * sizeof(double))
+        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r, 1.0)
+        for k in range(self.n_in):
+            if 0 <= self.in_v[k] <= r:
+                g[k] = adj[self.in_v[k]]
+
+    cdef void outputs(self, const double* val, double* y) noexcept nogil:
+        cdef Py_ssize_t k
+        for k in range(self.n_out):
+            y[k] = val[self.out_v[k]] if self.out_v[k] >= 0 else self.out_const_v[k]
+
+    # -- Python entry points: x is the flat float64 vector of the inputs --
+
+    cdef double[::1] _inputs(self, x):
+        cdef double[::1] xv = np.ascontiguousarray(x, np.float64)
+        if xv.shape[0] != self.n_in:
+            raise ValueError(f"expected {self.n_in} input numbers, got {xv.shape[0]}")
+        return xv
+
+    def values(self, x):
+        """(outputs (n_out,), changed row or -1)."""
+        cdef double[::1] xv = self._inputs(x)
+        y = np.empty(self.n_out)
+        cdef double[::1] yv = y
+        cdef Buffers buf = Buffers(self.n, 1)
+        cdef node_t changed
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+        return y, changed
+
+    def value_and_grad(self, x, Py_ssize_t out_k=0):
+        """(outputs, gradient of output out_k (n_in,), changed row or -1)."""
+        cdef double[::1] xv = self._inputs(x)
+        y = np.empty(self.n_out)
+        g = np.empty(self.n_in)
+        cdef double[::1] yv = y, gv = g
+        cdef Buffers buf = Buffers(self.n, 2)
+        cdef node_t changed
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+            self.reverse(buf.val, buf.adj, out_k, &gv[0] if self.n_in else NULL)
+        return y, g, changed
+
+    def jacobian_rev(self, x):
+        """(outputs, J (n_out, n_in) by one reverse sweep per output, changed)."""
+        cdef double[::1] xv = self._inputs(x)
+        y = np.empty(self.n_out)
+        J = np.zeros((self.n_out, self.n_in))
+        cdef double[::1] yv = y
+        cdef double[:, ::1] Jv = J
+        cdef Buffers buf = Buffers(self.n, 2)
+        cdef node_t changed
+        cdef Py_ssize_t k
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+            if self.n_in:
+                for k in range(self.n_out):
+                    self.reverse(buf.val, buf.adj, k, &Jv[k, 0])
+        return y, J, changed
+
+    def vjp(self, x, cot):
+        """(outputs, cot @ J (n_in,), changed): one reverse sweep seeded with
+        the cotangent on every output row."""
+        cdef double[::1] xv = self._inputs(x)
+        cdef double[::1] cv = np.ascontiguousarray(cot, np.float64).reshape(-1)
+        if cv.shape[0] != self.n_out:
+            raise ValueError(f"the cotangent has {cv.shape[0]} numbers, the output {self.n_out}")
+        y = np.empty(self.n_out)
+        g = np.zeros(self.n_in)
+        cdef double[::1] yv = y, gv = g
+        cdef Buffers buf = Buffers(self.n, 2)
+        cdef node_t changed, top = -1
+        cdef Py_ssize_t k
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+            for k in range(self.n_out):
+                if self.out_v[k] > top:
+                    top = self.out_v[k]
+            if top >= 0:
+                memset(buf.adj, 0, (top + 1) * sizeof(double))
+                for k in range(self.n_out):
+                    if self.out_v[k] >= 0:
+                        buf.adj[self.out_v[k]] += cv[k]
+                reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val,
+                              buf.adj, top, 0.0)
+                for k in range(self.n_in):
+                    if 0 <= self.in_v[k] <= top:
+                        gv[k] = buf.adj[self.in_v[k]]
+        return y, g, changed
+
+    def jvp(self, x, V):
+        """(outputs, J @ V for V (n_in, m): one tangent sweep per column, changed)."""
+        cdef double[::1] xv = self._inputs(x)
+        cdef double[:, ::1] Vv = np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
+        cdef Py_ssize_t m = Vv.shape[1], j, k
+        y = np.empty(self.n_out)
+        JV = np.zeros((self.n_out, m))
+        cdef double[::1] yv = y
+        cdef double[:, ::1] JVv = JV
+        cdef Buffers buf = Buffers(self.n, 2)
+        cdef node_t changed, r
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+            for j in range(m):
+                if self.n == 0:
+                    break
+                memset(buf.adj, 0, self.n * sizeof(double))  # adj holds tangents here
+                for k in range(self.n_in):
+                    if self.in_v[k] >= 0:
+                        buf.adj[self.in_v[k]] += Vv[k, j]
+                tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
+                              buf.val, buf.adj)
+                for k in range(self.n_out):
+                    r = self.out_v[k]
+                    JVv[k, j] = buf.adj[r] if r >= 0 else 0.0
+        return y, JV, changed
+
+    def hvp(self, x, V, Py_ssize_t out_k=0):
+        """(gradient, H @ V for V (n_in, m), changed): forward over reverse,
+        one tangent sweep and one second-order reverse sweep per column."""
+        cdef double[::1] xv = self._inputs(x)
+        cdef double[:, ::1] Vv = np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
+        cdef Py_ssize_t m = Vv.shape[1], j, k
+        g = np.zeros(self.n_in)
+        HV = np.zeros((self.n_in, m))
+        cdef double[::1] gv = g
+        cdef double[:, ::1] HVv = HV
+        cdef Buffers buf = Buffers(self.n, 4)
+        cdef node_t changed, r = self.out_v[out_k] if self.n_out else -1
+        with nogil:
+            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
+            if self.n_in:
+                self.reverse(buf.val, buf.adj, out_k, &gv[0])
+            for j in range(m):
+                if r < 0:
+                    break
+                memset(buf.tan, 0, self.n * sizeof(double))
+                for k in range(self.n_in):
+                    if self.in_v[k] >= 0:
+                        buf.tan[self.in_v[k]] += Vv[k, j]
+                tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
+                              buf.val, buf.tan)
+                memset(buf.adj, 0, (r + 1) * sizeof(double))
+                memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
+                hvp_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val, buf.tan,
+                          buf.adj, buf.adj_tan, r)
+                for k in range(self.n_in):
+                    if 0 <= self.in_v[k] <= r:
+                        HVv[k, j] = buf.adj_tan[self.in_v[k]]
+        return g, HV, changed
+
+    def grad_rows(self, const double[:, ::1] X, double[:, ::1] G, double[::1] Y,
+                  signed char[::1] changed, Py_ssize_t lo, Py_ssize_t hi):
+        """Rows lo..hi of a batch: G[i] = gradient of output 0 at X[i], Y[i]
+        its value, changed[i] = 1 where X[i] takes another branch (G[i] is
+        then not valid). Runs without the GIL; callers give each thread its
+        own range. Shapes are checked here, with the GIL."""
+        if X.shape[1] != self.n_in or G.shape[1] != self.n_in or G.shape[0] != X.shape[0]:
+            raise ValueError(f"batch arrays must be (B, {self.n_in})")
+        if Y.shape[0] != X.shape[0] or changed.shape[0] != X.shape[0]:
+            raise ValueError("batch outputs must have B rows")
+        if not 0 <= lo <= hi <= X.shape[0]:
+            raise ValueError(f"row range {lo}..{hi} is outside the batch of {X.shape[0]}")
+        if self.n_out != 1:
+            raise ValueError("grad_rows needs a function with one scalar output")
+        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Py_ssize_t i
+        cdef double y
+        with nogil:
+            for i in range(lo, hi):
+                changed[i] = self.forward(&X[i, 0] if self.n_in else NULL, buf.val) >= 0
+                self.outputs(buf.val, &y)
+                Y[i] = y
+                if self.n_in:
+                    self.reverse(buf.val, buf.adj, 0, &G[i, 0])
+        return None
+
+
+cdef class Buffers:
+    """Scratch for one replay: values, adjoints and (for second order)
+    tangents and adjoint tangents, n rows each. Freed with the object."""
+    cdef double* val
+    cdef double* adj
+    cdef double* tan
+    cdef double* adj_tan
+
+    def __cinit__(self, Py_ssize_t n, int count):
+        cdef Py_ssize_t rows = n if n > 0 else 1
+        self.val = <double*>malloc(rows * count * sizeof(double))
+        if self.val == NULL:
+            raise MemoryError("fastad: cannot allocate replay buffers")
+        self.adj = self.val + rows if count > 1 else NULL
+        self.tan = self.val + 2 * rows if count > 2 else NULL
+        self.adj_tan = self.val + 3 * rows if count > 3 else NULL
+
+    def __dealloc__(self):
+        free(self.val)

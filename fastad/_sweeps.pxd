@@ -1,0 +1,131 @@
+# cython: language_level=3
+"""The sweeps: plain loops over a tape's arrays, none of which names an op.
+
+Each reads the rows (op, a, b, c) and calls the rules of fastad/_rules.pxd.
+A -1 argument is the row's constant c, whose tangent and adjoint are 0.
+All run without the GIL over indices the core itself wrote.
+"""
+cimport cython
+from fastad._ops cimport *
+from fastad._rules cimport op_value, op_partials, op_second, op_branch, Partials, Second
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
+                               const double* c, const double* val, double* adj,
+                               node_t out, double seed) noexcept nogil:
+    """adj[i] += d out / d row i * seed, for every row the output reaches.
+
+    Creation order is topological: when the loop reaches row i, every row
+    that reads it has been visited and its adjoint is final. A row whose
+    adjoint is exactly zero passes nothing on. That skips the rows the
+    output does not reach (no marking pass needed) and makes 0 * inf count
+    as 0, CppAD's "absolute zero" product: an infinite partial the output
+    does not depend on (sqrt at 0 behind a relu that is off) cannot turn the
+    gradient into nan.
+    """
+    cdef node_t i, ia, ib
+    cdef double g, x, y
+    cdef Partials d
+    adj[out] += seed
+    for i in range(out, -1, -1):
+        g = adj[i]
+        if g == 0.0:
+            continue
+        ia = a[i]
+        ib = b[i]
+        if ia < 0 and ib < 0:  # an input
+            continue
+        x = val[ia] if ia >= 0 else c[i]
+        y = val[ib] if ib >= 0 else c[i]
+        d = op_partials(op[i], x, y, val[i], ib >= 0)
+        if ia >= 0:
+            adj[ia] += g * d.dx
+        if ib >= 0:
+            adj[ib] += g * d.dy
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline node_t forward_sweep(node_t n, const op_t* op, const node_t* a, const node_t* b,
+                                 const double* c, double* val, const signed char* branch0) noexcept nogil:
+    """Recompute every value from the inputs already in val (INPUT rows are
+    left as they are). Returns the first row whose piece (op_branch) differs
+    from the recording's, or -1 if the recorded tape holds for these inputs."""
+    cdef node_t i, ia, ib
+    cdef double x, y
+    cdef node_t changed = -1
+    for i in range(n):
+        ia = a[i]
+        ib = b[i]
+        if ia < 0 and ib < 0:
+            continue
+        x = val[ia] if ia >= 0 else c[i]
+        y = val[ib] if ib >= 0 else c[i]
+        val[i] = op_value(op[i], x, y)
+        if branch0[i] >= 0 and changed < 0 and op_branch(op[i], x, y) != branch0[i]:
+            changed = i
+    return changed
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const node_t* b,
+                               const double* c, const double* val, double* tan) noexcept nogil:
+    """Forward mode: tan[i] = d row i / d t along the direction already in
+    the INPUT rows' tangents."""
+    cdef node_t i, ia, ib
+    cdef double x, y, t
+    cdef Partials d
+    for i in range(n):
+        ia = a[i]
+        ib = b[i]
+        if ia < 0 and ib < 0:
+            continue
+        x = val[ia] if ia >= 0 else c[i]
+        y = val[ib] if ib >= 0 else c[i]
+        d = op_partials(op[i], x, y, val[i], ib >= 0)
+        t = 0.0
+        if ia >= 0 and tan[ia] != 0.0:
+            t = d.dx * tan[ia]
+        if ib >= 0 and tan[ib] != 0.0:
+            t = t + d.dy * tan[ib]
+        tan[i] = t
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void hvp_sweep(const op_t* op, const node_t* a, const node_t* b,
+                           const double* c, const double* val, const double* tan,
+                           double* adj, double* adj_tan, node_t out) noexcept nogil:
+    """Forward over reverse: the reverse sweep, differentiated along the
+    tangents of a tangent_sweep. adj_tan of the inputs is then the
+    Hessian-vector product H v. Rows with a zero adjoint and a zero adjoint
+    tangent pass nothing on (as in reverse_sweep)."""
+    cdef node_t i, ia, ib
+    cdef double g, gt, x, y, tx, ty
+    cdef Partials d
+    cdef Second s
+    adj[out] += 1.0
+    for i in range(out, -1, -1):
+        g = adj[i]
+        gt = adj_tan[i]
+        if g == 0.0 and gt == 0.0:
+            continue
+        ia = a[i]
+        ib = b[i]
+        if ia < 0 and ib < 0:
+            continue
+        x = val[ia] if ia >= 0 else c[i]
+        y = val[ib] if ib >= 0 else c[i]
+        tx = tan[ia] if ia >= 0 else 0.0
+        ty = tan[ib] if ib >= 0 else 0.0
+        d = op_partials(op[i], x, y, val[i], ib >= 0)
+        s = op_second(op[i], x, y, val[i])
+        if ia >= 0:
+            adj[ia] += g * d.dx
+            adj_tan[ia] += gt * d.dx + g * (s.dxx * tx + s.dxy * ty)
+        if ib >= 0:
+            adj[ib] += g * d.dy
+            adj_tan[ib] += gt * d.dy + g * (s.dxy * tx + s.dyy * ty)

@@ -1,0 +1,288 @@
+"""Trace once, replay in C: fad.compile.
+
+`compile(f, *example_args)` records f once on a tape and freezes the rows
+into a Trace (fastad/_replay.pyx). Every later call writes the new inputs
+into the INPUT rows and runs the sweeps in C: no Python per op.
+
+A recording is only valid for inputs that take the same branches. Every
+comparison on a Var and every kink (abs, relu, maximum, ...) remembers the
+piece it fell on; a replay that lands on another piece re-records
+(on_branch_change="retrace", keeping the last few traces) or raises
+BranchChanged ("raise"). Python code that reads `.value` or `float(v)` and
+branches on it escapes the tape: compile cannot see such a branch.
+"""
+import concurrent.futures
+import os
+import threading
+
+import numpy as np
+
+from fastad import _tree
+from fastad import ops as _ops
+from fastad._core import FastADError, Tape, Var
+from fastad._replay import BranchChanged, Trace
+
+
+def record(f, treedef, x):
+    """Run f once on leaves holding x; return (Trace, output treedef)."""
+    with Tape() as tape:
+        leaves = [Var(v) for v in x]
+        out = f(*_tree.unflatten(treedef, leaves, object))
+        out_parts, out_treedef = _tree.flatten(out, "the output", var_type=Var)
+        outs = _tree.items(out_parts)
+        for k, v in enumerate(outs):
+            if type(v) is Var and v.tape is None:  # an input returned as it is: give it a row
+                outs[k] = v * 1.0
+    rows = tape.rows()
+    number = {id(leaf): k for k, leaf in enumerate(leaves)}
+    in_rows = np.full(len(leaves), -1, np.int32)
+    for row, leaf in tape.inputs():
+        if id(leaf) in number:
+            in_rows[number[id(leaf)]] = row
+    out_rows = np.full(len(outs), -1, np.int32)
+    out_const = np.zeros(len(outs))
+    for k, v in enumerate(outs):
+        if type(v) is Var and v.tape is tape:
+            out_rows[k] = v.index
+        else:  # a number, or a value from outside f: a constant of this trace
+            out_const[k] = float(v)
+    trace = Trace(rows["op"], rows["a"], rows["b"], rows["c"], rows["val"], in_rows, out_rows, out_const)
+    return trace, out_treedef
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _executor(threads):
+    """One shared thread pool (the work releases the GIL)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < threads:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastad")
+        return _pool
+
+
+class CompiledFunction:
+    """A function recorded once and replayed in C. Made by fad.compile."""
+
+    def __init__(self, f, example_args, argnums=0, on_branch_change="retrace", cache_size=8):
+        if on_branch_change not in ("retrace", "raise"):
+            raise ValueError(f"on_branch_change must be 'retrace' or 'raise', got {on_branch_change!r}")
+        self.f = f
+        self.on_branch_change = on_branch_change
+        self.cache_size = cache_size
+        parts, self.treedef = _tree.flatten(tuple(example_args), "the arguments")
+        self.single = isinstance(argnums, int)
+        nargs = len(example_args)
+        nums = (argnums,) if self.single else tuple(argnums)
+        if not nums or not all(isinstance(k, int) and -nargs <= k < nargs for k in nums):
+            raise ValueError(f"argnums {argnums!r} does not fit {nargs} example argument(s)")
+        self.argnums = tuple(k % nargs for k in nums)
+        sizes = [_tree.size(td) for td in self.treedef[1]]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self._slices = [slice(starts[k], starts[k + 1]) for k in self.argnums]
+        self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
+        trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts))
+        self.traces = [trace]  # most recently used first
+
+    # -- structure --
+
+    def _inputs(self, args):
+        parts, treedef = _tree.flatten(tuple(args), "the arguments")
+        if treedef != self.treedef:
+            raise TypeError(f"this compiled function takes arguments shaped like "
+                            f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
+        return _tree.numbers(parts)
+
+    def _run(self, x, method, *more):
+        """method(trace, x, *more) on a trace whose branches hold at x."""
+        for k, trace in enumerate(self.traces):
+            result = getattr(trace, method)(x, *more)
+            if result[-1] < 0:
+                if k:
+                    self.traces.insert(0, self.traces.pop(k))
+                return result[:-1]
+        row = result[-1]
+        if self.on_branch_change == "raise" or self.f is None:
+            why = "" if self.f is not None else " (the function did not survive pickling; compile it again to retrace)"
+            op = _ops.OPS[self.traces[-1].op[row]].name
+            raise BranchChanged(f"the inputs take another branch than the recording at row {row} "
+                                f"(op '{op}'){why}")
+        trace, out_treedef = record(self.f, self.treedef, x)
+        if out_treedef != self.out_treedef:
+            raise FastADError("the function's output changed structure between branches")
+        self.traces.insert(0, trace)
+        del self.traces[self.cache_size:]
+        result = getattr(trace, method)(x, *more)
+        if result[-1] >= 0:
+            raise FastADError("the function took different branches on the same inputs; "
+                              "is it deterministic?")
+        return result[:-1]
+
+    def _grads(self, g):
+        """A flat gradient over all inputs -> the argnums' structures."""
+        per_arg = [_tree.unflatten(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
+        return per_arg[0] if self.single else tuple(per_arg)
+
+    def _scalar_output(self):
+        if _tree.size(self.out_treedef) != 1:
+            raise ValueError("grad needs a function with a scalar output; "
+                             "for a vector output use cf.jacobian (or fad.vjp)")
+
+    # -- evaluation --
+
+    def __call__(self, *args):
+        """The function's value, replayed."""
+        (y,) = self._run(self._inputs(args), "values")
+        return _tree.unflatten(self.out_treedef, y)
+
+    def value_and_grad(self, *args):
+        self._scalar_output()
+        y, g = self._run(self._inputs(args), "value_and_grad")
+        return float(y[0]), self._grads(g)
+
+    def grad(self, *args):
+        """The gradient with respect to the argnums, replayed in C."""
+        return self.value_and_grad(*args)[1]
+
+    def vjp(self, args, cotangent):
+        parts, td = _tree.flatten(cotangent, "the cotangent")
+        y, g = self._run(self._inputs(args), "vjp", _tree.numbers(parts))
+        return _tree.unflatten(self.out_treedef, y), self._grads(g)
+
+    def jvp(self, args, tangents):
+        """(value, J @ tangents): tangents has the structure of the argnums."""
+        x = self._inputs(args)
+        V = np.zeros(len(x))
+        tangents = (tangents,) if self.single else tuple(tangents)
+        for td, s, t in zip(self._arg_treedefs, self._slices, tangents):
+            parts, ttd = _tree.flatten(t, "the tangent")
+            if ttd != td:
+                raise TypeError(f"the tangent must be shaped like {_tree.describe(td)}, got {_tree.describe(ttd)}")
+            V[s] = _tree.numbers(parts)
+        y, JV = self._run(x, "jvp", V)
+        return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
+
+    def jacobian(self, *args, mode="auto"):
+        """d outputs / d argnums, shaped out.shape + in.shape. mode "rev" does
+        one reverse sweep per output, "fwd" one tangent sweep per input,
+        "auto" whichever is fewer."""
+        if mode not in ("auto", "rev", "fwd"):
+            raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}")
+        x = self._inputs(args)
+        n_out = _tree.size(self.out_treedef)
+        cols = np.concatenate([np.arange(len(x))[s] for s in self._slices])
+        if mode == "auto":
+            mode = "fwd" if len(cols) < n_out else "rev"
+        if mode == "rev":
+            _, J = self._run(x, "jacobian_rev")
+        else:
+            V = np.zeros((len(x), len(cols)))
+            V[cols, np.arange(len(cols))] = 1.0
+            _, JV = self._run(x, "jvp", V)
+            J = np.zeros((n_out, len(x)))
+            J[:, cols] = JV
+        out_shape = _tree.shape(self.out_treedef)
+        per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
+                   for td, s in zip(self._arg_treedefs, self._slices)]
+        return per_arg[0] if self.single else tuple(per_arg)
+
+    def hessian(self, *args):
+        """Second derivatives of a scalar output, shaped in.shape + in.shape
+        (for one argnum), from one Hessian-vector product per input."""
+        self._scalar_output()
+        if not self.single:
+            raise ValueError("hessian takes a single argnum")
+        x = self._inputs(args)
+        s = self._slices[0]
+        n = s.stop - s.start
+        V = np.zeros((len(x), n))
+        V[np.arange(s.start, s.stop), np.arange(n)] = 1.0
+        _, HV = self._run(x, "hvp", V)
+        shape = _tree.shape(self._arg_treedefs[0])
+        return HV[s].reshape(shape + shape)
+
+    def hvp(self, *args_and_v):
+        """H @ v for a function of the arguments args, where v has the
+        structure of the (single) argnum: cf.hvp(x, v)."""
+        self._scalar_output()
+        if not self.single:
+            raise ValueError("hvp takes a single argnum")
+        *args, v = args_and_v
+        x = self._inputs(args)
+        s = self._slices[0]
+        parts, vtd = _tree.flatten(v, "the direction")
+        if vtd != self._arg_treedefs[0]:
+            raise TypeError(f"the direction must be shaped like {_tree.describe(self._arg_treedefs[0])}")
+        V = np.zeros((len(x), 1))
+        V[s, 0] = _tree.numbers(parts)
+        _, HV = self._run(x, "hvp", V)
+        return _tree.unflatten(self._arg_treedefs[0], HV[s, 0])
+
+    def grad_batch(self, X, threads=None):
+        """Gradients at B inputs at once: X stacks them on a first axis (the
+        function takes one argument), the result has X's shape. Rows are
+        split over `threads` threads (None: every core), each sweeping
+        without the GIL in its own buffers over the shared trace. A row
+        whose inputs take another branch is redone through grad()."""
+        if len(self.treedef[1]) != 1 or self.argnums != (0,):
+            raise ValueError("grad_batch needs a compiled function of one argument")
+        self._scalar_output()
+        X = np.asarray(X)
+        if X.dtype.kind not in "fiu":
+            raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")
+        n_in = _tree.size(self.treedef)
+        if X.ndim < 1 or X[0].size != n_in:
+            raise ValueError(f"grad_batch takes X of shape (B, ...) with {n_in} numbers per row, "
+                             f"got shape {X.shape}")
+        B = X.shape[0]
+        Xf = np.ascontiguousarray(X.reshape(B, n_in), np.float64)
+        G = np.empty((B, n_in))
+        Y = np.empty(B)
+        changed = np.zeros(B, np.int8)
+        threads = (os.cpu_count() or 1) if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        trace = self.traces[0]
+        bounds = np.linspace(0, B, min(threads, max(B, 1)) + 1).astype(int)
+        chunks = list(zip(bounds[:-1], bounds[1:]))
+        if len(chunks) == 1:
+            trace.grad_rows(Xf, G, Y, changed, 0, B)
+        else:
+            pool = _executor(len(chunks))
+            for fut in [pool.submit(trace.grad_rows, Xf, G, Y, changed, lo, hi) for lo, hi in chunks]:
+                fut.result()
+        arg_td = self.treedef[1][0]
+        for i in np.flatnonzero(changed):  # another branch: replay (or retrace) that row alone
+            G[i] = _tree.numbers(_tree.flatten(self.grad(_tree.unflatten(arg_td, Xf[i])))[0])
+        return G.reshape(X.shape)
+
+    # -- pickling: the traces and the structure; f when it pickles --
+
+    def __getstate__(self):
+        import pickle
+        state = dict(self.__dict__)
+        try:
+            pickle.dumps(self.f)
+        except Exception:  # a lambda or a closure: replays work, retracing does not
+            state["f"] = None
+        return state
+
+    def __repr__(self):
+        name = getattr(self.f, "__name__", "function")
+        return (f"<fastad.compile of {name}: {len(self.traces[0].op):,} rows, "
+                f"{len(self.traces)} trace(s)>")
+
+
+def compile(f, *example_args, argnums=0, on_branch_change="retrace"):
+    """Record f at example_args once; replay it in C afterwards.
+
+    >>> import fastad as fad
+    >>> cf = fad.compile(lambda x: x[0] * x[1] + fad.sin(x[0]), [2.0, 3.0])
+    >>> cf.grad([2.0, 3.0])
+    [2.5838531634528574, 2.0]
+    >>> cf([1.0, 1.0])
+    1.8414709848078965
+    """
+    return CompiledFunction(f, example_args, argnums, on_branch_change)
