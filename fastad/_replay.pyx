@@ -41,6 +41,7 @@ cdef class Trace:
     cdef const double[::1] c_v, val0_v, out_const_v
     cdef const signed char[::1] branch_v
     cdef readonly Py_ssize_t n, n_in, n_out
+    cdef Buffers spare  # the last call's scratch, lent to the next (None while lent)
 
     def __init__(self, op, a, b, c, val0, in_rows, out_rows, out_const, fingerprint=None):
         if fingerprint is not None and fingerprint != _ops_table.fingerprint():
@@ -145,6 +146,19 @@ cdef class Trace:
         for k in range(self.n_out):
             y[k] = val[self.out_v[k]] if self.out_v[k] >= 0 else self.out_const_v[k]
 
+    cdef Buffers take(self, int count):
+        """Scratch for one call: the previous call's if it is free and big
+        enough (under the GIL, so two threads never get the same one)."""
+        cdef Buffers buf = self.spare
+        if buf is not None and buf.count >= count:
+            self.spare = None
+            return buf
+        return Buffers(self.n, count)
+
+    cdef void give(self, Buffers buf):
+        if self.spare is None or buf.count > self.spare.count:
+            self.spare = buf
+
     # -- Python entry points: x is the flat float64 vector of the inputs --
 
     cdef double[::1] _inputs(self, x):
@@ -158,11 +172,12 @@ cdef class Trace:
         cdef double[::1] xv = self._inputs(x)
         y = np.empty(self.n_out)
         cdef double[::1] yv = y
-        cdef Buffers buf = Buffers(self.n, 1)
+        cdef Buffers buf = self.take(1)
         cdef node_t changed
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
             self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+        self.give(buf)
         return y, changed
 
     def value_and_grad(self, x, Py_ssize_t out_k=0):
@@ -171,12 +186,13 @@ cdef class Trace:
         y = np.empty(self.n_out)
         g = np.empty(self.n_in)
         cdef double[::1] yv = y, gv = g
-        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Buffers buf = self.take(2)
         cdef node_t changed
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
             self.outputs(buf.val, &yv[0] if self.n_out else NULL)
             self.reverse(buf.val, buf.adj, out_k, &gv[0] if self.n_in else NULL)
+        self.give(buf)
         return y, g, changed
 
     def jacobian_rev(self, x):
@@ -186,7 +202,7 @@ cdef class Trace:
         J = np.zeros((self.n_out, self.n_in))
         cdef double[::1] yv = y
         cdef double[:, ::1] Jv = J
-        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Buffers buf = self.take(2)
         cdef node_t changed
         cdef Py_ssize_t k
         with nogil:
@@ -195,6 +211,7 @@ cdef class Trace:
             if self.n_in:
                 for k in range(self.n_out):
                     self.reverse(buf.val, buf.adj, k, &Jv[k, 0])
+        self.give(buf)
         return y, J, changed
 
     def vjp(self, x, cot):
@@ -207,7 +224,7 @@ cdef class Trace:
         y = np.empty(self.n_out)
         g = np.zeros(self.n_in)
         cdef double[::1] yv = y, gv = g
-        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Buffers buf = self.take(2)
         cdef node_t changed, top = -1
         cdef Py_ssize_t k
         with nogil:
@@ -226,6 +243,7 @@ cdef class Trace:
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= top:
                         gv[k] = buf.adj[self.in_v[k]]
+        self.give(buf)
         return y, g, changed
 
     def jvp(self, x, V):
@@ -237,7 +255,7 @@ cdef class Trace:
         JV = np.zeros((self.n_out, m))
         cdef double[::1] yv = y
         cdef double[:, ::1] JVv = JV
-        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Buffers buf = self.take(2)
         cdef node_t changed, r
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
@@ -254,6 +272,7 @@ cdef class Trace:
                 for k in range(self.n_out):
                     r = self.out_v[k]
                     JVv[k, j] = buf.adj[r] if r >= 0 else 0.0
+        self.give(buf)
         return y, JV, changed
 
     def hvp(self, x, V, Py_ssize_t out_k=0):
@@ -266,7 +285,7 @@ cdef class Trace:
         HV = np.zeros((self.n_in, m))
         cdef double[::1] gv = g
         cdef double[:, ::1] HVv = HV
-        cdef Buffers buf = Buffers(self.n, 4)
+        cdef Buffers buf = self.take(4)
         cdef node_t changed, r = self.out_v[out_k] if self.n_out else -1
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
@@ -288,6 +307,7 @@ cdef class Trace:
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= r:
                         HVv[k, j] = buf.adj_tan[self.in_v[k]]
+        self.give(buf)
         return g, HV, changed
 
     def grad_rows(self, const double[:, ::1] X, double[:, ::1] G, double[::1] Y,
@@ -304,7 +324,7 @@ cdef class Trace:
             raise ValueError(f"row range {lo}..{hi} is outside the batch of {X.shape[0]}")
         if self.n_out != 1:
             raise ValueError("grad_rows needs a function with one scalar output")
-        cdef Buffers buf = Buffers(self.n, 2)
+        cdef Buffers buf = self.take(2)
         cdef Py_ssize_t i
         cdef double y
         with nogil:
@@ -324,9 +344,11 @@ cdef class Buffers:
     cdef double* adj
     cdef double* tan
     cdef double* adj_tan
+    cdef int count  # how many of the four arrays it has
 
     def __cinit__(self, Py_ssize_t n, int count):
         cdef Py_ssize_t rows = n if n > 0 else 1
+        self.count = count
         self.val = <double*>malloc(rows * count * sizeof(double))
         if self.val == NULL:
             raise MemoryError("fastad: cannot allocate replay buffers")

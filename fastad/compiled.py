@@ -85,15 +85,46 @@ class CompiledFunction:
         self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
         trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts))
         self.traces = [trace]  # most recently used first
+        # Arguments that are numbers or flat lists / tuples of numbers (the
+        # common case) are packed without walking the tree per element.
+        self._flat_args = [(td, None) if td == "f" else (td[0], len(td[1]))
+                           for td in self.treedef[1]
+                           if td == "f" or (td[0] in (list, tuple) and all(k == "f" for k in td[1]))]
+        if len(self._flat_args) != len(self.treedef[1]):
+            self._flat_args = None
+        self._n_in = _tree.size(self.treedef)
 
     # -- structure --
 
     def _inputs(self, args):
+        if self._flat_args is not None and len(args) == len(self._flat_args):
+            x = self._pack_flat(args)
+            if x is not None:
+                return x
         parts, treedef = _tree.flatten(tuple(args), "the arguments")
         if treedef != self.treedef:
             raise TypeError(f"this compiled function takes arguments shaped like "
                             f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
         return _tree.numbers(parts)
+
+    def _pack_flat(self, args):
+        """The input vector of numbers and flat lists of numbers, or None
+        (then the tree walk gives the precise error)."""
+        flat = []
+        for arg, (kind, n) in zip(args, self._flat_args):
+            if n is None:
+                if type(arg) is not float and type(arg) is not int:
+                    return None
+                flat.append(arg)
+            elif type(arg) is kind and len(arg) == n:
+                flat.extend(arg)
+            else:
+                return None
+        try:
+            x = np.array(flat, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        return x if x.shape == (self._n_in,) else None
 
     def _run(self, x, method, *more):
         """method(trace, x, *more) on a trace whose branches hold at x."""
@@ -122,7 +153,9 @@ class CompiledFunction:
 
     def _grads(self, g):
         """A flat gradient over all inputs -> the argnums' structures."""
-        per_arg = [_tree.unflatten(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
+        per_arg = [float(g[s][0]) if td == "f" else
+                   g[s].tolist() if self._flat_args is not None and td[0] is list else
+                   _tree.unflatten(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
         return per_arg[0] if self.single else tuple(per_arg)
 
     def _scalar_output(self):
