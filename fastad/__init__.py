@@ -10,6 +10,8 @@ from fastad._core import (
     log2, log10, sqrt, cbrt, square, abs, sign, sigmoid, relu, erf,
     maximum, minimum, power, arctan2, hypot, where, clip,
 )
+from fastad._core import Array
+from fastad.array import stack, concatenate, logsumexp, softmax, log_softmax
 from fastad._replay import BranchChanged
 from fastad.functional import grad, value_and_grad, jacobian, hessian, hvp, jvp, vjp
 from fastad.compiled import compile
@@ -20,7 +22,8 @@ from fastad.explain import explain
 __version__ = "0.1.0"
 
 __all__ = [
-    "FastADError", "BranchChanged", "Tape", "Var", "no_grad", "debug_nans",
+    "FastADError", "BranchChanged", "Tape", "Var", "Array", "stack", "concatenate",
+    "logsumexp", "softmax", "log_softmax", "no_grad", "debug_nans",
     "grad", "value_and_grad", "jacobian", "hessian", "hvp", "jvp", "vjp", "compile",
     "explain", "to_dot", "render", "check_grad",
     "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "exp",

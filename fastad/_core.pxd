@@ -28,14 +28,21 @@ cdef class Tape:
     cdef Py_ssize_t adj_cap
     cdef Py_ssize_t in_cap
     cdef Py_ssize_t max_rows  # a push beyond this raises (default: node_t's range)
-    cdef list leaves       # the leaf Vars of the INPUT rows, in row order
+    cdef list leaves       # the leaves (Var or Array) of the INPUT rows, in row order
+    cdef dict obj          # row -> ndarray value, for array rows with an array value
+    cdef dict aux          # row -> parameters of an array row (axis, shape, index, constants)
+    cdef dict arr_adj      # row -> ndarray adjoint of an array row, after a sweep
+    cdef bint has_arrays   # any array row: the sweep hands those to fastad/array_rules.py
     cdef uint64_t serial   # unique per tape (and per reset): leaves cache rows by it
     cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
 
     cdef int grow(self) except -1
     cdef node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1
     cdef node_t input_row(self, Var leaf) except -1
-    cdef int sweep(self, node_t out, double seed) except -1
+    cdef node_t array_input_row(self, Array leaf) except -1
+    cdef int add_leaf(self, object leaf, node_t row) except -1
+    cdef int sweep(self, node_t out, object seed, bint deposit) except -1
+    cdef int sweep_arrays(self, node_t out) except -1
     cdef void reset(self)
 
 
@@ -50,3 +57,18 @@ cdef class Var:
     cdef uint64_t serial  # leaf only: which tape `idx` refers to (0: none)
     cdef double val       # the value (a node's copy of tape.val[idx])
     cdef double grad_     # leaf only: the accumulated gradient
+
+
+# ==== Array ==================================================================
+
+cdef class Array:
+    """A float64 ndarray that records every operation on it: a leaf (tape is
+    None) owning its value and gradient, or a handle to row `idx` of `tape`,
+    whose value the tape's object table holds too."""
+    cdef readonly Tape tape   # None for a leaf
+    cdef node_t idx           # as Var.idx
+    cdef uint64_t serial      # as Var.serial
+    cdef readonly object value  # the float64 ndarray (read-only)
+    cdef object grad_         # leaf only: the accumulated gradient (None until a sweep)
+    cdef const double[::1] flat  # the value's elements, for fast a[i] (set on first use)
+    cdef bint flat_ready      # whether `flat` is set

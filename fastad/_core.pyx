@@ -10,9 +10,9 @@ cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport uint8_t, uint64_t, INT32_MAX
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport pow
+from libc.math cimport pow, NAN
 
 import threading
 
@@ -89,6 +89,8 @@ cdef class Tape:
                 raise ValueError(f"max_rows must be between 1 and {INT32_MAX}, got {max_rows}")
             self.max_rows = max_rows
         self.leaves = []
+        self.obj = {}
+        self.aux = {}
         self.serial = _next_serial
         _next_serial += 1
 
@@ -142,28 +144,46 @@ cdef class Tape:
 
     cdef node_t input_row(self, Var leaf) except -1:
         """The leaf's INPUT row on this tape, appended on first use."""
-        cdef void* p
         if leaf.serial == self.serial:
             return leaf.idx
         cdef node_t i = self.push(OP_INPUT, -1, -1, 0.0, leaf.val)
+        self.add_leaf(leaf, i)
+        leaf.serial = self.serial
+        leaf.idx = i
+        return i
+
+    cdef node_t array_input_row(self, Array leaf) except -1:
+        """The Array leaf's INPUT row on this tape, appended on first use."""
+        if leaf.serial == self.serial:
+            return leaf.idx
+        cdef node_t i = self.push(OP_ARRAY_INPUT, -1, -1, 0.0, NAN)
+        self.obj[i] = leaf.value
+        self.has_arrays = True
+        self.add_leaf(leaf, i)
+        leaf.serial = self.serial
+        leaf.idx = i
+        return i
+
+    cdef int add_leaf(self, object leaf, node_t row) except -1:
+        cdef void* p
         cdef Py_ssize_t k = len(self.leaves)
         if k == self.in_cap:
             p = realloc(self.in_rows, (2 * k + 8) * sizeof(node_t))
             if p == NULL: raise MemoryError()
             self.in_rows = <node_t*>p
             self.in_cap = 2 * k + 8
-        self.in_rows[k] = i
+        self.in_rows[k] = row
         self.leaves.append(leaf)
-        leaf.serial = self.serial
-        leaf.idx = i
-        return i
+        return 0
 
-    cdef int sweep(self, node_t out, double seed) except -1:
-        """Reverse sweep from row `out`, then add the inputs' adjoints into
-        their leaves' grads."""
+    cdef int sweep(self, node_t out, object seed, bint deposit) except -1:
+        """Reverse sweep from row `out`; with `deposit`, add the inputs'
+        adjoints into their leaves' grads (backward() does, grad() reads
+        its own leaves' adjoints and leaves other leaves alone)."""
         cdef Py_ssize_t n = out + 1, k
-        cdef void* p
+        cdef node_t r
         cdef Var leaf
+        cdef Array aleaf
         if self.adj_cap < n:
             free(self.adj)
             self.adj = <double*>malloc(n * sizeof(double))
@@ -171,14 +191,90 @@ cdef class Tape:
             if self.adj == NULL:
                 raise MemoryError("fastad: cannot allocate adjoints")
         memset(self.adj, 0, n * sizeof(double))
-        with nogil:
-            reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, seed)
         self.adj_n = n
+        if self.has_arrays:
+            self.arr_adj = {row: np.zeros(v.shape) for row, v in self.obj.items() if row <= out}
+            if out in self.arr_adj:
+                self.arr_adj[out] += seed
+            else:
+                self.adj[out] = seed
+            self.sweep_arrays(out)
+        else:
+            self.adj[out] = seed
+            with nogil:
+                reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, NULL)
+        if not deposit:
+            return 0
         for k in range(len(self.leaves)):
-            if self.in_rows[k] < n:
+            r = self.in_rows[k]
+            if r >= n:
+                continue
+            if type(self.leaves[k]) is Var:
                 leaf = <Var>self.leaves[k]
-                leaf.grad_ += self.adj[self.in_rows[k]]
+                leaf.grad_ += self.adj[r]
+            else:
+                aleaf = <Array>self.leaves[k]
+                aleaf.grad_ = self.arr_adj[r].copy() if aleaf.grad_ is None else aleaf.grad_ + self.arr_adj[r]
         return 0
+
+    cdef int sweep_arrays(self, node_t out) except -1:
+        """The reverse sweep of a tape with array rows: the C loop runs
+        until it meets an array row, that row's NumPy rule runs
+        (fastad/array_rules.py), and the C loop resumes below it."""
+        from fastad.array_rules import backward as array_backward
+        cdef double** elem_adj = <double**>calloc(out + 1, sizeof(double*))
+        cdef double[::1] buf
+        cdef node_t i = out
+        if elem_adj == NULL:
+            raise MemoryError()
+        try:
+            for row, g in self.arr_adj.items():  # zeros, contiguous; rules add into them in place
+                if g.size:
+                    buf = g.reshape(-1)
+                    elem_adj[row] = &buf[0]
+            while True:
+                with nogil:
+                    i = reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, i, elem_adj)
+                if i < 0:
+                    break
+                if self.op[i] != OP_ARRAY_INPUT:
+                    array_backward(self, i, self.arr_adj)
+                i -= 1
+        finally:
+            free(elem_adj)
+        return 0
+
+    # -- for the array rules (fastad/array_rules.py): one row at a time --
+
+    def _row(self, Py_ssize_t i):
+        """(op, a, b, c, aux) of row i."""
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.op[i], self.a[i], self.b[i], self.c[i], self.aux.get(i)
+
+    def _value(self, Py_ssize_t r):
+        """Row r's value: its ndarray, or its float."""
+        if not 0 <= r < self.n:
+            raise IndexError(r)
+        v = self.obj.get(r)
+        return self.val[r] if v is None else v
+
+    def _adjoint(self, Py_ssize_t r):
+        """Row r's adjoint in the current sweep: ndarray or float."""
+        if not 0 <= r < self.adj_n:
+            raise IndexError(r)
+        g = self.arr_adj.get(r) if self.arr_adj is not None else None
+        return self.adj[r] if g is None else g
+
+    def _add_adjoint(self, Py_ssize_t r, g):
+        """Add g into row r's adjoint (g has r's shape; a float for scalar rows)."""
+        if not 0 <= r < self.adj_n:
+            raise IndexError(r)
+        a = self.arr_adj.get(r) if self.arr_adj is not None else None
+        if a is None:
+            self.adj[r] += <double>g
+        else:
+            a += g
 
     cdef void reset(self):
         """Forget every row (no Var refers to this tape any more)."""
@@ -196,6 +292,10 @@ cdef class Tape:
         self.n = 0
         self.adj_n = 0
         self.leaves = []
+        self.obj = {}
+        self.aux = {}
+        self.arr_adj = None
+        self.has_arrays = False
         self.consumed = False
         self.serial = _next_serial
         _next_serial += 1
@@ -312,6 +412,15 @@ cdef Tape current_tape():
         raise FastADError("this `with fad.Tape()` block's tape was already swept by backward(); "
                           "pass retain_graph=True to keep recording on it")
     return t
+
+
+cdef void consume(Tape t):
+    """backward() without retain_graph: no more ops or sweeps on t. The
+    thread lets go of it too, so its memory goes with the user's last handle."""
+    t.consumed = True
+    cdef _ThreadState st = thread_state()
+    if st.implicit and st.tape is t:
+        st.tape = None
 
 
 class no_grad:
@@ -526,9 +635,9 @@ cdef class Var:
             raise FastADError(
                 "backward() was already called on this graph and its tape was released; "
                 "pass retain_graph=True to the first backward() to sweep it again")
-        t.sweep(self.idx, seed)
+        t.sweep(self.idx, <double>seed, True)
         if not retain_graph:
-            t.consumed = True
+            consume(t)
 
     def __float__(self):
         return self.val
@@ -648,6 +757,8 @@ cdef class Var:
         fn = _UFUNCS.get(ufunc)
         if fn is None or method != "__call__" or kwargs:
             return NotImplemented
+        if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):
+            return front().array_ufunc(ufunc, method, inputs, kwargs)  # Var with a float array: an Array
         if any(isinstance(v, np.ndarray) and v.ndim for v in inputs):
             # An ndarray with Vars in it: NumPy's object-array semantics, element by element
             # (each Var wrapped in a 0-d object array, so NumPy does not ask us again).
@@ -696,6 +807,8 @@ cdef object elementwise(op_t op, object x, object y, str name):
 cdef object unary(op_t op, object x):
     if type(x) is Var:
         return unop(op, <Var>x)
+    if type(x) is Array:
+        return front().unary(op, x)
     if is_number(x):
         return op_value(op, <double>x, 0.0)
     return elementwise(op, x, None, _ops_table.OPS[op].name)
@@ -703,6 +816,8 @@ cdef object unary(op_t op, object x):
 
 cdef object binary(op_t op, object x, object y):
     cdef object r = NotImplemented
+    if type(x) is Array or type(y) is Array:
+        return front().binary(op, x, y)
     if type(x) is Var:
         r = binop(op, <Var>x, y)
     elif type(y) is Var:
@@ -826,11 +941,15 @@ def power(x, y):
     """x ** y; power(x, 2) records a square. ``fad.power(2.0, 3.0)`` is ``8.0``."""
     if type(x) is Var:
         return (<Var>x).__pow__(y, None) if is_number(y) else binary(OP_POWER, x, y)
+    if type(x) is Array:
+        return front().power(x, y)
     return binary(OP_POWER, x, y)
 
 def where(cond, x, y):
     """x where cond is true, else y. On a Var condition the choice is
     recorded as a guard. ``fad.where(True, 1.0, 2.0)`` is ``1.0``."""
+    if any(type(v) is Array for v in (cond, x, y)):
+        return front().where(cond, x, y)
     if isinstance(cond, np.ndarray) and cond.ndim:
         if cond.dtype == object or any(isinstance(v, np.ndarray) and v.dtype == object for v in (x, y)):
             return np.frompyfunc(where, 3, 1)(cond, x, y)
@@ -858,17 +977,7 @@ _UFUNCS = {
 }
 
 # The op table as the core sees it: tests check it against fastad/ops.py.
-OP_CODES = {name: code for name, code in (
-    ("input", OP_INPUT), ("add", OP_ADD), ("sub", OP_SUB), ("mul", OP_MUL), ("div", OP_DIV),
-    ("power", OP_POWER), ("neg", OP_NEG), ("square", OP_SQUARE), ("sqrt", OP_SQRT),
-    ("cbrt", OP_CBRT), ("exp", OP_EXP), ("expm1", OP_EXPM1), ("log", OP_LOG),
-    ("log1p", OP_LOG1P), ("log2", OP_LOG2), ("log10", OP_LOG10), ("sin", OP_SIN),
-    ("cos", OP_COS), ("tan", OP_TAN), ("arcsin", OP_ARCSIN), ("arccos", OP_ARCCOS),
-    ("arctan", OP_ARCTAN), ("sinh", OP_SINH), ("cosh", OP_COSH), ("tanh", OP_TANH),
-    ("erf", OP_ERF), ("sigmoid", OP_SIGMOID), ("relu", OP_RELU), ("abs", OP_ABS),
-    ("sign", OP_SIGN), ("maximum", OP_MAXIMUM), ("minimum", OP_MINIMUM),
-    ("arctan2", OP_ARCTAN2), ("hypot", OP_HYPOT), ("lt", OP_LT), ("le", OP_LE),
-    ("gt", OP_GT), ("ge", OP_GE), ("eq", OP_EQ), ("ne", OP_NE))}
+OP_CODES = dict((("input", OP_INPUT), ("add", OP_ADD), ("sub", OP_SUB), ("mul", OP_MUL), ("div", OP_DIV), ("power", OP_POWER), ("neg", OP_NEG), ("square", OP_SQUARE), ("sqrt", OP_SQRT), ("cbrt", OP_CBRT), ("exp", OP_EXP), ("expm1", OP_EXPM1), ("log", OP_LOG), ("log1p", OP_LOG1P), ("log2", OP_LOG2), ("log10", OP_LOG10), ("sin", OP_SIN), ("cos", OP_COS), ("tan", OP_TAN), ("arcsin", OP_ARCSIN), ("arccos", OP_ARCCOS), ("arctan", OP_ARCTAN), ("sinh", OP_SINH), ("cosh", OP_COSH), ("tanh", OP_TANH), ("erf", OP_ERF), ("sigmoid", OP_SIGMOID), ("relu", OP_RELU), ("abs", OP_ABS), ("sign", OP_SIGN), ("maximum", OP_MAXIMUM), ("minimum", OP_MINIMUM), ("arctan2", OP_ARCTAN2), ("hypot", OP_HYPOT), ("lt", OP_LT), ("le", OP_LE), ("gt", OP_GT), ("ge", OP_GE), ("eq", OP_EQ), ("ne", OP_NE), ("array_input", OP_ARRAY_INPUT), ("elem", OP_ELEM), ("map", OP_MAP), ("matmul", OP_MATMUL), ("sum", OP_SUM), ("amax", OP_AMAX), ("amin", OP_AMIN), ("prod", OP_PROD), ("reshape", OP_RESHAPE), ("transpose", OP_TRANSPOSE), ("getitem", OP_GETITEM), ("concatenate", OP_CONCATENATE), ("stack", OP_STACK), ("where", OP_WHERE), ("einsum", OP_EINSUM), ("logsumexp", OP_LOGSUMEXP),))
 N_OP_CODES = N_OPS
 
 
@@ -908,15 +1017,48 @@ cdef object leaves_of(object arg):
     return None
 
 
-cdef object grads_of(object leaves):
+cdef object grads_of(object leaves, Tape t):
+    """The adjoints of these leaves' INPUT rows on t (0 for unused leaves)."""
     cdef Py_ssize_t i, n
     if type(leaves) is Var:
-        return (<Var>leaves).grad_
+        return leaf_adjoint(<Var>leaves, t)
     n = len(leaves)
     out = [None] * n
     for i in range(n):
-        out[i] = (<Var>leaves[i]).grad_
+        out[i] = leaf_adjoint(<Var>leaves[i], t)
     return out if type(leaves) is list else tuple(out)
+
+
+cdef inline double leaf_adjoint(Var leaf, Tape t):
+    if t is not None and leaf.serial == t.serial and leaf.idx < t.adj_n:
+        return t.adj[leaf.idx]
+    return leaf.grad_  # the output was the leaf itself (or did not use it: 0)
+
+
+def sweep_for(Var out):
+    """Sweep from `out` without touching any leaf's grad (grad() reads the
+    adjoints of its own leaves with input_adjoints); returns out's tape."""
+    cdef Tape t = out.tape
+    if t is None:
+        out.grad_ += 1.0
+        return None
+    if t.consumed:
+        raise FastADError("the function returned a value from a graph that was already swept")
+    t.sweep(out.idx, 1.0, False)
+    return t
+
+
+def input_adjoints(Tape t, list leaves):
+    """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array leaves)."""
+    out = []
+    for leaf in leaves:
+        if type(leaf) is Var:
+            out.append(leaf_adjoint(<Var>leaf, t))
+        elif t is not None and (<Array>leaf).serial == t.serial and t.arr_adj is not None:
+            out.append(t.arr_adj.get((<Array>leaf).idx, np.zeros((<Array>leaf).value.shape)).copy())
+        else:
+            out.append(np.zeros((<Array>leaf).value.shape))
+    return out
 
 
 def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
@@ -939,11 +1081,364 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         if type(out) is not Var:
             from fastad._tree import scalar_output
             out = scalar_output(out, "grad")
+        t = None
         if type(out) is Var:
             value = (<Var>out).val
-            out.backward()
+            t = sweep_for(out)
         else:
             value = out
     finally:
         st.tape, st.implicit = st.saved.pop()
-    return value, [grads_of(made) for made in leaves]
+    return value, [grads_of(made, t) for made in leaves]
+
+
+# ==== Array ==================================================================
+
+_front = None  # fastad.array, the NumPy front end (imported on first use: it imports us)
+
+
+cdef object front():
+    global _front
+    if _front is None:
+        import fastad.array
+        _front = fastad.array
+    return _front
+
+
+cdef object as_value(object v):
+    """A read-only, C-contiguous float64 copy of an array-like of numbers."""
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiu":
+        if isinstance(v, (Var, Array)) or a.dtype == object:
+            raise TypeError("fad.Array() takes numbers; to build an Array from Vars use fad.stack")
+        raise TypeError(f"fad.Array() takes real numbers, got dtype {a.dtype}")
+    a = np.array(a, dtype=np.float64, order="C")  # always a copy: the Array owns it
+    a.flags.writeable = False
+    return a
+
+
+cdef inline Array new_array_node(Tape t, node_t i, object value):
+    cdef Array r = Array.__new__(Array)
+    r.tape = t
+    r.idx = i
+    r.value = value
+    return r
+
+
+cdef inline object new_array_leaf(object value):
+    cdef Array r = Array.__new__(Array)
+    r.value = value
+    return r
+
+
+cdef Tape tape_of(tuple handles):
+    """The tape an op on these handles (Var, Array or constants) records on."""
+    cdef Tape t = None, ht
+    for h in handles:
+        if type(h) is Var or type(h) is Array:
+            ht = (<Var>h).tape if type(h) is Var else (<Array>h).tape
+            if ht is None:
+                continue
+            if t is None:
+                t = ht
+            elif ht is not t:
+                raise FastADError(
+                    "these values were recorded on two different tapes (another thread, "
+                    "another `with fad.Tape()` block, or a graph already swept); "
+                    "an op can only combine values of one tape")
+    if t is None:
+        return current_tape()
+    if t.consumed:
+        raise FastADError(
+            "this value belongs to a graph that backward() already swept and released; "
+            "recompute it, or pass retain_graph=True to backward() to keep the graph")
+    return t
+
+
+cdef node_t row_of(Tape t, object h) except -2:
+    """h's row on t (INPUT rows for leaves), or -1 for a constant."""
+    if type(h) is Var:
+        return (<Var>h).idx if (<Var>h).tape is not None else t.input_row(<Var>h)
+    if type(h) is Array:
+        return (<Array>h).idx if (<Array>h).tape is not None else t.array_input_row(<Array>h)
+    return -1
+
+
+def record_array(int op, tuple args, value, double c=0.0, aux=None):
+    """Append one array row: op (an array op code) of the handles in args
+    (Var, Array, or None for a constant kept in c or aux), with its value
+    already computed. Returns an Array for an ndarray value, else a Var.
+    A variadic op (concatenate, stack) keeps its argument rows in aux."""
+    cdef bint is_array = isinstance(value, np.ndarray)
+    if is_array:
+        value = as_value(value) if (value.dtype != np.float64 or not value.flags.c_contiguous
+                                     or value.flags.writeable) else value
+    if _no_grad_threads and thread_state().no_grad:
+        return new_array_leaf(value) if is_array else new_leaf(value)
+    cdef Tape t = tape_of(args)
+    cdef node_t a = -1, b = -1, i
+    if _ops_table.OPS[op].arity == -1:
+        aux = ([row_of(t, h) for h in args], aux)
+    else:
+        if len(args) > 0:
+            a = row_of(t, args[0])
+        if len(args) > 1:
+            b = row_of(t, args[1])
+    i = t.push(op, a, b, c, NAN if is_array else <double>value)
+    t.has_arrays = True
+    if aux is not None:
+        t.aux[i] = aux
+    if is_array:
+        t.obj[i] = value
+        return new_array_node(t, i, value)
+    return new_node(t, i, value)
+
+
+@cython.boundscheck(False)  # k is checked by the caller
+@cython.wraparound(False)
+cdef object record_elem(Array x, Py_ssize_t k):
+    """x.value.flat[k] as a scalar node: the sweep adds its adjoint into x's
+    adjoint in C, so element loops cost what scalar ops cost."""
+    if not x.flat_ready:
+        x.flat = x.value.reshape(-1)  # read-only: flat is declared const
+        x.flat_ready = True
+    cdef double v = x.flat[k]
+    if _no_grad_threads and thread_state().no_grad:
+        return new_leaf(v)
+    cdef Tape t = x.tape
+    if t is None:
+        t = current_tape()
+    elif t.consumed:
+        raise FastADError("this value belongs to a graph that backward() already swept and released")
+    cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
+    cdef node_t i = t.push(OP_ELEM, row, -1, <double>k, v)
+    t.has_arrays = True
+    return new_node(t, i, v)
+
+
+def elem(Array x, Py_ssize_t k):
+    """Element k of x's flattened value, as a recorded scalar."""
+    if not 0 <= k < x.value.size:
+        raise IndexError(f"flat index {k} is out of bounds for an array of size {x.value.size}")
+    return record_elem(x, k)
+
+
+@cython.freelist(64)
+@cython.no_gc  # its tape never points back at it; its value is a float array
+@cython.final
+cdef class Array:
+    """A float64 array that records every operation on it, with NumPy's
+    broadcasting; NumPy functions dispatch to fastad on it.
+
+    >>> import fastad as fad, numpy as np
+    >>> a = fad.Array(np.array([1.0, 2.0, 3.0]))
+    >>> loss = (a * a).sum()
+    >>> loss.backward()
+    >>> a.grad
+    array([2., 4., 6.])
+    """
+    __array_priority__ = 100
+
+    def __init__(self, value):
+        self.value = as_value(value)
+
+    # -- state --
+
+    @property
+    def grad(self):
+        """A leaf's accumulated gradient (zeros before any sweep), or a
+        recorded array's adjoint from the last sweep."""
+        if self.tape is None:
+            return np.zeros(self.value.shape) if self.grad_ is None else self.grad_
+        g = self.tape.arr_adj.get(self.idx) if self.tape.arr_adj is not None else None
+        return np.zeros(self.value.shape) if g is None else g.copy()
+
+    @grad.setter
+    def grad(self, g):
+        if self.tape is not None:
+            raise FastADError("only a leaf's grad can be set; a recorded array's grad is its adjoint")
+        g = np.array(g, dtype=np.float64)
+        if g.shape != self.value.shape:
+            raise ValueError(f"grad must have shape {self.value.shape}, got {g.shape}")
+        self.grad_ = g
+
+    @property
+    def index(self):
+        return None if self.tape is None else self.idx
+
+    @property
+    def is_leaf(self):
+        return self.tape is None
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def ndim(self):
+        return self.value.ndim
+
+    @property
+    def size(self):
+        return self.value.size
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    @property
+    def T(self):
+        return front().transpose(self)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __iter__(self):
+        for k in range(len(self.value)):
+            yield self[k]
+
+    def backward(self, seed=None, retain_graph=False):
+        """Reverse sweep from this array; seed defaults to 1 for a
+        one-element array and is required otherwise (d sum(seed * self))."""
+        if seed is None:
+            if self.value.size != 1:
+                raise ValueError("backward() of an array with more than one element needs a seed "
+                                 "of its shape (or reduce it first, e.g. .sum())")
+            seed = np.ones(self.value.shape)
+        seed = np.broadcast_to(np.asarray(seed, np.float64), self.value.shape)
+        cdef Tape t = self.tape
+        if t is None:
+            self.grad_ = seed.copy() if self.grad_ is None else self.grad_ + seed
+            return
+        if t.consumed:
+            raise FastADError(
+                "backward() was already called on this graph and its tape was released; "
+                "pass retain_graph=True to the first backward() to sweep it again")
+        t.sweep(self.idx, seed, True)
+        if not retain_graph:
+            consume(t)
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t k, n
+        if type(key) is int and self.value.ndim == 1:  # the element loop: scalar speed
+            n = self.value.shape[0]
+            k = key
+            if k < 0:
+                k += n
+            if not 0 <= k < n:
+                raise IndexError(f"index {key} is out of bounds for an array of length {n}")
+            return record_elem(self, k)
+        return front().getitem(self, key)
+
+    def __repr__(self):
+        body = np.array2string(self.value, separator=", ", prefix="Array(")
+        return f"Array({body})" if self.tape is None else f"Array({body}, row={self.idx})"
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a tracked fad.Array cannot be turned into a plain ndarray (that would "
+                        "drop its derivatives); use .value for the numbers")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return front().array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return front().array_function(func, types, args, kwargs)
+
+    def __reduce__(self):
+        if self.tape is not None:
+            raise TypeError("a recorded array cannot be pickled; pickle its .value")
+        return (Array, (np.array(self.value),))
+
+    # -- operators: NumPy semantics, recorded --
+
+    def __add__(self, other): return front().binary(OP_ADD, self, other)
+    def __radd__(self, other): return front().binary(OP_ADD, other, self)
+    def __sub__(self, other): return front().binary(OP_SUB, self, other)
+    def __rsub__(self, other): return front().binary(OP_SUB, other, self)
+    def __mul__(self, other): return front().binary(OP_MUL, self, other)
+    def __rmul__(self, other): return front().binary(OP_MUL, other, self)
+    def __truediv__(self, other): return front().binary(OP_DIV, self, other)
+    def __rtruediv__(self, other): return front().binary(OP_DIV, other, self)
+    def __pow__(self, other, mod): return front().power(self, other)
+    def __rpow__(self, other, mod): return front().power(other, self)
+    def __matmul__(self, other): return front().matmul(self, other)
+    def __rmatmul__(self, other): return front().matmul(other, self)
+    def __neg__(self): return front().unary(OP_NEG, self)
+    def __pos__(self): return self
+    def __abs__(self): return front().unary(OP_ABS, self)
+    def __lt__(self, other): return self.value < front().value_of(other)
+    def __le__(self, other): return self.value <= front().value_of(other)
+    def __gt__(self, other): return self.value > front().value_of(other)
+    def __ge__(self, other): return self.value >= front().value_of(other)
+    def __eq__(self, other): return self.value == front().value_of(other)
+    def __ne__(self, other): return self.value != front().value_of(other)
+
+    def __hash__(self):
+        return id(self) >> 4
+
+    # -- methods, as on ndarray --
+
+    def sum(self, axis=None, keepdims=False): return front().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return front().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return front().amax(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return front().amin(self, axis, keepdims)
+    def prod(self, axis=None, keepdims=False): return front().prod(self, axis, keepdims)
+    def reshape(self, *shape): return front().reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return front().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    def swapaxes(self, a1, a2): return front().swapaxes(self, a1, a2)
+    def squeeze(self, axis=None): return front().squeeze(self, axis)
+    def ravel(self): return front().reshape(self, (-1,))
+    def flatten(self): return front().reshape(self, (-1,))
+    def dot(self, other): return front().dot(self, other)
+    def clip(self, lo, hi): return front().clip(self, lo, hi)
+
+    def item(self):
+        """The single element of a one-element array, as a recorded scalar."""
+        if self.value.size != 1:
+            raise ValueError(f"item() needs a one-element array, this one has shape {self.value.shape}")
+        return elem(self, 0)
+
+
+@cython.boundscheck(False)  # the loops run over arrays made here, of one size
+@cython.wraparound(False)
+def map_value(int op, x, y=None):
+    """op (a scalar op code) applied elementwise with broadcasting, by the
+    same C rule as for Vars: float64 result."""
+    xs = np.asarray(x, np.float64)
+    ys = xs if y is None else np.asarray(y, np.float64)
+    xb, yb = np.broadcast_arrays(xs, ys)
+    out = np.empty(xb.shape)
+    cdef double[::1] o = out.reshape(-1)
+    cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
+    cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
+    cdef Py_ssize_t i
+    cdef op_t code = op
+    with nogil:
+        for i in range(o.shape[0]):
+            o[i] = op_value(code, xv[i], yv[i])
+    return out
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def map_partials(int op, x, y, f):
+    """(df/dx, df/dy) elementwise, broadcast to f's shape: the same rules
+    the scalar sweep uses, for an array row's backward pass."""
+    xs = np.asarray(x, np.float64)
+    ys = xs if y is None else np.asarray(y, np.float64)
+    xb, yb, fb = np.broadcast_arrays(xs, ys, np.asarray(f, np.float64))
+    dx = np.empty(fb.shape)
+    dy = np.empty(fb.shape)
+    cdef double[::1] dxv = dx.reshape(-1), dyv = dy.reshape(-1)
+    cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
+    cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
+    cdef const double[::1] fv = np.ascontiguousarray(fb).reshape(-1)
+    cdef Py_ssize_t i
+    cdef op_t code = op
+    cdef Partials d
+    with nogil:
+        for i in range(dxv.shape[0]):
+            d = op_partials(code, xv[i], yv[i], fv[i], True)
+            dxv[i] = d.dx
+            dyv[i] = d.dy
+    return dx, dy

@@ -75,6 +75,9 @@ cdef class Trace:
                 raise ValueError(f"trace array {name} has shape {getattr(self, name).shape}, expected ({n},)")
         if n and self.op.max() >= N_OPS:
             raise ValueError(f"trace has op code {self.op.max()}, this fastad knows {N_OPS}")
+        if n and self.op.max() >= FIRST_ARRAY_OP:
+            raise ValueError("this recording has array ops; compile replays scalar tapes only "
+                             "(use fad.grad, which records arrays)")
         rows = np.arange(n)
         for name in ("a", "b"):
             arg = getattr(self, name)
@@ -136,7 +139,8 @@ cdef class Trace:
         if r < 0:
             return
         memset(adj, 0, (r + 1) * sizeof(double))
-        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r, 1.0)
+        adj[r] = 1.0
+        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r, NULL)
         for k in range(self.n_in):
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
@@ -161,6 +165,11 @@ cdef class Trace:
 
     # -- Python entry points: x is the flat float64 vector of the inputs --
 
+    cdef int _check_out(self, Py_ssize_t out_k) except -1:
+        if not 0 <= out_k < self.n_out:
+            raise IndexError(f"output number {out_k} does not exist; the function has {self.n_out}")
+        return 0
+
     cdef double[::1] _inputs(self, x):
         cdef double[::1] xv = np.ascontiguousarray(x, np.float64)
         if xv.shape[0] != self.n_in:
@@ -182,6 +191,7 @@ cdef class Trace:
 
     def value_and_grad(self, x, Py_ssize_t out_k=0):
         """(outputs, gradient of output out_k (n_in,), changed row or -1)."""
+        self._check_out(out_k)
         cdef double[::1] xv = self._inputs(x)
         y = np.empty(self.n_out)
         g = np.empty(self.n_in)
@@ -239,7 +249,7 @@ cdef class Trace:
                     if self.out_v[k] >= 0:
                         buf.adj[self.out_v[k]] += cv[k]
                 reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val,
-                              buf.adj, top, 0.0)
+                              buf.adj, top, NULL)
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= top:
                         gv[k] = buf.adj[self.in_v[k]]
@@ -278,6 +288,7 @@ cdef class Trace:
     def hvp(self, x, V, Py_ssize_t out_k=0):
         """(gradient, H @ V for V (n_in, m), changed): forward over reverse,
         one tangent sweep and one second-order reverse sweep per column."""
+        self._check_out(out_k)
         cdef double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
         cdef Py_ssize_t m = Vv.shape[1], j, k

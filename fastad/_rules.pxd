@@ -309,15 +309,15 @@ cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nog
 
 
 cdef inline int op_branch(op_t op, double x, double y) noexcept nogil:
-    """Which piece of a piecewise op (x, y) falls on: a replay whose inputs
-    land on another piece than the recording did must not reuse the tape.
-    Smooth ops have one piece (0)."""
+    """Which piece (0, 1, 2 ...) of a piecewise op (x, y) falls on: a replay
+    whose inputs land on another piece than the recording did must not
+    reuse the tape. Smooth ops have one piece (0)."""
     if op == OP_RELU:
         return x > 0.0
-    elif op == OP_ABS or op == OP_SIGN:
-        return (x > 0.0) - (x < 0.0) + 2 * (x != x)
+    elif op == OP_ABS or op == OP_SIGN:  # 0: below, 1: at, 2: above the kink, 3: nan
+        return 1 + (x > 0.0) - (x < 0.0) + 2 * (x != x)
     elif op == OP_MAXIMUM or op == OP_MINIMUM:
-        return (x > y) - (x < y) + 2 * (x != x or y != y)
+        return 1 + (x > y) - (x < y) + 2 * (x != x or y != y)
     elif OP_LT <= op <= OP_NE:
         return op_value(op, x, y) != 0.0
     return 0

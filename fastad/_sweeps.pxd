@@ -12,10 +12,10 @@ from fastad._rules cimport op_value, op_partials, op_second, op_branch, Partials
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
-                               const double* c, const double* val, double* adj,
-                               node_t out, double seed) noexcept nogil:
-    """adj[i] += d out / d row i * seed, for every row the output reaches.
+cdef inline node_t reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
+                                 const double* c, const double* val, double* adj,
+                                 node_t hi, double** elem_adj) noexcept nogil:
+    """Propagate adjoints down from row hi (the caller seeds the output).
 
     Creation order is topological: when the loop reaches row i, every row
     that reads it has been visited and its adjoint is final. A row whose
@@ -24,13 +24,24 @@ cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
     as 0, CppAD's "absolute zero" product: an infinite partial the output
     does not depend on (sqrt at 0 behind a relu that is off) cannot turn the
     gradient into nan.
+
+    Array rows: `elem` (one element of an array) adds into that array's
+    adjoint buffer, elem_adj[array row], so element loops sweep at scalar
+    speed; any other array row stops the loop and is returned, for its
+    NumPy rule to run with the GIL before the caller resumes below it.
+    Returns -1 when row 0 is done.
     """
     cdef node_t i, ia, ib
     cdef double g, x, y
     cdef Partials d
-    adj[out] += seed
-    for i in range(out, -1, -1):
+    for i in range(hi, -1, -1):
         g = adj[i]
+        if op[i] >= FIRST_ARRAY_OP:
+            if op[i] != OP_ELEM:
+                return i
+            if g != 0.0:
+                elem_adj[a[i]][<Py_ssize_t>c[i]] += g
+            continue
         if g == 0.0:
             continue
         ia = a[i]
@@ -44,6 +55,7 @@ cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
             adj[ia] += g * d.dx
         if ib >= 0:
             adj[ib] += g * d.dy
+    return -1
 
 
 @cython.boundscheck(False)
@@ -104,7 +116,7 @@ cdef inline void hvp_sweep(const op_t* op, const node_t* a, const node_t* b,
     Hessian-vector product H v. Rows with a zero adjoint and a zero adjoint
     tangent pass nothing on (as in reverse_sweep)."""
     cdef node_t i, ia, ib
-    cdef double g, gt, x, y, tx, ty
+    cdef double g, gt, x, y, tx, ty, hx, hy
     cdef Partials d
     cdef Second s
     adj[out] += 1.0
@@ -122,10 +134,25 @@ cdef inline void hvp_sweep(const op_t* op, const node_t* a, const node_t* b,
         tx = tan[ia] if ia >= 0 else 0.0
         ty = tan[ib] if ib >= 0 else 0.0
         d = op_partials(op[i], x, y, val[i], ib >= 0)
-        s = op_second(op[i], x, y, val[i])
+        # hx, hy: the second-order terms, with the absolute-zero rule of
+        # reverse_sweep: a zero tangent or adjoint contributes exactly 0, so a
+        # nan second partial nobody needs (power's log at x < 0 with a
+        # constant exponent) cannot leak in.
+        hx = 0.0
+        hy = 0.0
+        if g != 0.0 and (tx != 0.0 or ty != 0.0):
+            s = op_second(op[i], x, y, val[i])
+            if tx != 0.0:
+                hx = s.dxx * tx
+                hy = s.dxy * tx
+            if ty != 0.0:
+                hx = hx + s.dxy * ty
+                hy = hy + s.dyy * ty
+            hx = g * hx
+            hy = g * hy
         if ia >= 0:
             adj[ia] += g * d.dx
-            adj_tan[ia] += gt * d.dx + g * (s.dxx * tx + s.dxy * ty)
+            adj_tan[ia] += (gt * d.dx if gt != 0.0 else 0.0) + hx
         if ib >= 0:
             adj[ib] += g * d.dy
-            adj_tan[ib] += gt * d.dy + g * (s.dxy * tx + s.dyy * ty)
+            adj_tan[ib] += (gt * d.dy if gt != 0.0 else 0.0) + hy

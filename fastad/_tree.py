@@ -85,6 +85,25 @@ def unflatten(treedef, items, array_dtype=np.float64):
     return build(treedef)
 
 
+def unflatten_parts(treedef, parts):
+    """The tree of `treedef` with one part per number *or array* (as
+    flatten returned them, or leaves / gradients made from them)."""
+    it = iter(parts)
+
+    def build(td):
+        if td == "f" or td[0] == "a":
+            return next(it)
+        if td[0] is dict:
+            return {k: build(kid) for k, kid in zip(td[1], td[2])}
+        kind, kids = td
+        made = [build(kid) for kid in kids]
+        if kind is list:
+            return made
+        return kind(*made) if hasattr(kind, "_fields") else kind(made)
+
+    return build(treedef)
+
+
 def numbers(parts):
     """The flat float64 vector of flatten's parts."""
     if not parts:
@@ -126,9 +145,11 @@ def describe(treedef):
 def scalar_output(out, transform):
     """The output of a function under `grad`: a Var or a plain number.
     Anything with more than one element is an error that points to jacobian."""
-    from fastad._core import Var
+    from fastad._core import Array, Var
     if type(out) is Var:
         return out
+    if type(out) is Array and out.size == 1:
+        return out.item()
     if isinstance(out, np.ndarray) and out.size == 1 and out.dtype == object:
         return scalar_output(out.reshape(()).item(), transform)
     if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, (bool, np.bool_)):

@@ -266,7 +266,7 @@ class CompiledFunction:
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")
         n_in = _tree.size(self.treedef)
-        if X.ndim < 1 or X[0].size != n_in:
+        if X.ndim < 1 or (X.shape[0] and X[0].size != n_in) or X.size != X.shape[0] * n_in:
             raise ValueError(f"grad_batch takes X of shape (B, ...) with {n_in} numbers per row, "
                              f"got shape {X.shape}")
         B = X.shape[0]

@@ -6,7 +6,9 @@ arguments' own structure.
 """
 import functools
 
-from fastad._core import Tape, Var, value_and_grad_simple
+import numpy as np
+
+from fastad._core import Array, Tape, Var, input_adjoints, sweep_for, value_and_grad_simple
 from fastad import _tree
 from fastad._tree import scalar_output
 
@@ -50,16 +52,17 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
     with Tape():
         for k in nums:
             parts, treedef = _tree.flatten(args[k], f"argument {k}")
-            leaves = [Var(v) for v in _tree.numbers(parts)]
-            args[k] = _tree.unflatten(treedef, leaves, object)
+            leaves = [Array(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
+            args[k] = _tree.unflatten_parts(treedef, leaves)
             trees.append((treedef, leaves))
         out = scalar_output(f(*args, **kwargs), transform)
+        tape = None
         if type(out) is Var:
             value = out.value
-            out.backward()
+            tape = sweep_for(out)
         else:
             value = out
-    return value, [_tree.unflatten(td, [leaf.grad for leaf in leaves]) for td, leaves in trees]
+    return value, [_tree.unflatten_parts(td, input_adjoints(tape, leaves)) for td, leaves in trees]
 
 
 def value_and_grad(f, argnums=0):

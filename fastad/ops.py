@@ -81,14 +81,39 @@ OPS = (
     OpSpec(37, "ge", 2, "{0} >= {1}", "guard", doc="a guard: no derivative"),
     OpSpec(38, "eq", 2, "{0} == {1}", "guard", doc="a guard: no derivative"),
     OpSpec(39, "ne", 2, "{0} != {1}", "guard", doc="a guard: no derivative"),
+    # Array rows (kind "array"): their values are ndarrays kept in the tape's
+    # object table, their parameters (axis, shape, index...) in its aux table,
+    # and their vector-Jacobian products in fastad/array_rules.py. The
+    # compiled sweep handles `elem` itself (element loops run at scalar
+    # speed) and hands every other array row to those rules.
+    OpSpec(40, "array_input", 0, "input", "array", doc="an Array leaf"),
+    OpSpec(41, "elem", 1, "{0}[k]", "array", doc="one element of an array (flat index in c): a scalar"),
+    OpSpec(42, "map", 2, "map({0}, {1})", "array",
+           doc="a scalar op (code in c) applied elementwise with broadcasting"),
+    OpSpec(43, "matmul", 2, "{0} @ {1}", "array", doc="dX = G @ Y^T, dY = X^T @ G"),
+    OpSpec(44, "sum", 1, "sum({0})", "array", doc="the adjoint broadcast back over the summed axes"),
+    OpSpec(45, "amax", 1, "max({0})", "array", doc="the adjoint to the maxima; ties split it evenly"),
+    OpSpec(46, "amin", 1, "min({0})", "array", doc="the adjoint to the minima; ties split it evenly"),
+    OpSpec(47, "prod", 1, "prod({0})", "array", doc="d/dx_i = prod of the others"),
+    OpSpec(48, "reshape", 1, "reshape({0})", "array", doc="the adjoint reshaped back"),
+    OpSpec(49, "transpose", 1, "transpose({0})", "array", doc="the adjoint transposed back"),
+    OpSpec(50, "getitem", 1, "{0}[...]", "array", doc="the adjoint scattered back (np.add.at)"),
+    OpSpec(51, "concatenate", -1, "concatenate(...)", "array", doc="the adjoint split back"),
+    OpSpec(52, "stack", -1, "stack(...)", "array", doc="the adjoint unstacked"),
+    OpSpec(53, "where", 2, "where(cond, {0}, {1})", "array", doc="the adjoint routed by the condition"),
+    OpSpec(54, "einsum", 2, "einsum({0}, {1})", "array", doc="each operand's adjoint is an einsum too"),
+    OpSpec(55, "logsumexp", 1, "logsumexp({0})", "array", doc="d/dx = softmax(x)"),
 )
 
 BY_NAME = {spec.name: spec for spec in OPS}
+SCALAR_OPS = tuple(s for s in OPS if s.kind != "array")  # rows of scalar values, swept in C
+ARRAY_OPS = tuple(s for s in OPS if s.kind == "array")
 
 # The scalar math functions of the public API (fad.sin, ...), by op name.
-UNARY = tuple(s.name for s in OPS if s.arity == 1 and s.name != "neg")
+UNARY = tuple(s.name for s in SCALAR_OPS if s.arity == 1 and s.name != "neg")
 BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot", "power")
 GUARDS = tuple(s.name for s in OPS if s.kind == "guard")
+FIRST_ARRAY_OP = BY_NAME["array_input"].code  # every code from here on is an array row
 
 
 def fingerprint():

@@ -60,7 +60,7 @@ def test_textbook_tape_rows():
 
 CALL = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
         "div": operator.truediv, "power": operator.pow, "neg": operator.neg}
-SMOOTH = [s for s in ops.OPS if s.arity >= 1 and s.kind != "guard"]
+SMOOTH = [s for s in ops.SCALAR_OPS if s.arity >= 1 and s.kind != "guard"]
 
 
 def fd(f, args, k, h=1e-6):
@@ -93,7 +93,7 @@ def test_op_against_finite_differences(spec):
 
 def test_op_table_covered():
     """Every non-input op has a forward rule; every differentiable op a derivative."""
-    for spec in ops.OPS[1:]:
+    for spec in ops.SCALAR_OPS[1:]:
         assert spec.name in ref.FORWARD
         assert (spec.name in ref.DERIVATIVES) == (spec.kind != "guard")
     for name in ops.UNARY + ops.BINARY_FUNCTIONS + ("where", "clip"):

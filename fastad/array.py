@@ -1,0 +1,341 @@
+"""NumPy on the tape: the front end of fad.Array.
+
+Each function computes its value with NumPy and appends one array row
+(`record_array`); the row's backward rule lives in fastad/array_rules.py.
+Python numbers and plain ndarrays are constants (kept in the row's aux),
+Vars are scalar rows, Arrays are array rows, and all mix in one graph.
+Elementwise ops are one `map` row whose `c` is the scalar op code, so they
+share their derivatives with the scalar core (map_partials).
+"""
+import numpy as np
+
+from fastad import ops as _ops
+from fastad._core import Array, Var, elem, record_array, map_value
+
+CODE = {s.name: s.code for s in _ops.OPS}
+_NUMPY = {  # scalar op code -> the NumPy ufunc that computes its value
+    CODE["add"]: np.add, CODE["sub"]: np.subtract, CODE["mul"]: np.multiply,
+    CODE["div"]: np.true_divide, CODE["power"]: np.power, CODE["neg"]: np.negative,
+    CODE["square"]: np.square, CODE["sqrt"]: np.sqrt, CODE["cbrt"]: np.cbrt, CODE["exp"]: np.exp,
+    CODE["expm1"]: np.expm1, CODE["log"]: np.log, CODE["log1p"]: np.log1p, CODE["log2"]: np.log2,
+    CODE["log10"]: np.log10, CODE["sin"]: np.sin, CODE["cos"]: np.cos, CODE["tan"]: np.tan,
+    CODE["arcsin"]: np.arcsin, CODE["arccos"]: np.arccos, CODE["arctan"]: np.arctan,
+    CODE["sinh"]: np.sinh, CODE["cosh"]: np.cosh, CODE["tanh"]: np.tanh, CODE["abs"]: np.abs,
+    CODE["sign"]: np.sign, CODE["maximum"]: np.maximum, CODE["minimum"]: np.minimum,
+    CODE["arctan2"]: np.arctan2, CODE["hypot"]: np.hypot,
+}
+_UFUNC_CODE = {ufunc: code for code, ufunc in _NUMPY.items()}
+_UFUNC_CODE.update({np.divide: CODE["div"], np.absolute: CODE["abs"], np.fabs: CODE["abs"],
+                    np.float_power: CODE["power"], np.fmax: CODE["maximum"], np.fmin: CODE["minimum"]})
+_COMPARISONS = (np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal)
+
+
+def _tracked(v):
+    return type(v) is Array or type(v) is Var
+
+
+def operand(v):
+    """(handle, value): handle is the Var/Array, or None for a constant."""
+    if _tracked(v):
+        return v, v.value
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        return operand(stack(list(v.reshape(-1))).reshape(v.shape) if v.size else np.zeros(v.shape))
+    if isinstance(v, (list, tuple)) and any(_tracked(e) for e in np.ravel(np.array(v, dtype=object))):
+        return operand(np.array(v, dtype=object))
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"
+                        + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
+    return None, a.astype(np.float64) if a.ndim else float(a)
+
+
+def value_of(v):
+    return operand(v)[1]
+
+
+def _record(op, handles, value, c=0.0, aux=None):
+    if not any(_tracked(h) for h in handles):  # constants only: plain NumPy
+        return value
+    if isinstance(value, np.generic):
+        value = float(value)
+    return record_array(op, tuple(handles), value, c, aux)
+
+
+# -- elementwise: one `map` row, the scalar op code in c --
+
+def unary(code, x):
+    hx, vx = operand(x)
+    ufunc = _NUMPY.get(code)
+    value = ufunc(vx) if ufunc is not None else map_value(code, vx)
+    return _record(CODE["map"], (hx,), np.asarray(value, np.float64) if np.ndim(value) else float(value),
+                   code, None)
+
+
+def binary(code, x, y):
+    hx, vx = operand(x)
+    hy, vy = operand(y)
+    ufunc = _NUMPY.get(code)
+    value = ufunc(vx, vy) if ufunc is not None else map_value(code, vx, vy)
+    value = np.asarray(value, np.float64) if np.ndim(value) else float(value)
+    return _record(CODE["map"], (hx, hy), value, code, (None if hx is not None else vx,
+                                                         None if hy is not None else vy))
+
+
+def power(x, y):
+    if isinstance(y, (int, float)) and y == 2:
+        return unary(CODE["square"], x)
+    return binary(CODE["power"], x, y)
+
+
+def clip(x, lo, hi):
+    return binary(CODE["minimum"], binary(CODE["maximum"], x, lo), hi)
+
+
+# -- linear algebra --
+
+def matmul(x, y):
+    hx, vx = operand(x)
+    hy, vy = operand(y)
+    if np.ndim(vx) == 0 or np.ndim(vy) == 0:
+        raise ValueError("matmul: an operand is a scalar; use * for scaling")
+    return _record(CODE["matmul"], (hx, hy), np.matmul(vx, vy), 0.0,
+                   (None if hx is not None else vx, None if hy is not None else vy))
+
+
+def dot(x, y):
+    if np.ndim(value_of(x)) > 2 or np.ndim(value_of(y)) > 2:
+        raise TypeError("fastad's dot takes 1-d and 2-d arrays; use matmul or einsum for more")
+    if np.ndim(value_of(x)) == 0 or np.ndim(value_of(y)) == 0:
+        return binary(CODE["mul"], x, y)
+    return matmul(x, y)
+
+
+def outer(x, y):
+    return binary(CODE["mul"], reshape(x, (-1, 1)), reshape(y, (1, -1)))
+
+
+def einsum(subscripts, *operands):
+    if len(operands) != 2:
+        if len(operands) == 1:
+            return einsum(subscripts.replace("->", ",->", 1) if "->" in subscripts else subscripts + ",",
+                          operands[0], 1.0)
+        raise TypeError("fastad's einsum takes one or two operands")
+    (hx, vx), (hy, vy) = operand(operands[0]), operand(operands[1])
+    spec = _einsum_spec(subscripts, np.ndim(vx), np.ndim(vy))
+    value = np.einsum(f"{spec[0]},{spec[1]}->{spec[2]}", vx, vy)
+    return _record(CODE["einsum"], (hx, hy), value, 0.0,
+                   (spec, None if hx is not None else vx, None if hy is not None else vy))
+
+
+def _einsum_spec(subscripts, ndim_x, ndim_y):
+    s = subscripts.replace(" ", "")
+    if "." in s:
+        raise TypeError("fastad's einsum does not take ellipses")
+    ins, _, out = s.partition("->")
+    parts = ins.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"einsum subscripts {subscripts!r} do not name two operands")
+    xs, ys = parts
+    if ys == "" and ndim_y == 0:
+        pass
+    if len(xs) != ndim_x or len(ys) != ndim_y:
+        raise ValueError(f"einsum subscripts {subscripts!r} do not match operands of {ndim_x} and {ndim_y} dims")
+    if len(set(xs)) != len(xs) or len(set(ys)) != len(ys):
+        raise TypeError("fastad's einsum does not take a repeated index within one operand (diagonals)")
+    if "->" not in s:
+        out = "".join(sorted(ch for ch in set(xs + ys) if (xs + ys).count(ch) == 1))
+    return xs, ys, out
+
+
+# -- reductions --
+
+def _axis(axis, ndim):
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(int(a) % ndim if ndim else int(a) for a in axes)
+
+
+def _reduce(name, fn, x, axis, keepdims):
+    hx, vx = operand(x)
+    ax = _axis(axis, np.ndim(vx))
+    value = fn(vx, axis=ax, keepdims=keepdims)
+    return _record(CODE[name], (hx,), value, 0.0, (ax, keepdims))
+
+
+def sum(x, axis=None, keepdims=False):
+    return _reduce("sum", np.sum, x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    total = sum(x, axis, keepdims)
+    count = np.size(value_of(x)) / max(np.size(value_of(total)), 1)
+    return binary(CODE["mul"], total, 1.0 / count) if count else binary(CODE["mul"], total, np.nan)
+
+
+def amax(x, axis=None, keepdims=False):
+    return _reduce("amax", np.max, x, axis, keepdims)
+
+
+def amin(x, axis=None, keepdims=False):
+    return _reduce("amin", np.min, x, axis, keepdims)
+
+
+def prod(x, axis=None, keepdims=False):
+    return _reduce("prod", np.prod, x, axis, keepdims)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) without overflow (the max is taken out first)."""
+    hx, vx = operand(x)
+    ax = _axis(axis, np.ndim(vx))
+    m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros_like(vx)
+    m = np.where(np.isfinite(m), m, 0.0)
+    value = np.log(np.sum(np.exp(vx - m), axis=ax, keepdims=True)) + m
+    value = value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
+    return _record(CODE["logsumexp"], (hx,), value, 0.0, (ax, keepdims))
+
+
+def softmax(x, axis=-1):
+    return unary(CODE["exp"], log_softmax(x, axis))
+
+
+def log_softmax(x, axis=-1):
+    return binary(CODE["sub"], x, logsumexp(x, axis, keepdims=True))
+
+
+# -- shape --
+
+def reshape(x, shape):
+    hx, vx = operand(x)
+    return _record(CODE["reshape"], (hx,), np.reshape(vx, shape), 0.0, None)
+
+
+def transpose(x, axes=None):
+    hx, vx = operand(x)
+    axes = None if axes is None else tuple(int(a) % np.ndim(vx) for a in axes)
+    return _record(CODE["transpose"], (hx,), np.transpose(vx, axes), 0.0, axes)
+
+
+def swapaxes(x, a1, a2):
+    axes = list(range(np.ndim(value_of(x))))
+    axes[a1], axes[a2] = axes[a2], axes[a1]
+    return transpose(x, axes)
+
+
+def expand_dims(x, axis):
+    return reshape(x, np.expand_dims(value_of(x), axis).shape)
+
+
+def squeeze(x, axis=None):
+    return reshape(x, np.squeeze(value_of(x), axis).shape)
+
+
+def ravel(x):
+    return reshape(x, (-1,))
+
+
+def getitem(x, key):
+    if any(_tracked(k) for k in (key if isinstance(key, tuple) else (key,))):
+        raise TypeError("an index must be made of ints, slices or integer arrays, not fastad values")
+    hx, vx = operand(x)
+    value = vx[key]
+    if np.ndim(value) == 0 and hx is not None:  # one element: the scalar-speed elem row
+        return elem(hx, int(np.arange(vx.size).reshape(vx.shape)[key]))
+    return _record(CODE["getitem"], (hx,), np.array(value, np.float64), 0.0, key)
+
+
+def concatenate(arrays, axis=0):
+    pairs = [operand(a) for a in arrays]
+    values = [np.atleast_1d(v) if np.ndim(v) == 0 else v for _, v in pairs]
+    ax = 0 if axis is None else axis
+    if axis is None:
+        values = [np.ravel(v) for v in values]
+    value = np.concatenate(values, axis=ax)
+    aux = (ax, [v.shape for v in values], [None if h is not None else v for h, v in pairs], axis is None)
+    return _record(CODE["concatenate"], [h for h, _ in pairs], value, 0.0, aux)
+
+
+def stack(values, axis=0):
+    """An Array from Vars, Arrays or numbers: fad.stack([v1, v2]).
+
+    >>> import fastad as fad
+    >>> x = fad.Var(2.0)
+    >>> fad.stack([x, x * x]).value
+    array([2., 4.])
+    """
+    pairs = [operand(v) for v in values]
+    if not pairs:
+        raise ValueError("stack needs at least one value")
+    value = np.stack([np.asarray(v, np.float64) for _, v in pairs], axis=axis)
+    aux = (axis, [None if h is not None else v for h, v in pairs])
+    return _record(CODE["stack"], [h for h, _ in pairs], value, 0.0, aux)
+
+
+def where(cond, x, y):
+    c = np.asarray(value_of(cond), bool) if _tracked(cond) else np.asarray(cond, bool)
+    (hx, vx), (hy, vy) = operand(x), operand(y)
+    value = np.where(c, vx, vy).astype(np.float64)
+    return _record(CODE["where"], (hx, hy), value, 0.0,
+                   (c, None if hx is not None else vx, None if hy is not None else vy))
+
+
+# -- the NumPy protocols --
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    if method != "__call__" or kwargs:
+        raise TypeError(f"fastad does not implement numpy.{ufunc.__name__}.{method} "
+                        f"{'with ' + ', '.join(kwargs) if kwargs else ''} on tracked values; use .value")
+    if ufunc in _COMPARISONS:
+        return ufunc(*[value_of(v) for v in inputs])
+    if ufunc is np.matmul:
+        return matmul(*inputs)
+    if ufunc is np.positive:
+        return inputs[0]
+    code = _UFUNC_CODE.get(ufunc)
+    if code is None:
+        raise TypeError(f"fastad does not implement numpy.{ufunc.__name__} on tracked values; "
+                        "apply it to .value if no derivative is needed")
+    return unary(code, inputs[0]) if ufunc.nin == 1 else binary(code, *inputs)
+
+
+def _fn_sum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    return sum(a, axis, keepdims)
+
+
+def _fn_mean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    return mean(a, axis, keepdims)
+
+
+def _fn_max(a, axis=None, out=None, keepdims=False, **kw):
+    return amax(a, axis, keepdims)
+
+
+def _fn_min(a, axis=None, out=None, keepdims=False, **kw):
+    return amin(a, axis, keepdims)
+
+
+def _fn_prod(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    return prod(a, axis, keepdims)
+
+
+_FUNCTIONS = {
+    np.sum: _fn_sum, np.mean: _fn_mean, np.max: _fn_max, np.amax: _fn_max, np.min: _fn_min,
+    np.amin: _fn_min, np.prod: _fn_prod, np.reshape: lambda a, shape=None, *r, **k: reshape(a, shape if shape is not None else k.get("newshape")),
+    np.transpose: lambda a, axes=None: transpose(a, axes), np.swapaxes: swapaxes,
+    np.expand_dims: expand_dims, np.squeeze: lambda a, axis=None: squeeze(a, axis),
+    np.ravel: lambda a, order="C": ravel(a), np.concatenate: lambda arrays, axis=0, **k: concatenate(arrays, axis),
+    np.stack: lambda arrays, axis=0, **k: stack(arrays, axis), np.where: where,
+    np.clip: lambda a, a_min, a_max, **k: clip(a, a_min, a_max), np.outer: outer, np.einsum: einsum,
+    np.dot: dot, np.matmul: matmul, np.shape: lambda a: np.shape(value_of(a)),
+    np.ndim: lambda a: np.ndim(value_of(a)), np.size: lambda a, axis=None: np.size(value_of(a), axis),
+}
+
+
+def array_function(func, types, args, kwargs):
+    impl = _FUNCTIONS.get(func)
+    if impl is None:
+        raise TypeError(f"fastad does not implement numpy.{func.__name__} on tracked values "
+                        "(the value would lose its derivative); apply it to .value if no "
+                        "derivative is needed")
+    return impl(*args, **kwargs)

@@ -1,0 +1,192 @@
+"""The backward rule of every array op, one function each (autograd style).
+
+The compiled sweep stops at an array row and calls `backward(tape, i)`;
+the rule reads the row's adjoint g, its arguments' values and its aux
+parameters, and adds one contribution into each argument's adjoint.
+Elementwise rows (`map`) take their partials from the scalar core's own
+rules (map_partials), so each scalar op's derivative is written once.
+"""
+import numpy as np
+
+from fastad import ops as _ops
+from fastad._core import map_partials
+
+
+def unbroadcast(g, shape):
+    """Sum g down to `shape`, undoing NumPy broadcasting; () gives a float."""
+    g = np.asarray(g)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for k, n in enumerate(shape):
+        if n == 1 and g.shape[k] != 1:
+            g = g.sum(axis=k, keepdims=True)
+    return float(g) if shape == () else g
+
+
+def _expand(g, x_shape, axis, keepdims):
+    """A reduction's adjoint broadcast back over the reduced axes."""
+    g = np.asarray(g, np.float64)
+    if axis is not None and not keepdims:
+        g = np.expand_dims(g, axis)
+    elif axis is None and not keepdims:
+        g = g.reshape((1,) * len(x_shape))
+    return np.broadcast_to(g, x_shape)
+
+
+def _args(tape, a, b, aux_x=None, aux_y=None):
+    x = tape._value(a) if a >= 0 else aux_x
+    y = tape._value(b) if b >= 0 else aux_y
+    return x, y
+
+
+def _add(tape, row, g):
+    if row >= 0:
+        tape._add_adjoint(row, g)
+
+
+def _map(tape, i, a, b, c, aux, g):
+    consts = aux if aux is not None else (None, None)
+    x, y = _args(tape, a, b, *consts)
+    f = tape._value(i)
+    dx, dy = map_partials(int(c), x, y, f)
+    g = np.asarray(g)
+    if a >= 0:
+        _add(tape, a, unbroadcast(g * dx, np.shape(x)))
+    if b >= 0:
+        _add(tape, b, unbroadcast(g * dy, np.shape(y)))
+
+
+def _matmul(tape, i, a, b, c, aux, g):
+    x, y = _args(tape, a, b, *aux)
+    x2 = x[None, :] if x.ndim == 1 else x
+    y2 = y[:, None] if y.ndim == 1 else y
+    g2 = np.asarray(g, np.float64)
+    if x.ndim == 1:
+        g2 = np.expand_dims(g2, -2)
+    if y.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    if a >= 0:
+        gx = g2 @ np.swapaxes(y2, -1, -2)
+        gx = gx[..., 0, :] if x.ndim == 1 else gx
+        _add(tape, a, unbroadcast(gx, x.shape))
+    if b >= 0:
+        gy = np.swapaxes(x2, -1, -2) @ g2
+        gy = gy[..., 0] if y.ndim == 1 else gy
+        _add(tape, b, unbroadcast(gy, y.shape))
+
+
+def _sum(tape, i, a, b, c, aux, g):
+    x = tape._value(a)
+    _add(tape, a, _expand(g, x.shape, *aux).copy())
+
+
+def _extremum(tape, i, a, b, c, aux, g):
+    # Ties split the adjoint evenly among the maxima (as maximum's 0.5 / 0.5).
+    x = tape._value(a)
+    axis, keepdims = aux
+    f = _expand(tape._value(i), x.shape, axis, keepdims)
+    hit = (x == f)
+    count = hit.sum(axis=axis, keepdims=True)
+    _add(tape, a, hit * _expand(g, x.shape, axis, keepdims) / count)
+
+
+def _prod(tape, i, a, b, c, aux, g):
+    x = tape._value(a)
+    axis, keepdims = aux
+    g = _expand(g, x.shape, axis, keepdims)
+    f = _expand(tape._value(i), x.shape, axis, keepdims)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        others = np.where(x != 0.0, f / np.where(x != 0.0, x, 1.0), 0.0)
+    for idx in zip(*np.nonzero(x == 0.0)):  # a zero factor: the product of the others, directly
+        keep = np.ones(x.shape, bool)
+        keep[idx] = False
+        sel = [slice(None)] * x.ndim
+        if axis is not None:
+            for k in range(x.ndim):
+                if k not in axis:
+                    sel[k] = idx[k]
+        others[idx] = np.prod(np.where(keep, x, 1.0)[tuple(sel)])
+    _add(tape, a, g * others)
+
+
+def _reshape(tape, i, a, b, c, aux, g):
+    _add(tape, a, np.reshape(g, tape._value(a).shape))
+
+
+def _transpose(tape, i, a, b, c, aux, g):
+    _add(tape, a, np.transpose(g, None if aux is None else np.argsort(aux)))
+
+
+def _getitem(tape, i, a, b, c, aux, g):
+    gx = np.zeros(tape._value(a).shape)
+    np.add.at(gx, aux, g)  # repeated indices accumulate
+    _add(tape, a, gx)
+
+
+def _concatenate(tape, i, a, b, c, aux, g):
+    rows, (axis, shapes, consts, flat) = aux
+    cuts = np.cumsum([s[axis] for s in shapes])[:-1]
+    for row, piece, shape in zip(rows, np.split(np.asarray(g), cuts, axis=axis), shapes):
+        if row >= 0:
+            orig = np.shape(tape._value(row))
+            _add(tape, row, piece.reshape(orig) if orig else float(piece.reshape(())))
+
+
+def _stack(tape, i, a, b, c, aux, g):
+    rows, (axis, consts) = aux
+    g = np.asarray(g)
+    for k, row in enumerate(rows):
+        if row >= 0:
+            piece = np.take(g, k, axis=axis)
+            _add(tape, row, float(piece) if np.ndim(tape._value(row)) == 0 else piece)
+
+
+def _where(tape, i, a, b, c, aux, g):
+    cond, cx, cy = aux
+    x, y = _args(tape, a, b, cx, cy)
+    g = np.asarray(g)
+    if a >= 0:
+        _add(tape, a, unbroadcast(np.where(cond, g, 0.0), np.shape(x)))
+    if b >= 0:
+        _add(tape, b, unbroadcast(np.where(cond, 0.0, g), np.shape(y)))
+
+
+def _einsum(tape, i, a, b, c, aux, g):
+    (xs, ys, out), cx, cy = aux
+    x, y = _args(tape, a, b, cx, cy)
+    if a >= 0:
+        _add(tape, a, _einsum_grad(g, out, y, ys, xs, np.shape(x)))
+    if b >= 0:
+        _add(tape, b, _einsum_grad(g, out, x, xs, ys, np.shape(y)))
+
+
+def _einsum_grad(g, out, other, os_, target, shape):
+    """d/d(target operand) of einsum: contract g with the other operand; an
+    index only the target has (summed away) is broadcast back."""
+    kept = "".join(ch for ch in target if ch in out or ch in os_)
+    part = np.einsum(f"{out},{os_}->{kept}", g, other)
+    full = part.reshape([part.shape[kept.index(ch)] if ch in kept else 1 for ch in target])
+    return np.broadcast_to(full, shape).copy()
+
+
+def _logsumexp(tape, i, a, b, c, aux, g):
+    x = tape._value(a)
+    axis, keepdims = aux
+    f = _expand(tape._value(i), x.shape, axis, keepdims)
+    _add(tape, a, _expand(g, x.shape, axis, keepdims) * np.exp(x - f))
+
+
+RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
+    ("map", _map), ("matmul", _matmul), ("sum", _sum), ("amax", _extremum), ("amin", _extremum),
+    ("prod", _prod), ("reshape", _reshape), ("transpose", _transpose), ("getitem", _getitem),
+    ("concatenate", _concatenate), ("stack", _stack), ("where", _where), ("einsum", _einsum),
+    ("logsumexp", _logsumexp))}
+
+
+def backward(tape, i, arr_adj):
+    """Run row i's rule if its adjoint is not all zero (the sweep's rule)."""
+    op, a, b, c, aux = tape._row(i)
+    g = tape._adjoint(i)
+    if not np.any(g):
+        return
+    RULES[op](tape, i, a, b, c, aux, g)

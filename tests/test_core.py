@@ -1,0 +1,484 @@
+"""The compiled core (fastad/_core.pyx): textbook examples, the Var handle,
+tapes and their rows, errors, threads."""
+import math
+import pickle
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastad as fad
+from fastad import ops
+from fastad import reference as ref
+
+CODE = {s.name: s.code for s in ops.OPS}
+
+
+def central_difference(f, args, k, h=1e-6):
+    up, down = list(args), list(args)
+    up[k] += h
+    down[k] -= h
+    return (f(*up) - f(*down)) / (2 * h)
+
+
+# ---------------------------------------------------------------------------
+# Textbook examples, exact numbers
+# ---------------------------------------------------------------------------
+
+def test_x1_x2_plus_sin_x1():
+    x1, x2 = fad.Var(2.0), fad.Var(3.0)
+    z = x1 * x2 + fad.sin(x1)
+    z.backward()
+    assert z.value == 6.909297426825682
+    assert (x1.grad, x2.grad) == (2.5838531634528574, 2.0)
+
+
+def test_griewank_walther():
+    # Griewank & Walther, "Evaluating Derivatives", the running example.
+    x1, x2 = fad.Var(2.0), fad.Var(5.0)
+    y = fad.log(x1) + x1 * x2 - fad.sin(x2)
+    y.backward()
+    assert (x1.grad, x2.grad) == (5.5, 1.7163378145367738)
+
+
+def test_cs231n_add_mul():
+    x, y, z = fad.Var(-2.0), fad.Var(5.0), fad.Var(-4.0)
+    f = (x + y) * z
+    f.backward()
+    assert f.value == -12.0
+    assert (x.grad, y.grad, z.grad) == (-4.0, -4.0, 3.0)
+
+
+def _neuron(M, w0, w1, w2, x0, x1):
+    return 1 / (1 + M.exp(-(w0 * x0 + w1 * x1 + w2)))
+
+
+def test_cs231n_sigmoid_neuron():
+    args = (2.0, -3.0, -3.0, -1.0, -2.0)
+    vs = [fad.Var(a) for a in args]
+    f = _neuron(fad, *vs)
+    f.backward()
+    assert f.value == 0.7310585786300049
+    # CS231n prints w = [-0.2, -0.39, 0.2], x = [0.39, -0.59]; these are the
+    # float64 numbers. The core computes them one ulp away from the values
+    # in the brief (-0.19661193324148185 ...), exactly as the reference does,
+    # so they are compared to 1e-12 relative.
+    expected = (-0.19661193324148185, -0.3932238664829637, 0.19661193324148185,
+                0.3932238664829637, -0.5898357997244456)
+    got = tuple(v.grad for v in vs)
+    assert got == pytest.approx(expected, rel=1e-12)
+    rvs = [ref.Var(a) for a in args]
+    _neuron(ref, *rvs).backward()
+    assert got == tuple(v.grad for v in rvs)  # same algorithm, same rounding
+    for k, g in enumerate(got):
+        fd = central_difference(lambda *a: _neuron(math, *a), args, k)
+        assert g == pytest.approx(fd, rel=1e-7, abs=1e-9)
+
+
+def _staged(M, x, y):
+    sig = M.sigmoid if M is not math else (lambda t: 1 / (1 + math.exp(-t)))
+    return (x + sig(y)) / (sig(x) + (x + y) ** 2)
+
+
+def test_cs231n_staged_example():
+    x, y = fad.Var(3.0), fad.Var(-4.0)
+    f = _staged(fad, x, y)
+    f.backward()
+    rx, ry = ref.Var(3.0), ref.Var(-4.0)
+    rf = _staged(ref, rx, ry)
+    rf.backward()
+    assert f.value == pytest.approx(rf.value, rel=1e-12)
+    assert f.value == pytest.approx(_staged(math, 3.0, -4.0), rel=1e-12)
+    assert (x.grad, y.grad) == pytest.approx((rx.grad, ry.grad), rel=1e-12)
+    for k, g in enumerate((x.grad, y.grad)):
+        fd = central_difference(lambda *a: _staged(math, *a), (3.0, -4.0), k)
+        assert g == pytest.approx(fd, rel=1e-6)
+
+
+def test_gate_patterns():
+    # add distributes, max routes, mul swaps (CS231n's "patterns in backward flow")
+    x, y = fad.Var(2.0), fad.Var(-1.0)
+    (x + y).backward(seed=3.0)
+    assert (x.grad, y.grad) == (3.0, 3.0)
+    x, y = fad.Var(2.0), fad.Var(-1.0)
+    fad.maximum(x, y).backward(seed=3.0)
+    assert (x.grad, y.grad) == (3.0, 0.0)
+    x, y = fad.Var(2.0), fad.Var(-1.0)
+    (x * y).backward(seed=3.0)
+    assert (x.grad, y.grad) == (-3.0, 6.0)
+
+
+def test_fan_out_adds_adjoints():
+    x = fad.Var(3.0)
+    y = x * x * x + x  # x read four times
+    y.backward()
+    assert x.grad == 3 * 9.0 + 1.0
+
+
+# ---------------------------------------------------------------------------
+# Var: grads, backward, retain_graph
+# ---------------------------------------------------------------------------
+
+def test_grads_accumulate_until_zeroed():
+    x = fad.Var(3.0)
+    (x * x).backward()
+    (x * x).backward()
+    assert x.grad == 12.0
+    x.grad = 0.0
+    (x * x).backward()
+    assert x.grad == 6.0
+
+
+def test_backward_seed():
+    x = fad.Var(3.0)
+    (x * x).backward(seed=2.0)
+    assert x.grad == 12.0
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = fad.Var(3.0)
+    y = x * x
+    y.backward(retain_graph=True)
+    assert x.grad == 6.0
+    y.backward()
+    assert x.grad == 12.0
+    with pytest.raises(fad.FastADError, match="retain_graph"):
+        y.backward()
+    assert x.grad == 12.0
+
+
+def test_second_backward_without_retain_graph_raises():
+    x = fad.Var(3.0)
+    y = x * x
+    y.backward()
+    with pytest.raises(fad.FastADError, match="retain_graph"):
+        y.backward()
+    assert x.grad == 6.0
+
+
+def test_consumed_node_cannot_be_used_in_new_ops():
+    x = fad.Var(3.0)
+    y = x * x
+    y.backward()
+    with pytest.raises(fad.FastADError):
+        y + 1.0
+    with pytest.raises(fad.FastADError):
+        fad.sin(y)
+    with pytest.raises(fad.FastADError):
+        x * y
+    # The leaf itself is free to start a new graph.
+    z = x * 2.0
+    z.backward()
+    assert x.grad == 8.0
+
+
+def test_mixing_tapes_raises():
+    x, y = fad.Var(1.0), fad.Var(2.0)
+    with fad.Tape():
+        a = x * 2
+    with fad.Tape():
+        b = y * 3
+    with pytest.raises(fad.FastADError, match="different tapes"):
+        a + b
+    with pytest.raises(fad.FastADError, match="different tapes"):
+        fad.maximum(b, a)
+
+
+def test_no_grad_gives_leaves_and_records_nothing():
+    x = fad.Var(3.0)
+    with fad.Tape() as t:
+        with fad.no_grad():
+            y = x * x + fad.sin(x)
+            assert y.tape is None and y.is_leaf
+            assert y.value == 9.0 + math.sin(3.0)
+        z = x * 2.0  # recording again after the block
+    assert len(t) == 2  # INPUT x, mul: nothing from inside no_grad
+    assert z.tape is t
+    y.backward()  # a leaf: d y / d y
+    assert (y.grad, x.grad) == (1.0, 0.0)
+
+
+def test_backward_of_a_leaf_adds_its_seed():
+    x = fad.Var(1.0)
+    x.backward()
+    x.backward(seed=2.5)
+    assert x.grad == 3.5
+
+
+def test_non_leaf_grad_is_its_adjoint():
+    a = fad.Var(1.5)
+    b = a * 3.0
+    c = b * b
+    assert b.grad == 0.0  # before any sweep
+    c.backward()
+    assert b.grad == 2 * b.value
+    assert c.grad == 1.0
+    assert a.grad == 6 * b.value
+    with pytest.raises(fad.FastADError):
+        b.grad = 1.0
+
+
+def test_comparisons_return_bools_on_values():
+    x, y = fad.Var(1.0), fad.Var(2.0)
+    results = [x < y, x <= y, x > y, x >= y, x == y, x != y, x < 1.5, 2.0 > x, 1.0 == x]
+    assert all(type(r) is bool for r in results)
+    assert results == [True, True, False, False, False, True, True, True, True]
+    assert fad.Var(2.0) == fad.Var(2.0)
+    assert bool(fad.Var(0.0)) is False and bool(fad.Var(-0.5)) is True
+
+
+def test_hash_by_identity():
+    a, b = fad.Var(1.0), fad.Var(1.0)
+    s = {a, b, a}
+    assert len(s) == 2 and a in s and b in s
+    d = {a: "a", b: "b"}
+    assert d[a] == "a" and d[b] == "b"
+    n = a * 2.0
+    assert n in {n}
+
+
+def test_conversions_and_repr():
+    v = fad.Var(2.71828)
+    assert float(v) == 2.71828 and type(float(v)) is float
+    assert int(v) == 2 and int(fad.Var(-2.7)) == -2
+    assert f"{v:.2f}" == "2.72"
+    assert repr(fad.Var(2.0)) == "Var(2.0)"
+    n = v * 1.0
+    assert "2.71828" in repr(n) and "row=" in repr(n)
+    assert math.isclose(math.sqrt(fad.Var(4.0)), 2.0)  # float() protocol
+
+
+def test_value_setter_on_a_leaf():
+    x = fad.Var(2.0)
+    y = x * 3.0
+    x.value = 5.0
+    assert x.value == 5.0
+    z = x * x  # the new value, though y (same tape) read the old one
+    assert z.value == 25.0 and y.value == 6.0
+    z.backward()
+    assert x.grad == 10.0
+    x.value = 4  # ints are numbers
+    assert x.value == 4.0 and type(x.value) is float
+    with pytest.raises(TypeError):
+        x.value = "a"
+
+
+def test_value_setter_inside_one_tape():
+    x = fad.Var(2.0)
+    with fad.Tape() as t:
+        y = x * 3.0
+        x.value = 5.0
+        z = y + x * 3.0
+    assert z.value == 21.0
+    z.backward()
+    assert x.grad == 6.0
+    assert t.rows()["val"][t.rows()["op"] == CODE["input"]].tolist() == [2.0, 5.0]
+
+
+def test_value_setter_on_a_node_raises():
+    x = fad.Var(2.0)
+    y = x * 3.0
+    with pytest.raises(fad.FastADError):
+        y.value = 1.0
+    assert y.value == 6.0
+
+
+def test_leaf_pickles_node_does_not():
+    x = fad.Var(1.5)
+    x.grad = 0.25
+    y = pickle.loads(pickle.dumps(x))
+    assert (y.value, y.grad, y.is_leaf) == (1.5, 0.25, True)
+    assert y is not x
+    with pytest.raises(TypeError):
+        pickle.dumps(x * 2.0)
+
+
+@pytest.mark.parametrize("bad", ["a", 1 + 2j, None, [1.0], np.array([1.0, 2.0])])
+def test_var_of_a_non_number_raises(bad):
+    with pytest.raises(TypeError):
+        fad.Var(bad)
+
+
+def test_var_of_numpy_scalars():
+    assert fad.Var(np.float64(2.5)).value == 2.5
+    assert fad.Var(np.int64(3)).value == 3.0 and type(fad.Var(np.int64(3)).value) is float
+
+
+def test_max_rows_overflow_raises():
+    x = fad.Var(1.0)
+    with fad.Tape(max_rows=10) as t:
+        y = x
+        with pytest.raises(fad.FastADError, match="max_rows"):
+            for _ in range(20):
+                y = y + 1.0
+    assert len(t) == 10
+
+
+def test_max_rows_bad_values():
+    for bad in (0, -5, 2**31):
+        with pytest.raises(ValueError):
+            fad.Tape(max_rows=bad)
+
+
+# ---------------------------------------------------------------------------
+# Tapes and rows
+# ---------------------------------------------------------------------------
+
+def test_textbook_rows():
+    x1, x2 = fad.Var(2.0), fad.Var(3.0)
+    with fad.Tape() as t:
+        z = x1 * x2 + fad.sin(x1)
+    assert z.tape is t and z.index == 4 and x1.index is None
+    r = t.rows()
+    assert set(r) == {"op", "a", "b", "c", "val", "adj"}
+    assert r["op"].tolist() == [CODE[n] for n in ("input", "input", "mul", "sin", "add")]
+    assert r["a"].tolist() == [-1, -1, 0, 0, 2]
+    assert r["b"].tolist() == [-1, -1, 1, -1, 3]
+    assert r["val"].tolist() == [2.0, 3.0, 6.0, math.sin(2.0), z.value]
+    assert (r["op"].dtype, r["a"].dtype, r["b"].dtype, r["c"].dtype, r["val"].dtype) == (
+        np.uint8, np.int32, np.int32, np.float64, np.float64)
+    assert r["adj"] is None
+    assert [(row, leaf) for row, leaf in t.inputs()] == [(0, x1), (1, x2)]
+    z.backward(retain_graph=True)
+    adj = t.rows()["adj"]
+    assert adj.tolist() == [x1.grad, x2.grad, 1.0, 1.0, 1.0]
+    # rows() hands out copies
+    r["val"][0] = 99.0
+    assert t.rows()["val"][0] == 2.0
+
+
+def test_constant_folding_rows():
+    x = fad.Var(2.0)
+    with fad.Tape() as t:
+        exprs = [x + 2, 2 - x, x ** 2, x ** 3, 2 ** x, x / 4.0, 3.0 * x]
+    r = t.rows()
+    assert len(t) == 1 + len(exprs)
+    rows = list(zip(r["op"].tolist(), r["a"].tolist(), r["b"].tolist(), r["c"].tolist()))
+    assert rows[0] == (CODE["input"], -1, -1, 0.0)
+    assert rows[1] == (CODE["add"], 0, -1, 2.0)     # x + 2: b is the constant
+    assert rows[2] == (CODE["sub"], -1, 0, 2.0)     # 2 - x: a is the constant
+    assert rows[3][:3] == (CODE["square"], 0, -1)   # x ** 2 is a square
+    assert rows[4] == (CODE["power"], 0, -1, 3.0)   # x ** 3
+    assert rows[5] == (CODE["power"], -1, 0, 2.0)   # 2 ** x
+    assert rows[6] == (CODE["div"], 0, -1, 4.0)
+    assert rows[7] == (CODE["mul"], -1, 0, 3.0)
+    assert [e.value for e in exprs] == [4.0, 0.0, 4.0, 8.0, 4.0, 0.5, 6.0]
+
+
+def test_tape_size_and_len():
+    x = fad.Var(2.0)
+    with fad.Tape() as t:
+        assert len(t) == 0
+        y = x
+        for _ in range(1000):
+            y = y * 1.0001
+    assert len(t) == 1001
+    assert t.nbytes >= 1001 * (1 + 4 + 4 + 8 + 8)
+    assert "1,001 rows" in repr(t)
+
+
+def test_leaf_used_on_two_tapes():
+    x = fad.Var(2.0)
+    with fad.Tape() as t1:
+        a = x * 3.0
+    with fad.Tape() as t2:
+        b = x * 5.0
+    c = a + x  # back on t1: x needs its INPUT row there again
+    assert c.tape is t1 and b.tape is t2
+    c.backward()
+    assert x.grad == 4.0
+    b.backward()
+    assert x.grad == 9.0
+
+
+def test_with_tape_after_backward_refuses_more_ops():
+    x = fad.Var(2.0)
+    with fad.Tape():
+        y = x * x
+        y.backward()
+        with pytest.raises(fad.FastADError):
+            x * 3.0
+
+
+def test_with_tape_retain_graph_keeps_recording():
+    x = fad.Var(2.0)
+    with fad.Tape():
+        y = x * x
+        y.backward(retain_graph=True)
+        z = y * 3.0
+    z.backward()
+    assert x.grad == 4.0 + 12.0
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+
+def test_threads_record_on_their_own_tapes():
+    n_threads, steps = 4, 200
+    errors, last = {}, {}
+    barrier = threading.Barrier(n_threads)
+
+    def work(k):
+        worst = 0.0
+        try:
+            for i in range(steps):
+                t = 0.1 * k + 0.003 * i
+                x = fad.Var(t)
+                y = fad.sin(x) * x * k + fad.exp(-x * x)
+                held = y
+                y.backward()
+                want = math.cos(t) * t * k + math.sin(t) * k - 2 * t * math.exp(-t * t)
+                worst = max(worst, abs(x.grad - want))
+            x = fad.Var(1.0)
+            held = x * k  # keep one node alive while the others look
+            last[k] = held
+            barrier.wait()
+        except Exception as e:  # pragma: no cover - reported below
+            errors[k] = repr(e)
+            barrier.abort()
+        errors.setdefault(k, worst)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, n_threads + 1)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: interleave their ops
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert all(isinstance(e, float) and e < 1e-12 for e in errors.values()), errors
+    tapes = [last[k].tape for k in range(1, n_threads + 1)]
+    assert all(t is not None for t in tapes)
+    assert len({id(t) for t in tapes}) == n_threads  # one tape per thread
+    assert [last[k].value for k in range(1, n_threads + 1)] == [1.0, 2.0, 3.0, 4.0]
+
+
+# ---------------------------------------------------------------------------
+# debug_nans
+# ---------------------------------------------------------------------------
+
+def test_debug_nans_raises_naming_the_op():
+    fad.debug_nans(True)
+    with pytest.raises(FloatingPointError, match="'log'"):
+        fad.log(fad.Var(-1.0))
+    with pytest.raises(FloatingPointError, match="'sqrt'"):
+        fad.sqrt(fad.Var(-2.0))
+    # finite results and infinities are not errors
+    assert fad.log(fad.Var(0.0)).value == -math.inf
+    fad.debug_nans(False)
+    assert math.isnan(fad.log(fad.Var(-1.0)).value)
+
+
+def test_debug_nans_reports_where_nan_is_made_not_where_it_flows():
+    x = fad.Var(-1.0)
+    with fad.Tape():
+        y = fad.sqrt(x)  # nan made here, with debug_nans off
+        fad.debug_nans(True)
+        z = y + 1.0      # nan in, nan out: not this op's fault
+        assert math.isnan(z.value)
+        with pytest.raises(FloatingPointError, match="'sub'"):
+            fad.Var(math.inf) - math.inf

@@ -1,0 +1,247 @@
+"""fastad.functional: grad and value_and_grad over argument trees."""
+import collections
+import math
+
+import numpy as np
+import pytest
+
+import fastad as fad
+from fastad import reference as ref
+
+
+def f_xy(x, y):
+    return x * y + fad.sin(x)
+
+
+# ---------------------------------------------------------------------------
+# argnums
+# ---------------------------------------------------------------------------
+
+def test_argnums_int_and_tuple():
+    assert fad.grad(f_xy)(2.0, 3.0) == 2.5838531634528574
+    assert fad.grad(f_xy, argnums=1)(2.0, 3.0) == 2.0
+    assert fad.grad(f_xy, argnums=(0, 1))(2.0, 3.0) == (2.5838531634528574, 2.0)
+    assert fad.grad(f_xy, argnums=(1, 0))(2.0, 3.0) == (2.0, 2.5838531634528574)
+    assert fad.grad(f_xy, argnums=(1,))(2.0, 3.0) == (2.0,)
+
+
+def test_negative_argnums():
+    assert fad.grad(f_xy, argnums=-1)(2.0, 3.0) == 2.0
+    assert fad.grad(f_xy, argnums=(-2, -1))(2.0, 3.0) == (2.5838531634528574, 2.0)
+
+
+def test_argnums_out_of_range():
+    with pytest.raises(ValueError):
+        fad.grad(f_xy, argnums=2)(2.0, 3.0)
+    with pytest.raises(ValueError):
+        fad.grad(f_xy, argnums=-3)(2.0, 3.0)
+    with pytest.raises(ValueError):
+        fad.grad(f_xy, argnums=(0, 5))(2.0, 3.0)
+    with pytest.raises(ValueError):
+        fad.grad(f_xy, argnums=())
+    with pytest.raises(ValueError):
+        fad.grad(f_xy, argnums="0")
+
+
+def test_value_and_grad():
+    value, g = fad.value_and_grad(f_xy, argnums=(0, 1))(2.0, 3.0)
+    assert value == 6.909297426825682 and type(value) is float
+    assert g == (2.5838531634528574, 2.0)
+    assert fad.value_and_grad(lambda x: x * x)(3.0) == (9.0, 6.0)
+
+
+def test_matches_reference_grad():
+    def f(M):
+        return lambda x, y, z: M.exp(x * y) / (1 + z * z) - M.tanh(x - z)
+    args = (0.3, -0.7, 1.2)
+    got = fad.value_and_grad(f(fad), argnums=(0, 1, 2))(*args)
+    want = ref.value_and_grad(f(ref), argnums=(0, 1, 2))(*args)
+    assert got[0] == pytest.approx(want[0], rel=1e-12)
+    assert got[1] == pytest.approx(want[1], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# argument structures
+# ---------------------------------------------------------------------------
+
+def test_int_arguments_give_float_gradients():
+    g = fad.grad(lambda x, y: x * y, argnums=(0, 1))(2, 3)
+    assert g == (3.0, 2.0) and all(type(v) is float for v in g)
+    g = fad.grad(lambda x: x * x)(np.int64(3))
+    assert g == 6.0 and type(g) is float
+    v, g = fad.value_and_grad(lambda x: x * x)(3)
+    assert (v, g) == (9.0, 6.0) and type(v) is float and type(g) is float
+
+
+def test_list_and_tuple_arguments():
+    g = fad.grad(lambda p: p[0] * p[1] + p[2])([2.0, 3.0, 4.0])
+    assert g == [3.0, 2.0, 1.0] and type(g) is list
+    g = fad.grad(lambda p: p[0] * p[1] + p[2])((2.0, 3, 4.0))
+    assert g == (3.0, 2.0, 1.0) and type(g) is tuple
+    assert all(type(v) is float for v in g)
+    assert fad.grad(lambda p: 1.0)([]) == []
+
+
+def test_dict_and_nested_arguments():
+    params = {"w": [1.0, 2.0], "b": 0.5, "deep": ({"k": 3.0},)}
+
+    def f(p):
+        return (p["w"][0] * p["w"][1] + p["b"] ** 2) * p["deep"][0]["k"]
+    g = fad.grad(f)(params)
+    assert g == {"w": [6.0, 3.0], "b": 3.0, "deep": ({"k": 2.25},)}
+    assert params["w"] == [1.0, 2.0]  # the argument is not modified
+
+
+def test_namedtuple_argument():
+    Point = collections.namedtuple("Point", "x y")
+    g = fad.grad(lambda p: p.x * p.y ** 2)(Point(2.0, 3.0))
+    assert g == Point(9.0, 12.0) and type(g) is Point
+
+
+def test_ndarray_arguments():
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    g = fad.grad(lambda x: (x * x).sum())(a)
+    assert isinstance(g, np.ndarray) and g.dtype == np.float64 and g.shape == (2, 2)
+    np.testing.assert_array_equal(g, 2 * a)
+    g = fad.grad(lambda x: x[1, 0] * 5.0)(a)
+    np.testing.assert_array_equal(g, [[0.0, 0.0], [5.0, 0.0]])
+    g = fad.grad(lambda x: x[0] * x[2])(np.array([1, 2, 3]))  # ints: taken as float64
+    assert g.dtype == np.float64 and g.tolist() == [3.0, 0.0, 1.0]
+    g = fad.grad(lambda x: x.sum())(np.zeros((0,)))
+    assert g.shape == (0,) and g.dtype == np.float64
+    g = fad.grad(lambda x: x.reshape(()).item() * 3.0)(np.array(2.0))
+    assert g.shape == () and float(g) == 3.0
+
+
+def test_ndarray_argument_with_numpy_functions():
+    # An ndarray argument arrives as an object array of Vars; NumPy code
+    # written for float arrays must still differentiate.
+    a = np.array([0.5, 1.0, 2.0])
+    g = fad.grad(lambda x: np.sum(np.sin(x)))(a)
+    np.testing.assert_allclose(g, np.cos(a), rtol=1e-15)
+
+
+def test_ndarray_argument_scaled_by_its_own_element():
+    a = np.array([1.0, 2.0, 3.0])
+    g = fad.grad(lambda x: np.sum(x * x[0]))(a)  # x * Var: object array times a Var
+    np.testing.assert_array_equal(g, [a.sum() + a[0], a[0], a[0]])
+
+
+def test_mixed_tree_of_arrays_and_floats():
+    g = fad.grad(lambda p: (p["a"] * p["s"]).sum())({"a": np.array([1.0, 2.0]), "s": 3.0})
+    np.testing.assert_array_equal(g["a"], [3.0, 3.0])
+    assert g["s"] == 3.0 and type(g["s"]) is float
+
+
+# ---------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda x: [x, x],
+    lambda x: (x, 2.0 * x),
+    lambda x: np.array([x, x]),
+    lambda x: np.array([1.0, 2.0]),
+], ids=["list", "tuple", "object-array", "float-array"])
+def test_non_scalar_output_points_to_jacobian(make):
+    with pytest.raises(ValueError, match="jacobian"):
+        fad.grad(make)(1.0)
+    with pytest.raises(ValueError, match="jacobian"):
+        fad.value_and_grad(make)(1.0)
+
+
+def test_size_one_array_output_is_a_scalar():
+    assert fad.grad(lambda x: np.array([x * x]))(3.0) == 6.0
+    assert fad.grad(lambda x: np.array([[x * 2.0]]))(3.0) == 2.0
+
+
+def test_output_independent_of_input():
+    assert fad.grad(lambda x, y: y * 2.0)(1.0, 5.0) == 0.0
+    assert fad.grad(lambda x: x * 0.0)(1.0) == 0.0
+    assert fad.grad(lambda p: p[0])([1.0, 2.0]) == [1.0, 0.0]
+
+
+def test_plain_float_output_gives_zeros():
+    assert fad.value_and_grad(lambda x: 3.0)(2.0) == (3.0, 0.0)
+    assert fad.grad(lambda x: 3)([2.0, 1.0]) == [0.0, 0.0]
+    g = fad.grad(lambda x: 7.0)(np.ones((2, 3)))
+    assert g.shape == (2, 3) and not g.any()
+    assert fad.grad(lambda x: x.value * 2.0)(1.0) == 0.0  # reading .value leaves the graph
+
+
+def test_identity_output():
+    assert fad.value_and_grad(lambda x: x)(4.0) == (4.0, 1.0)
+    assert fad.grad(lambda x, y: x, argnums=(0, 1))(4.0, 5.0) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("bad", ["a", 1 + 2j, True, np.bool_(True), None, object(),
+                                 np.array([1.0, 2.0], dtype=object), np.array([True]),
+                                 np.array(["a"]), np.array([1 + 1j]), [1.0, "a"], {"k": 2j},
+                                 [1.0, True]],
+                         ids=["str", "complex", "bool", "np-bool", "None", "object",
+                              "object-array", "bool-array", "str-array", "complex-array",
+                              "list-with-str", "dict-with-complex", "list-with-bool"])
+def test_bad_argument_types(bad):
+    with pytest.raises(TypeError):
+        fad.grad(lambda x: 1.0)(bad)
+
+
+def test_var_argument_is_refused():
+    with pytest.raises(TypeError):
+        fad.grad(lambda x: x * x)(fad.Var(2.0))
+
+
+def test_kwargs_pass_through():
+    def f(x, scale=1.0, shift=0.0):
+        return scale * x * x + shift
+    assert fad.grad(f)(3.0, scale=2.0) == 12.0
+    assert fad.value_and_grad(f)(3.0, scale=2.0, shift=1.0) == (19.0, 12.0)
+    assert fad.grad(lambda p, k: p["a"] * k)({"a": 2.0}, k=4.0) == {"a": 4.0}
+
+
+def test_closures():
+    def make(a, b):
+        return lambda x: a * x * x + b * fad.sin(x)
+    g = fad.grad(make(2.0, 3.0))
+    assert g(1.0) == 4.0 + 3.0 * math.cos(1.0)
+    assert g(0.0) == 3.0
+    # a grad-made function is itself a plain function of floats
+    dsq = fad.grad(lambda x: x * x * x)
+    assert [dsq(v) for v in (1.0, 2.0, 3.0)] == [3.0, 12.0, 27.0]
+    assert fad.grad(lambda x: x * dsq(2.0))(5.0) == 12.0
+
+
+def test_closure_over_a_leaf_var():
+    w = fad.Var(3.0)
+    assert fad.grad(lambda x: w * x)(2.0) == 3.0
+    assert fad.grad(lambda p: w * p[0] * p[1])([2.0, 5.0]) == [15.0, 6.0]
+
+
+def test_python_control_flow():
+    def f(x):
+        acc = x
+        for _ in range(3):
+            acc = acc * x if acc > 0 else acc - x
+        return acc
+    assert fad.grad(f)(2.0) == 4 * 2.0 ** 3  # x**4 on this branch
+    # at -2 the branches give ((x - x) - x) * x: derivative -2x = 4
+    assert fad.grad(f)(-2.0) == 4.0
+    assert fad.grad(f)(-2.0) == ref.grad(f)(-2.0)  # the same f runs on reference Vars
+
+
+def test_grad_calls_do_not_disturb_an_outer_tape():
+    x = fad.Var(2.0)
+    with fad.Tape() as t:
+        y = x * x
+        assert fad.grad(lambda v: v * v * v)(2.0) == 12.0
+        z = y + 1.0
+    assert len(t) == 3 and z.tape is t
+    z.backward()
+    assert x.grad == 4.0
+
+
+def test_functools_wraps():
+    def loss(x):
+        """the loss"""
+        return x * x
+    assert fad.grad(loss).__name__ == "loss" and fad.grad(loss).__doc__ == "the loss"
