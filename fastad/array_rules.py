@@ -58,6 +58,10 @@ def _map(tape, i, a, b, c, aux, g):
 
 def _matmul(tape, i, a, b, c, aux, g):
     x, y = _args(tape, a, b, *aux)
+    if x.ndim == 1 and y.ndim == 1:  # an inner product: a scalar row
+        _add(tape, a, g * y)
+        _add(tape, b, g * x)
+        return
     x2 = x[None, :] if x.ndim == 1 else x
     y2 = y[:, None] if y.ndim == 1 else y
     g2 = np.asarray(g, np.float64)

@@ -23,11 +23,56 @@ from fastad._core import FastADError, Tape, Var
 from fastad._replay import BranchChanged, Trace
 
 
+class _Scalarized(np.ndarray):
+    """An object array of Vars that a recording hands to f in place of a
+    float array: every element is a scalar row, so the trace replays in C.
+    NumPy ufuncs on it go through fastad's scalar functions element by
+    element (np.maximum splits ties 0.5 / 0.5 as fad.maximum does, instead
+    of NumPy's own object comparison)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [v.view(np.ndarray) if isinstance(v, _Scalarized) else v for v in inputs]
+        fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
+        if fn is not None and method == "__call__" and not kwargs:
+            out = np.frompyfunc(fn, len(plain), 1)(*plain)
+        else:
+            out = getattr(ufunc, method)(*plain, **kwargs)
+        return out.view(_Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
+
+
+def _scalar_ufuncs():
+    from fastad._core import _UFUNCS, clip
+    table = dict(_UFUNCS)
+    table["clip"] = clip  # np.clip's ufunc
+    return table
+
+
+_SCALAR_UFUNCS = _scalar_ufuncs()
+
+
+def _scalarized(treedef, leaves):
+    """The arguments with one Var per number, arrays as _Scalarized arrays."""
+    args = _tree.unflatten(treedef, leaves, object)
+
+    def wrap(node):
+        if isinstance(node, np.ndarray):
+            return node.view(_Scalarized)
+        if isinstance(node, (list, tuple)):
+            made = [wrap(v) for v in node]
+            return made if type(node) is list else (
+                type(node)(*made) if hasattr(type(node), "_fields") else type(node)(made))
+        if isinstance(node, dict):
+            return {k: wrap(v) for k, v in node.items()}
+        return node
+
+    return wrap(args)
+
+
 def record(f, treedef, x):
     """Run f once on leaves holding x; return (Trace, output treedef)."""
     with Tape() as tape:
         leaves = [Var(v) for v in x]
-        out = f(*_tree.unflatten(treedef, leaves, object))
+        out = f(*_scalarized(treedef, leaves))
         out_parts, out_treedef = _tree.flatten(out, "the output", var_type=Var)
         outs = _tree.items(out_parts)
         for k, v in enumerate(outs):

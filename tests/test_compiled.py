@@ -1,0 +1,1011 @@
+"""fastad.compiled: fad.compile (record once, replay in C) and the
+transforms built on one recording (jacobian, jvp, vjp, hessian, hvp).
+
+Replays run the same rules (fastad/_rules.pxd) as the tape's own sweep, so
+values and gradients are compared with == against fad.grad, not with a
+tolerance. Second derivatives are checked against analytic Hessians and,
+op by op, against central differences of the gradient.
+"""
+import collections
+import concurrent.futures
+import math
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+
+import fastad as fad
+from fastad import ops as fops
+from fastad.compiled import CompiledFunction
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def assert_same(got, want, path="result"):
+    """Equal trees: same containers, same keys, floats as floats, arrays of
+    the same shape, and every number equal (== ; nan matches nan)."""
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), f"{path}: {type(got).__name__}, expected ndarray"
+        assert got.shape == want.shape, f"{path}: shape {got.shape}, expected {want.shape}"
+        assert got.dtype == np.float64, f"{path}: dtype {got.dtype}"
+        assert np.array_equal(got, want, equal_nan=True), f"{path}: {got} != {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{path}: keys {got!r} vs {want!r}"
+        for k in want:
+            assert_same(got[k], want[k], f"{path}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want), f"{path}: {type(got).__name__}, expected {type(want).__name__}"
+        assert len(got) == len(want), f"{path}: length {len(got)}, expected {len(want)}"
+        for k, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{path}[{k}]")
+    else:
+        assert type(got) is float, f"{path}: {type(got).__name__} {got!r}, expected a float"
+        assert got == want or (math.isnan(got) and math.isnan(want)), f"{path}: {got!r} != {want!r}"
+
+
+def assert_close(got, want, rtol=1e-13):
+    """assert_same up to rounding: same structure, numbers within rtol."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want)
+        for k in want:
+            assert_close(got[k], want[k], rtol)
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_close(g, w, rtol)
+    else:
+        assert type(got) is type(want)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-15)
+        assert np.shape(got) == np.shape(want)
+
+
+def jitter(tree, rng, scale=0.5):
+    """A new tree of the same structure near this one."""
+    if isinstance(tree, np.ndarray):
+        return tree + rng.uniform(-scale, scale, tree.shape)
+    if isinstance(tree, dict):
+        return {k: jitter(v, rng, scale) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*[jitter(v, rng, scale) for v in tree])
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(jitter(v, rng, scale) for v in tree)
+    return float(tree + rng.uniform(-scale, scale))
+
+
+# ---------------------------------------------------------------------------
+# 1. compile basics over argument structures
+# ---------------------------------------------------------------------------
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def f_floats(x, y):
+    return x * y + fad.sin(x) - fad.exp(y / 3.0) * x
+
+
+def f_list(xs):
+    total = 0.0
+    for i in range(len(xs) - 1):
+        total = total + fad.tanh(xs[i]) * xs[i + 1] ** 3 + 2.0 / (1.5 + xs[i] * xs[i])
+    return total
+
+
+def f_tuple(t):
+    a, b, c = t
+    return fad.log1p(a * a) * b - fad.arctan2(c, 2.0 + b * b)
+
+
+def f_dict(p):
+    return p["w"] * p["b"] ** 3 + fad.tanh(p["w"]) - fad.hypot(p["b"], 1.0 + p["w"] * 0.0)
+
+
+def f_vec(x):
+    return np.sum(np.sin(x) * x) + x[0] * x[-1] - np.sum(x * x) / 7.0
+
+
+def f_mat(M):
+    total = 0.0
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            total = total + fad.cos(M[i, j]) * (i + 1) - M[i, j] * M[-1 - i, j]
+    return total
+
+
+def f_nested(params, x):
+    W, (b0, b1) = params["layer"]
+    s = params["s"]
+    h = np.tanh(W @ x)  # object arrays of Vars
+    return s * (h[0] * b0 + h[1] * b1) + fad.sigmoid(s * b0) + x[0] * h[1]
+
+
+def f_namedtuple(p):
+    return p.x * fad.exp(p.y) - p.y ** 3
+
+
+RNG0 = np.random.default_rng(0)
+
+STRUCTURES = [
+    ("floats", f_floats, (0.7, -1.3), 0),
+    ("floats_arg1", f_floats, (0.7, -1.3), 1),
+    ("floats_argneg", f_floats, (0.7, -1.3), -1),
+    ("floats_both", f_floats, (0.7, -1.3), (0, 1)),
+    ("floats_swapped", f_floats, (0.7, -1.3), (1, 0)),
+    ("list", f_list, ([0.3, -0.2, 1.1, 0.5, -0.9],), 0),
+    ("tuple", f_tuple, ((0.4, 1.2, -0.8),), 0),
+    ("dict", f_dict, ({"w": 0.9, "b": -0.4},), 0),
+    ("namedtuple", f_namedtuple, (Point(0.5, -0.25),), 0),
+    ("vec", f_vec, (RNG0.normal(size=6),), 0),
+    ("mat", f_mat, (RNG0.normal(size=(3, 4)),), 0),
+    ("nested_params", f_nested,
+     ({"layer": [RNG0.normal(size=(2, 3)), (0.3, -0.6)], "s": 1.4}, RNG0.normal(size=3)), 0),
+    ("nested_both", f_nested,
+     ({"layer": [RNG0.normal(size=(2, 3)), (0.3, -0.6)], "s": 1.4}, RNG0.normal(size=3)), (0, 1)),
+    ("nested_x", f_nested,
+     ({"layer": [RNG0.normal(size=(2, 3)), (0.3, -0.6)], "s": 1.4}, RNG0.normal(size=3)), 1),
+]
+
+
+@pytest.mark.parametrize("name,f,example,argnums", STRUCTURES, ids=[s[0] for s in STRUCTURES])
+def test_compile_matches_grad_exactly(name, f, example, argnums):
+    cf = fad.compile(f, *example, argnums=argnums)
+    assert isinstance(cf, CompiledFunction)
+    rng = np.random.default_rng(1)
+    grad = fad.grad(f, argnums=argnums)
+    vg = fad.value_and_grad(f, argnums=argnums)
+    for point in [example] + [tuple(jitter(a, rng) for a in example) for _ in range(12)]:
+        want_value, want_grad = vg(*point)
+        value = cf(*point)
+        assert type(value) is float
+        if name.startswith("nested"):  # NumPy's matmul on floats sums in its own order
+            assert value == pytest.approx(f(*point), rel=1e-14, abs=1e-14)
+        else:  # f on plain numbers runs the same C arithmetic
+            assert value == f(*point)
+        if name.startswith("nested"):
+            # fad.grad records W @ x as one array row (NumPy's matmul, its own
+            # summation order); compile records it element by element
+            assert_close(cf.grad(*point), grad(*point))
+            v2, g2 = cf.value_and_grad(*point)
+            assert v2 == pytest.approx(want_value, rel=1e-14, abs=1e-14)
+            assert_close(g2, want_grad)
+            continue
+        assert value == want_value
+        assert_same(cf.grad(*point), grad(*point))
+        assert_same(cf.grad(*point), want_grad)
+        v2, g2 = cf.value_and_grad(*point)
+        assert type(v2) is float and v2 == want_value
+        assert_same(g2, want_grad)
+    assert len(cf.traces) == 1  # smooth: never retraced
+
+
+def test_compile_docstring_example():
+    cf = fad.compile(lambda x: x[0] * x[1] + fad.sin(x[0]), [2.0, 3.0])
+    assert cf.grad([2.0, 3.0]) == [2.5838531634528574, 2.0]
+    assert cf([1.0, 1.0]) == 1.8414709848078965
+
+
+def test_integer_inputs_are_taken_as_float():
+    cf = fad.compile(lambda x: x[0] * x[1] ** 2, np.array([1, 2]))
+    g = cf.grad(np.array([3, 4]))
+    assert g.dtype == np.float64 and np.array_equal(g, [16.0, 24.0])
+    assert cf.grad(np.array([3.0, 4.0])).tolist() == [16.0, 24.0]
+
+
+def test_output_structures_of_call():
+    def f(x):
+        return {"a": x[0] * x[1], "b": [fad.sin(x[0]), 2.0], "c": np.array([x[1], x[0] * 3.0])}
+    cf = fad.compile(f, np.array([1.0, 2.0]))
+    out = cf(np.array([0.5, -1.5]))
+    assert list(out) == ["a", "b", "c"]
+    assert out["a"] == -0.75
+    assert out["b"] == [math.sin(0.5), 2.0]
+    assert isinstance(out["c"], np.ndarray) and out["c"].tolist() == [-1.5, 1.5]
+
+
+def test_constant_and_independent_outputs():
+    cf = fad.compile(lambda x, y: 3.0 + 0.0 * y, 1.0, 2.0)
+    assert cf(5.0, 7.0) == 3.0
+    assert cf.grad(5.0, 7.0) == 0.0
+    cf = fad.compile(lambda x: 4.5, 1.0)
+    assert cf.value_and_grad(2.0) == (4.5, 0.0)
+    cf = fad.compile(lambda x: x, 1.0)  # the input itself is the output
+    assert cf.value_and_grad(2.5) == (2.5, 1.0)
+    cf = fad.compile(lambda xs: xs[1], [1.0, 2.0, 3.0])  # unused inputs: zero
+    assert cf.grad([4.0, 5.0, 6.0]) == [0.0, 1.0, 0.0]
+
+
+def test_repr_names_function_and_rows():
+    cf = fad.compile(f_floats, 1.0, 2.0)
+    assert "f_floats" in repr(cf) and "rows" in repr(cf) and "1 trace" in repr(cf)
+
+
+# ---------------------------------------------------------------------------
+# 2. guards: branches, kinks, retracing
+# ---------------------------------------------------------------------------
+
+def f_if(x):
+    if x[0] > x[1]:
+        return x[0] * x[1] + fad.sin(x[0])
+    elif x[0] * x[1] <= -1.0:
+        return x[1] ** 3 - x[0]
+    return fad.exp(x[0]) - x[1] * x[1]
+
+
+def f_while(x):
+    y = x
+    while y < 10:
+        y = y * 1.5
+    return y * fad.sin(x)
+
+
+def f_piecewise(x):
+    a, b = x[0], x[1]
+    return (fad.abs(a - b) + fad.relu(a) * b + fad.maximum(a, b * b) * 0.5
+            - fad.minimum(a * b, 0.25) + fad.clip(a + b, -1.0, 1.0) * a
+            + fad.where(a > 0.0, a ** 3, -a) + fad.sign(b) * a * a)
+
+
+PIECEWISE = {
+    "abs": lambda x: fad.abs(x[0] - 0.5) * x[1],
+    "relu": lambda x: fad.relu(x[0] * x[1]) + x[1],
+    "maximum": lambda x: fad.maximum(x[0], x[1]) * x[0],
+    "minimum": lambda x: fad.minimum(x[0] * 2.0, x[1]) - x[1],
+    "clip": lambda x: fad.clip(x[0], -0.5, 0.5) * x[1],
+    "where": lambda x: fad.where(x[0] < x[1], x[0] * x[1], fad.sin(x[1])),
+    "sign": lambda x: fad.sign(x[0]) * x[1] * x[0],
+    "abs_operator": lambda x: abs(x[0]) * abs(x[1]),
+    "if": f_if,
+    "all": f_piecewise,
+}
+
+# points on every piece, ties and kinks included
+GUARD_POINTS = [np.array(p, float) for p in [
+    (0.7, 0.2), (-0.7, 0.2), (0.2, 0.7), (-0.3, -1.2), (2.0, -3.0), (0.5, 0.5), (0.0, 0.0),
+    (0.0, 1.0), (1.0, 0.0), (-1.0, -1.0), (0.25, 0.25), (0.5, 1.0), (1.5, 2.0), (-2.0, 0.8),
+    (3.0, 3.0), (0.125, 0.25),
+]]
+
+
+@pytest.mark.parametrize("name", list(PIECEWISE))
+def test_guarded_functions_match_grad_on_every_branch(name):
+    f = PIECEWISE[name]
+    cf = fad.compile(f, np.array([0.7, 0.2]))
+    grad = fad.value_and_grad(f)
+    rng = np.random.default_rng(2)
+    points = GUARD_POINTS + [rng.uniform(-2, 2, 2) for _ in range(30)]
+    for x in points:
+        want_value, want_grad = grad(x)
+        assert cf(x) == want_value
+        assert_same(cf.grad(x), want_grad, f"grad at {x}")
+        v, g = cf.value_and_grad(x)
+        assert v == want_value
+        assert_same(g, want_grad)
+    assert 1 <= len(cf.traces) <= 8
+
+
+@pytest.mark.parametrize("ufunc", ["maximum", "minimum", "clip"])
+def test_numpy_kinks_on_arrays_follow_fad_conventions(ufunc):
+    """compile hands f an object array of Vars for an ndarray argument.
+    np.maximum / np.minimum / np.clip on it must behave as fad.maximum
+    (what fad.grad uses): the same gradient away from ties, the 0.5 / 0.5
+    split on a tie, and nan propagation."""
+    fn = {"maximum": lambda x: np.maximum(x, 0.25), "minimum": lambda x: np.minimum(x, 0.25),
+          "clip": lambda x: np.clip(x, 0.25, 1.0)}[ufunc]
+
+    def f(x):
+        return np.sum(fn(x) * x)
+    cf = fad.compile(f, np.array([0.7, 0.1]))
+    rng = np.random.default_rng(21)
+    for _ in range(10):  # away from the kink
+        x = rng.uniform(-1, 2, 2)
+        assert np.array_equal(cf.grad(x), fad.grad(f)(x)), x
+    tie = np.array([0.25, 0.7])
+    assert np.array_equal(cf.grad(tie), fad.grad(f)(tie))
+    assert cf.grad(tie)[0] == 0.25 * 0.5 + 0.25
+    v, g = cf.value_and_grad(np.array([math.nan, 0.5]))
+    assert math.isnan(v) and math.isnan(g[0])
+
+
+@pytest.mark.parametrize("name", ["abs", "relu", "maximum", "minimum", "clip", "where", "sign", "if"])
+def test_piecewise_functions_retrace(name):
+    """Each of these has its example on one piece; another piece retraces."""
+    f = PIECEWISE[name]
+    cf = fad.compile(f, np.array([0.7, 0.2]))
+    assert len(cf.traces) == 1
+    seen = set()
+    for x in GUARD_POINTS:
+        cf.grad(x)
+        seen.add(len(cf.traces))
+    assert max(seen) >= 2, "no input took another branch: the guard was not recorded"
+
+
+def test_while_loop_matches_grad_and_cache_is_bounded():
+    cf = fad.compile(f_while, 2.0)
+    assert cf.cache_size == 8
+    grad = fad.value_and_grad(f_while)
+    # iteration counts 0 .. ~25: many more branches than the cache holds
+    xs = [float(x) for x in np.geomspace(0.003, 40.0, 60)]
+    lengths = []
+    for x in xs:
+        v, g = cf.value_and_grad(x)
+        assert (v, g) == grad(x), x
+        lengths.append(len(cf.traces))
+    assert lengths[0] >= 1
+    assert max(lengths) == 8 and lengths[-1] == 8
+    assert lengths == sorted(lengths)  # grows, then stays at the bound
+    # revisiting a cached branch moves it to the front and records nothing
+    cf2 = fad.compile(f_while, 2.0)
+    cf2.grad(20.0)  # another trip count: a second trace
+    assert len(cf2.traces) == 2
+    first = cf2.traces[0]
+    for x in [2.1, 19.0, 2.2, 21.0, 2.0]:
+        assert cf2.grad(x) == fad.grad(f_while)(x)
+    assert len(cf2.traces) == 2
+    assert cf2.traces[1] is first  # most recently used (x = 2.0's) is in front
+    assert cf2.traces[0] is not first
+
+
+def test_retrace_keeps_most_recent_traces():
+    cf = CompiledFunction(f_while, (2.0,), cache_size=3)
+    for x in [1.0, 0.5, 0.25, 0.1, 0.05]:  # five trip counts
+        cf.grad(x)
+    assert len(cf.traces) == 3
+    # the oldest (x = 2.0) was evicted: it is recorded again
+    cf.grad(2.0)
+    assert len(cf.traces) == 3
+
+
+def test_raise_on_branch_change_names_the_op():
+    cf = fad.compile(lambda x: fad.abs(x) * 3.0, 1.0, on_branch_change="raise")
+    assert cf.grad(2.0) == 3.0
+    with pytest.raises(fad.BranchChanged, match=r"'abs'"):
+        cf.grad(-2.0)
+    with pytest.raises(fad.BranchChanged, match=r"row \d+"):
+        cf(-2.0)
+    assert len(cf.traces) == 1
+
+    cf = fad.compile(f_if, np.array([0.7, 0.2]), on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged, match=r"'gt'"):
+        cf.grad(np.array([0.2, 0.7]))
+    cf = fad.compile(f_while, 2.0, on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged, match=r"'lt'"):
+        cf.value_and_grad(20.0)
+    assert cf.grad(2.5) == fad.grad(f_while)(2.5)  # same trip count: fine
+    for name, op in [("relu", "relu"), ("maximum", "maximum"), ("minimum", "minimum"),
+                     ("sign", "sign"), ("where", "lt")]:
+        cf = fad.compile(PIECEWISE[name], np.array([0.7, 0.2]), on_branch_change="raise")
+        with pytest.raises(fad.BranchChanged, match=f"'{op}'"):
+            for x in GUARD_POINTS:
+                cf.grad(x)
+    assert issubclass(fad.BranchChanged, Exception)
+
+
+@pytest.mark.parametrize("name,f,rec,other", [
+    ("abs", fad.abs, -1.0, 2.0),
+    ("sign", lambda x: fad.sign(x) * x, -1.0, 2.0),
+    ("maximum", lambda x: fad.maximum(x, 1.0), 0.5, 2.0),
+    ("minimum", lambda x: fad.minimum(x, 1.0), 0.5, 2.0),
+    ("maximum_vars", lambda x: fad.maximum(x[0], x[1]), [1.0, 2.0], [3.0, 2.0]),
+], ids=["abs", "sign", "maximum", "minimum", "maximum_vars"])
+def test_branch_change_from_the_lower_piece(name, f, rec, other):
+    """Recorded below the kink (abs at x < 0, maximum when the second
+    argument wins), a replay above it is another branch too: "raise"
+    raises and "retrace" records a second trace."""
+    cf = fad.compile(f, rec, on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged, match=name.split("_")[0]):
+        cf.grad(other)
+    cf = fad.compile(f, rec)
+    assert_same(cf.grad(other), fad.grad(f)(other))
+    assert len(cf.traces) == 2
+
+
+def test_nan_inputs_propagate():
+    cf = fad.compile(lambda x: x[0] * fad.sin(x[1]) + fad.exp(x[0]), [1.0, 2.0])
+    v, g = cf.value_and_grad([math.nan, 2.0])
+    assert math.isnan(v) and math.isnan(g[0])
+    cf = fad.compile(f_piecewise, np.array([0.7, 0.2]))
+    for x in [np.array([math.nan, 0.3]), np.array([0.3, math.nan])]:
+        v, g = cf.value_and_grad(x)
+        assert math.isnan(v)
+        want = fad.value_and_grad(f_piecewise)(x)
+        assert math.isnan(want[0])
+        assert np.array_equal(g, want[1], equal_nan=True)
+    assert cf.grad(np.array([0.7, 0.2])) .tolist() == fad.grad(f_piecewise)(np.array([0.7, 0.2])).tolist()
+    cfw = fad.compile(f_while, 2.0)
+    assert math.isnan(cfw(math.nan))  # nan < 10 is false: the loop ends
+
+
+# ---------------------------------------------------------------------------
+# 3. errors
+# ---------------------------------------------------------------------------
+
+def test_wrong_argument_count_and_structure():
+    cf = fad.compile(f_list, [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match=r"\[float, float, float\]"):
+        cf.grad([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"\[float, float, float\]"):
+        cf([1.0, 2.0, 3.0], 4.0)
+    with pytest.raises(TypeError, match=r"\[float, float, float\]"):
+        cf()
+    with pytest.raises(TypeError):
+        cf.grad((1.0, 2.0, 3.0))  # a tuple is not a list
+    cf = fad.compile(f_dict, {"w": 1.0, "b": 2.0})
+    with pytest.raises(TypeError, match=r"'w': float, 'b': float"):
+        cf.grad({"w": 1.0, "c": 2.0})
+    with pytest.raises(TypeError, match=r"'w': float, 'b': float"):
+        cf.value_and_grad({"w": 1.0})
+    cf = fad.compile(f_vec, np.ones(6))
+    with pytest.raises(TypeError, match=r"array\(6,\)"):
+        cf.grad(np.ones(5))
+    with pytest.raises(TypeError, match=r"array\(6,\)"):
+        cf.grad(np.ones((2, 3)))
+    with pytest.raises(TypeError, match=r"array\(6,\)"):
+        cf.grad(1.0)
+    cf = fad.compile(f_floats, 1.0, 2.0)
+    with pytest.raises(TypeError, match=r"float, float"):
+        cf(1.0)
+    with pytest.raises(TypeError):
+        cf(np.array(["a", "b"]), 2.0)
+
+
+def test_vector_output_grad_names_jacobian():
+    cf = fad.compile(lambda x: [x[0] * x[1], x[0]], [1.0, 2.0])
+    for method in (cf.grad, cf.value_and_grad, cf.hessian):
+        with pytest.raises(ValueError, match="jacobian"):
+            method([1.0, 2.0])
+    with pytest.raises(ValueError, match="jacobian"):
+        cf.hvp([1.0, 2.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="jacobian"):
+        cf.grad_batch(np.ones((3, 2)))
+    assert cf([2.0, 3.0]) == [6.0, 2.0]  # the value still works
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="on_branch_change"):
+        fad.compile(f_floats, 1.0, 2.0, on_branch_change="ignore")
+    for bad in (2, -3, (0, 2), (), "0", (0.0,)):
+        with pytest.raises(ValueError, match="argnums"):
+            fad.compile(f_floats, 1.0, 2.0, argnums=bad)
+    cf = fad.compile(f_floats, 1.0, 2.0)
+    with pytest.raises(ValueError, match="mode"):
+        cf.jacobian(1.0, 2.0, mode="sideways")
+    cf2 = fad.compile(f_floats, 1.0, 2.0, argnums=(0, 1))
+    with pytest.raises(ValueError, match="single argnum"):
+        cf2.hessian(1.0, 2.0)
+    with pytest.raises(ValueError, match="single argnum"):
+        cf2.hvp(1.0, 2.0, 1.0)
+
+
+def test_grad_batch_errors():
+    cf = fad.compile(f_vec, np.ones(6))
+    with pytest.raises(ValueError, match="6 numbers per row"):
+        cf.grad_batch(np.ones((4, 5)))
+    with pytest.raises(ValueError, match="shape"):
+        cf.grad_batch(np.ones(6)[0])  # 0-d
+    with pytest.raises(ValueError, match="threads"):
+        cf.grad_batch(np.ones((4, 6)), threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        cf.grad_batch(np.ones((4, 6)), threads=-2)
+    with pytest.raises(TypeError, match="dtype"):
+        cf.grad_batch(np.array([["a"] * 6]))
+    two = fad.compile(f_floats, 1.0, 2.0)
+    with pytest.raises(ValueError, match="one argument"):
+        two.grad_batch(np.ones((3, 2)))
+
+
+def test_tangent_and_direction_structure_errors():
+    cf = fad.compile(f_vec, np.ones(6))
+    with pytest.raises(TypeError, match="direction"):
+        cf.hvp(np.ones(6), np.ones(5))
+    with pytest.raises(TypeError, match="tangent"):
+        cf.jvp((np.ones(6),), np.ones(3))
+
+
+# ---------------------------------------------------------------------------
+# 4. pickling
+# ---------------------------------------------------------------------------
+
+def _module_level_piecewise(x):
+    return fad.abs(x[0] - x[1]) * x[0] + fad.sin(x[1])
+
+
+def _worker_grads(cf, points):
+    return [cf.grad(p) for p in points], len(cf.traces)
+
+
+def test_pickle_module_level_function_keeps_retracing():
+    cf = fad.compile(_module_level_piecewise, np.array([1.0, 0.5]))
+    cf2 = pickle.loads(pickle.dumps(cf))
+    assert cf2.f is _module_level_piecewise
+    pts = [np.array([1.2, 0.1]), np.array([0.1, 1.2]), np.array([-0.5, 0.3])]
+    for p in pts:
+        assert_same(cf2.grad(p), cf.grad(p))
+        assert_same(cf2.grad(p), fad.grad(_module_level_piecewise)(p))
+        assert cf2(p) == cf(p)
+    assert len(cf2.traces) == 2  # retraced after unpickling
+    cf3 = pickle.loads(pickle.dumps(cf2))  # several traces travel
+    assert len(cf3.traces) == 2
+    for p in pts:
+        assert_same(cf3.grad(p), cf.grad(p))
+    assert len(cf3.traces) == 2
+
+
+def test_pickle_lambda_drops_f_but_replays():
+    f = lambda x: fad.abs(x[0]) * x[1] + x[0] * fad.exp(x[1])  # noqa: E731
+    cf = fad.compile(f, [1.0, 2.0])
+    with pytest.raises(Exception):
+        pickle.dumps(f)
+    cf2 = pickle.loads(pickle.dumps(cf))
+    assert cf2.f is None and cf.f is f  # the original is untouched
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        p = [float(rng.uniform(0.1, 2)), float(rng.uniform(-2, 2))]
+        assert_same(cf2.grad(p), cf.grad(p))
+        assert_same(cf2.value_and_grad(p), fad.value_and_grad(f)(p))
+        assert_same(cf2.hessian(p), cf.hessian(p))
+    with pytest.raises(fad.BranchChanged, match="pickl"):
+        cf2.grad([-1.0, 2.0])
+    assert "abs" in str(pytest.raises(fad.BranchChanged, cf2, [-1.0, 2.0]).value)
+    assert cf.grad([-1.0, 2.0]) == fad.grad(f)([-1.0, 2.0])  # the original retraces
+
+
+def test_compiled_function_through_process_pool():
+    cf = fad.compile(_module_level_piecewise, np.array([1.0, 0.5]))
+    rng = np.random.default_rng(4)
+    chunks = [[rng.uniform(-2, 2, 2) for _ in range(5)] for _ in range(4)]
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        results = list(pool.map(_worker_grads, [cf] * len(chunks), chunks))
+    for chunk, (grads, _) in zip(chunks, results):
+        for p, g in zip(chunk, grads):
+            assert_same(g, cf.grad(p))
+            assert_same(g, fad.grad(_module_level_piecewise)(p))
+    # at least one worker saw another branch and retraced there
+    assert max(n for _, n in results) >= 2
+
+
+# ---------------------------------------------------------------------------
+# 5. forward mode and Jacobians
+# ---------------------------------------------------------------------------
+
+def map_5_to_3(x):
+    return [x[0] * x[1] + fad.sin(x[2]),
+            fad.exp(x[3] * 0.5) * x[4] - x[0] / (2.0 + x[1] * x[1]),
+            fad.tanh(x[1] * x[4]) - fad.log1p(x[2] * x[2]) * x[3]]
+
+
+def map_5_to_3_np(x):
+    return np.array([x[0] * x[1] + np.sin(x[2]),
+                     np.exp(x[3] * 0.5) * x[4] - x[0] / (2.0 + x[1] * x[1]),
+                     np.tanh(x[1] * x[4]) - np.log1p(x[2] * x[2]) * x[3]])
+
+
+def central_jacobian(f, x, h=1e-6):
+    x = np.asarray(x, float)
+    cols = []
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = h
+        cols.append((np.asarray(f(x + e), float) - np.asarray(f(x - e), float)) / (2 * h))
+    return np.stack(cols, axis=-1).reshape(np.shape(f(x)) + x.shape)
+
+
+N100 = 100
+A100 = np.random.default_rng(5).normal(size=(N100, N100)) / math.sqrt(N100)
+
+
+def tanh_layer_loops(x):
+    """x -> tanh(A @ x), Python loops over a list of Vars."""
+    out = []
+    for i in range(N100):
+        s = 0.0
+        row = A100[i]
+        for j in range(N100):
+            s = s + float(row[j]) * x[j]
+        out.append(fad.tanh(s))
+    return out
+
+
+def tanh_layer_objects(x):
+    """x -> tanh(A @ x) on an object ndarray of Vars."""
+    return np.tanh(A100 @ x)
+
+
+def test_jacobian_5_to_3_all_modes_agree_with_differences():
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        x = rng.uniform(-1, 1, 5)
+        Jfd = central_jacobian(map_5_to_3_np, x)
+        Js = {m: fad.jacobian(map_5_to_3, mode=m)(x) for m in ("fwd", "rev", "auto")}
+        for m, J in Js.items():
+            assert J.shape == (3, 5), m
+            np.testing.assert_allclose(J, Jfd, rtol=1e-7, atol=1e-8, err_msg=m)
+        np.testing.assert_allclose(Js["fwd"], Js["rev"], rtol=1e-14, atol=1e-15)
+        assert np.array_equal(Js["auto"], Js["rev"])  # 3 outputs < 5 inputs: reverse
+        # jvp and vjp against the Jacobian
+        v = rng.normal(size=5)
+        out, jv = fad.jvp(map_5_to_3, (x,), (v,))
+        assert out == [float(y) for y in map_5_to_3_np(x)]
+        assert isinstance(jv, list) and len(jv) == 3
+        np.testing.assert_allclose(jv, Js["rev"] @ v, rtol=1e-13, atol=1e-14)
+        u = rng.normal(size=3)
+        out2, pullback = fad.vjp(map_5_to_3, x)
+        assert out2 == out
+        (uj,) = pullback(u)
+        assert isinstance(uj, np.ndarray) and uj.shape == (5,)
+        np.testing.assert_allclose(uj, u @ Js["rev"], rtol=1e-13, atol=1e-14)
+        for k in range(3):  # a basis cotangent picks one row of J exactly
+            assert np.array_equal(pullback(np.eye(3)[k])[0], Js["rev"][k])
+
+
+@pytest.mark.parametrize("layer", [tanh_layer_loops, tanh_layer_objects], ids=["loops", "objects"])
+def test_jacobian_100_to_100(layer):
+    x = np.random.default_rng(7).uniform(-1, 1, N100)
+    cf = fad.compile(layer, x)
+    Jr = cf.jacobian(x, mode="rev")
+    Jf = cf.jacobian(x, mode="fwd")
+    Ja = cf.jacobian(x)
+    assert Jr.shape == Jf.shape == (N100, N100)
+    h = 1 - np.tanh(A100 @ x) ** 2
+    J_exact = h[:, None] * A100
+    np.testing.assert_allclose(Jr, J_exact, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(Jf, J_exact, rtol=1e-12, atol=1e-14)
+    assert np.array_equal(Ja, Jr)  # a tie (100 = 100) goes to reverse
+    Jfd = central_jacobian(lambda z: np.tanh(A100 @ z), x)
+    np.testing.assert_allclose(Jr, Jfd, rtol=1e-6, atol=1e-8)
+    v = np.random.default_rng(8).normal(size=N100)
+    _, jv = cf.jvp((x,), v)
+    np.testing.assert_allclose(jv, J_exact @ v, rtol=1e-11, atol=1e-12)
+    _, (vj,) = (lambda r: (r[0], (r[1],)))(cf.vjp((x,), v))
+    np.testing.assert_allclose(vj, v @ J_exact, rtol=1e-11, atol=1e-12)
+
+
+def test_jacobian_shapes_and_argnums():
+    M = np.arange(6.0).reshape(2, 3) / 10
+
+    def f(M, s):
+        return np.array([[M[0, 0] * s, M[1, 2]], [np.sin(M[0, 1]) * s * s, M.sum() * 1.0]])
+    J = fad.jacobian(f)(M, 2.0)
+    assert J.shape == (2, 2, 2, 3)
+    Jfd = central_jacobian(lambda m: f(m, 2.0).astype(float), M)
+    np.testing.assert_allclose(J, Jfd, rtol=1e-7, atol=1e-9)
+    Jfwd = fad.jacobian(f, mode="fwd")(M, 2.0)
+    np.testing.assert_allclose(Jfwd, J, rtol=1e-14, atol=1e-15)
+    Js = fad.jacobian(f, argnums=1)(M, 2.0)
+    assert Js.shape == (2, 2)
+    np.testing.assert_allclose(Js, [[M[0, 0], 0.0], [2 * 2.0 * np.sin(M[0, 1]), 0.0]], rtol=1e-15)
+    JM, Js2 = fad.jacobian(f, argnums=(0, 1))(M, 2.0)
+    assert np.array_equal(JM, J) and np.array_equal(Js2, Js)
+    # a list output: (len,) + in.shape
+    J3 = fad.jacobian(lambda x: [x[0, 0] * x[1, 1], x[0, 1]])(np.ones((2, 2)))
+    assert J3.shape == (2, 2, 2)
+    # multi-argument jvp
+    out, t = fad.jvp(lambda x, y: x * fad.sin(y), (2.0, 0.5), (1.0, -1.0))
+    assert out == 2.0 * math.sin(0.5)
+    assert t == pytest.approx(math.sin(0.5) - 2.0 * math.cos(0.5), rel=1e-15)
+    out, pullback = fad.vjp(lambda x, y: [x * y, x + y], 2.0, 3.0)
+    assert out == [6.0, 5.0] and pullback([1.0, 1.0]) == (4.0, 3.0)
+
+
+@pytest.mark.parametrize("name,f,example,argnums", [s for s in STRUCTURES if s[0] in ("vec", "mat", "floats", "list")],
+                         ids=["floats", "list", "vec", "mat"])
+def test_jacobian_of_scalar_function_is_grad(name, f, example, argnums):
+    rng = np.random.default_rng(9)
+    point = tuple(jitter(a, rng) for a in example)
+    g = fad.grad(f, argnums=argnums)(*point)
+    J = fad.jacobian(f, argnums=argnums, mode="rev")(*point)
+    Jf = fad.jacobian(f, argnums=argnums, mode="fwd")(*point)
+    Ja = fad.jacobian(f, argnums=argnums)(*point)
+    g_arr = np.asarray(g, float)
+    assert np.shape(J) == g_arr.shape
+    assert np.array_equal(J, g_arr)
+    assert np.array_equal(Ja, g_arr)
+    np.testing.assert_allclose(Jf, g_arr, rtol=1e-13, atol=1e-14)
+
+
+def test_forward_and_reverse_agree_behind_an_inactive_kink():
+    """relu(sqrt(x) - 1) is flat at 0: reverse mode gives 0 (an adjoint of
+    0 passes nothing on); forward mode must not give 0 * inf = nan."""
+    f = lambda x: [fad.relu(fad.sqrt(x[0]) - 1.0), x[1] * 2.0]  # noqa: E731
+    x = np.array([0.0, 1.0])
+    Jr = fad.jacobian(f, mode="rev")(x)
+    assert Jr.tolist() == [[0.0, 0.0], [0.0, 2.0]]
+    assert fad.jacobian(f, mode="fwd")(x).tolist() == Jr.tolist()
+
+
+def test_jacobian_of_constant_output_is_zero():
+    J = fad.jacobian(lambda x: [x[0] * 0.0 + 1.0, 2.0], mode="rev")(np.ones(3))
+    assert J.shape == (2, 3) and not J.any()
+    J = fad.jacobian(lambda x: [3.0, x[1] * 2.0], mode="fwd")(np.ones(3))
+    assert J.tolist() == [[0.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+
+
+# ---------------------------------------------------------------------------
+# 6. second order
+# ---------------------------------------------------------------------------
+
+def rosenbrock(x):
+    total = 0.0
+    for i in range(len(x) - 1):
+        total = total + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return total
+
+
+def rosenbrock_hessian(x):
+    n = len(x)
+    H = np.zeros((n, n))
+    for i in range(n - 1):
+        H[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        H[i + 1, i + 1] += 200
+        H[i, i + 1] = H[i + 1, i] = -400 * x[i]
+    return H
+
+
+def test_hessian_rosenbrock():
+    rng = np.random.default_rng(10)
+    cf = fad.compile(rosenbrock, np.zeros(5))
+    for x in [np.ones(5), np.zeros(5)] + [rng.uniform(-2, 2, 5) for _ in range(5)]:
+        H = fad.hessian(rosenbrock)(x)
+        assert H.shape == (5, 5)
+        want = rosenbrock_hessian(x)
+        np.testing.assert_allclose(H, want, rtol=1e-13, atol=1e-10)
+        assert np.array_equal(cf.hessian(x), H)
+        assert np.array_equal(H, H.T)
+        v = rng.normal(size=5)
+        np.testing.assert_allclose(fad.hvp(rosenbrock)(x, v), want @ v, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(cf.hvp(x, v), want @ v, rtol=1e-12, atol=1e-9)
+    assert len(cf.traces) == 1
+    assert np.array_equal(fad.hessian(rosenbrock)(np.ones(5)), rosenbrock_hessian(np.ones(5)))
+
+
+QA = np.random.default_rng(11).normal(size=(6, 6))  # not symmetric
+
+
+def quad(x):
+    return 0.5 * (x @ (QA @ x))
+
+
+def test_hessian_quadratic_form():
+    rng = np.random.default_rng(11)
+    want = (QA + QA.T) / 2
+    cf = fad.compile(quad, np.zeros(6))
+    for _ in range(3):
+        x = rng.normal(size=6)
+        H = fad.hessian(quad)(x)
+        np.testing.assert_allclose(H, want, rtol=1e-13, atol=1e-14)
+        assert np.array_equal(cf.hessian(x), H)
+        v = rng.normal(size=6)
+        np.testing.assert_allclose(fad.hvp(quad)(x, v), want @ v, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(cf.grad(x), want @ x, rtol=1e-12, atol=1e-13)
+
+
+def test_quadratic_form_grad_through_array_path():
+    """fad.grad records x @ (A @ x) as array rows: the vector-vector matmul
+    (a 0-d result) must differentiate like compile's element loop."""
+    x = np.random.default_rng(22).normal(size=6)
+    np.testing.assert_allclose(fad.grad(quad)(x), (QA + QA.T) / 2 @ x, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fad.grad(lambda x: x @ x)(x), 2 * x, rtol=1e-15)
+
+
+def test_hessian_log_sum_exp():
+    rng = np.random.default_rng(12)
+
+    def lse(x):
+        return fad.log(np.sum(np.exp(x)))
+    for _ in range(3):
+        x = rng.normal(size=5) * 2
+        p = np.exp(x) / np.exp(x).sum()
+        want = np.diag(p) - np.outer(p, p)
+        H = fad.hessian(lse)(x)
+        np.testing.assert_allclose(H, want, rtol=1e-12, atol=1e-14)
+        assert np.allclose(H.sum(axis=1), 0.0, atol=1e-14)  # shift invariance
+        v = rng.normal(size=5)
+        np.testing.assert_allclose(fad.hvp(lse)(x, v), want @ v, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("form", ["explicit", "sigmoid"])
+def test_hessian_sigmoid_neuron(form):
+    rng = np.random.default_rng(13)
+    xin = rng.normal(size=4)
+    b = 0.3
+
+    def neuron(w):
+        z = np.sum(w * xin) + b
+        return 1.0 / (1.0 + fad.exp(-z)) if form == "explicit" else fad.sigmoid(z)
+    cf = fad.compile(neuron, np.zeros(4))
+    for _ in range(4):
+        w = rng.normal(size=4)
+        z = float(w @ xin + b)
+        s = 1.0 / (1.0 + math.exp(-z))
+        want = s * (1 - s) * (1 - 2 * s) * np.outer(xin, xin)
+        H = fad.hessian(neuron)(w)
+        np.testing.assert_allclose(H, want, rtol=1e-10, atol=1e-15)
+        assert np.array_equal(cf.hessian(w), H)
+        np.testing.assert_allclose(fad.grad(neuron)(w), s * (1 - s) * xin, rtol=1e-13)
+        v = rng.normal(size=4)
+        np.testing.assert_allclose(cf.hvp(w, v), want @ v, rtol=1e-10, atol=1e-15)
+
+
+def test_hessian_structures_and_hvp_structure():
+    M = np.array([[0.5, -0.3, 1.2], [0.7, 0.1, -0.8]])
+
+    def f(M):
+        return np.sum(M * M * M) + M[0, 0] * M[1, 2]
+    H = fad.hessian(f)(M)
+    assert H.shape == (2, 3, 2, 3)
+    want = np.zeros((6, 6))
+    want[np.arange(6), np.arange(6)] = 6 * M.ravel()
+    want[0, 5] = want[5, 0] = 1.0
+    np.testing.assert_allclose(H.reshape(6, 6), want, rtol=1e-15)
+    hv = fad.hvp(f)(M, np.ones((2, 3)))
+    assert hv.shape == (2, 3)
+    np.testing.assert_allclose(hv.ravel(), want.sum(axis=1), rtol=1e-15)
+    # a scalar argument: a 0-d Hessian; a list argument: a list product
+    assert fad.hessian(lambda x: x ** 3)(2.0).shape == ()
+    assert float(fad.hessian(lambda x: x ** 3)(2.0)) == 12.0
+    hv = fad.hvp(lambda x: x[0] * x[0] * x[1])([1.0, 2.0], [1.0, 0.0])
+    assert hv == [4.0, 2.0]
+    # hessian with respect to one of two arguments
+    H1 = fad.hessian(lambda x, y: x * x * y * y, argnums=1)(3.0, 2.0)
+    assert float(H1) == 18.0
+
+
+def test_hessian_of_powers_at_negative_base():
+    """x ** 3 records power with a constant exponent; at x < 0 the Hessian
+    is 6x. (op_second's d/dy partials, log x = nan, must not leak in
+    through the constant exponent's zero tangent.)"""
+    assert float(fad.hessian(lambda x: x ** 3)(-1.2)) == pytest.approx(-7.2, rel=1e-14)
+    assert float(fad.hessian(lambda x: fad.power(x, 4.0))(-0.5)) == pytest.approx(3.0, rel=1e-14)
+    x = np.random.default_rng(20).normal(size=5)
+    H = fad.hessian(lambda x: np.sum(x ** 3))(x)
+    np.testing.assert_allclose(H, np.diag(6 * x), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(fad.hvp(lambda x: np.sum(x ** 3))(x, np.ones(5)), 6 * x, rtol=1e-14)
+
+
+def _op_function(spec):
+    """The op as a function of one or two numbers (Vars or floats)."""
+    special = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+               "div": lambda x, y: x / y, "neg": lambda x: -x, "power": fad.power}
+    return special.get(spec.name) or getattr(fad, spec.name)
+
+
+SMOOTH_OPS = [s for s in fops.OPS if s.arity >= 1 and s.kind == "smooth"]
+
+
+@pytest.mark.parametrize("spec", SMOOTH_OPS, ids=[s.name for s in SMOOTH_OPS])
+def test_every_smooth_op_second_derivative(spec):
+    """Hessian of every smooth op, by forward-over-reverse (op_second),
+    against central differences of the gradient. Each form is checked bare
+    (seed 1: only op_second matters) and under an outer map (a non-zero
+    adjoint tangent flows into the op too)."""
+    op = _op_function(spec)
+    lo, hi = spec.domain
+    rng = np.random.default_rng(100 + spec.code)
+    if spec.arity == 1:
+        forms = {"x": (1, lambda x: op(x[0]))}
+    else:
+        c = float(rng.uniform(lo, hi))
+        forms = {"x,y": (2, lambda x: op(x[0], x[1])), "y,x": (2, lambda x: op(x[1], x[0])),
+                 "x,c": (1, lambda x: op(x[0], c)), "c,x": (1, lambda x: op(c, x[0]))}
+    for form, (n, g) in forms.items():
+        for outer_name, outer in [("bare", lambda u, x: u),
+                                  ("outer", lambda u, x: fad.sin(u) * x[0] + u * u * 0.25)]:
+            def f(x, g=g, outer=outer):
+                return outer(g(x), x)
+            for _ in range(3):
+                x = rng.uniform(lo, hi, n)
+                cf = fad.compile(f, x)
+                assert spec.code in cf.traces[0].op, f"{form}: op {spec.name} not recorded"
+                H = np.stack([fad.hvp(f)(x, e) for e in np.eye(n)], axis=1)
+                assert np.array_equal(cf.hessian(x), H)
+                grad = fad.grad(f)
+                h = 1e-5
+                Hfd = np.stack([(grad(x + h * e) - grad(x - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
+                scale = max(1.0, np.abs(Hfd).max())
+                np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-6 * scale,
+                                           err_msg=f"{spec.name} {form} {outer_name} at {x}")
+                np.testing.assert_allclose(H, H.T, rtol=1e-12, atol=1e-12 * scale)
+
+
+def test_hvp_is_exact_on_a_quadratic_through_every_binary_smooth_op_order():
+    # x*y, x/c, c*x: exact second derivatives of simple polynomials
+    f = lambda x: x[0] * x[1] * 3.0 + x[0] / 4.0 - 2.0 * x[1] * x[1] + 5.0 - x[0]  # noqa: E731
+    H = fad.hessian(f)(np.array([0.3, 0.7]))
+    assert H.tolist() == [[0.0, 3.0], [3.0, -4.0]]
+
+
+# ---------------------------------------------------------------------------
+# 7. grad_batch
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_grad_batch_equals_sequential(threads):
+    rng = np.random.default_rng(14)
+    cf = fad.compile(f_vec, np.ones(6))
+    X = rng.normal(size=(37, 6))
+    G = cf.grad_batch(X, threads=threads)
+    assert G.shape == X.shape and G.dtype == np.float64
+    want = np.stack([cf.grad(x) for x in X])
+    assert np.array_equal(G, want)
+    assert np.array_equal(G, np.stack([fad.grad(f_vec)(x) for x in X]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_grad_batch_rows_on_other_branches(threads):
+    rng = np.random.default_rng(15)
+    cf = fad.compile(f_piecewise, np.array([0.7, 0.2]))
+    X = np.concatenate([rng.uniform(-2, 2, (40, 2)), np.array(GUARD_POINTS)])
+    G = cf.grad_batch(X, threads=threads)
+    assert G.shape == X.shape
+    for x, g in zip(X, G):
+        assert np.array_equal(g, fad.grad(f_piecewise)(x)), x
+    assert np.array_equal(G, np.stack([cf.grad(x) for x in X]))
+    assert len(cf.traces) > 1
+
+
+def test_grad_batch_raise_mode():
+    cf = fad.compile(f_piecewise, np.array([0.7, 0.2]), on_branch_change="raise")
+    X = np.array([[0.7, 0.2], [0.71, 0.21]])
+    assert np.array_equal(cf.grad_batch(X), np.stack([fad.grad(f_piecewise)(x) for x in X]))
+    with pytest.raises(fad.BranchChanged):
+        cf.grad_batch(np.array([[0.7, 0.2], [-0.7, 0.2]]), threads=2)
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_grad_batch_matrix_argument(threads):
+    rng = np.random.default_rng(16)
+    cf = fad.compile(f_mat, np.ones((2, 3)))
+    X = rng.normal(size=(11, 2, 3))
+    G = cf.grad_batch(X, threads=threads)
+    assert G.shape == (11, 2, 3)
+    want = np.stack([cf.grad(x) for x in X])
+    assert np.array_equal(G, want)
+    assert np.array_equal(want[3], fad.grad(f_mat)(X[3]))
+    G2 = cf.grad_batch(X.reshape(11, 6), threads=threads)  # rows as flat vectors
+    assert G2.shape == (11, 6)
+    assert np.array_equal(G2, want.reshape(11, 6))
+
+
+def test_grad_batch_scalar_and_list_arguments():
+    cf = fad.compile(f_while, 2.0)
+    xs = np.array([0.5, 2.0, 3.0, 20.0, 0.01])
+    G = cf.grad_batch(xs, threads=2)
+    assert G.shape == (5,)
+    assert G.tolist() == [fad.grad(f_while)(float(x)) for x in xs]
+    cf = fad.compile(f_list, [0.1, 0.2, 0.3])
+    X = np.random.default_rng(17).normal(size=(9, 3))
+    G = cf.grad_batch(X)
+    assert np.array_equal(G, np.array([cf.grad(list(x)) for x in X]))
+    # integer batches are taken as float
+    Gi = fad.compile(lambda x: x[0] * x[1], np.ones(2)).grad_batch(np.array([[2, 3], [4, 5]]))
+    assert Gi.tolist() == [[3.0, 2.0], [5.0, 4.0]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_grad_batch_one_row(threads):
+    cf = fad.compile(f_vec, np.ones(6))
+    x = np.random.default_rng(18).normal(size=(1, 6))
+    G = cf.grad_batch(x, threads=threads)
+    assert G.shape == (1, 6)
+    assert np.array_equal(G[0], cf.grad(x[0]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_grad_batch_empty(threads):
+    cf = fad.compile(f_vec, np.ones(6))
+    G = cf.grad_batch(np.zeros((0, 6)), threads=threads)
+    assert G.shape == (0, 6) and G.dtype == np.float64
+    cf = fad.compile(f_mat, np.ones((2, 3)))
+    assert cf.grad_batch(np.zeros((0, 2, 3)), threads=threads).shape == (0, 2, 3)
+
+
+def test_grad_batch_does_not_modify_input():
+    cf = fad.compile(f_vec, np.ones(6))
+    X = np.random.default_rng(19).normal(size=(8, 6))
+    X0 = X.copy()
+    Xf = np.asfortranarray(X)
+    G = cf.grad_batch(Xf, threads=2)  # a non-contiguous layout works too
+    assert np.array_equal(X, X0)
+    assert np.array_equal(G, cf.grad_batch(X0, threads=1))
