@@ -276,6 +276,25 @@ cdef class Tape:
         else:
             a += g
 
+    cdef void shrink(self):
+        """Give back the capacity beyond the rows in use (a realloc that
+        shrinks keeps the block where it is, or moves it: both are fine)."""
+        cdef Py_ssize_t n = self.n if self.n > 1 else 1
+        cdef void* p
+        if self.cap <= FIRST_ROWS or n == self.cap:
+            return
+        p = realloc(self.op, n * sizeof(op_t))
+        if p != NULL: self.op = <op_t*>p
+        p = realloc(self.a, n * sizeof(node_t))
+        if p != NULL: self.a = <node_t*>p
+        p = realloc(self.b, n * sizeof(node_t))
+        if p != NULL: self.b = <node_t*>p
+        p = realloc(self.c, n * sizeof(double))
+        if p != NULL: self.c = <double*>p
+        p = realloc(self.val, n * sizeof(double))
+        if p != NULL: self.val = <double*>p
+        self.cap = n  # if a realloc failed, its block is simply larger than cap says
+
     cdef void reset(self):
         """Forget every row (no Var refers to this tape any more)."""
         global _next_serial
@@ -334,6 +353,17 @@ cdef class Tape:
     def inputs(self):
         """[(row, leaf Var)] for every INPUT row, in row order."""
         return [(self.in_rows[k], self.leaves[k]) for k in range(len(self.leaves))]
+
+    def watch(self, *leaves):
+        """Give these leaves (Var or Array) their INPUT rows now, in this
+        order, instead of at first use: traces then list inputs first."""
+        for leaf in leaves:
+            if type(leaf) is Var and (<Var>leaf).tape is None:
+                self.input_row(<Var>leaf)
+            elif type(leaf) is Array and (<Array>leaf).tape is None:
+                self.array_input_row(<Array>leaf)
+            else:
+                raise TypeError(f"watch() takes leaf Vars and Arrays, got {leaf!r}")
 
     def explain(self, fmt="text"):
         """The evaluation trace as a table; see fastad.explain."""
@@ -416,8 +446,11 @@ cdef Tape current_tape():
 
 cdef void consume(Tape t):
     """backward() without retain_graph: no more ops or sweeps on t. The
-    thread lets go of it too, so its memory goes with the user's last handle."""
+    thread lets go of it too, so its memory goes with the user's last handle,
+    and the rows it keeps for .value / .grad / explain shrink to fit (a
+    consumed tape never grows again)."""
     t.consumed = True
+    t.shrink()
     cdef _ThreadState st = thread_state()
     if st.implicit and st.tape is t:
         st.tape = None
@@ -641,6 +674,10 @@ cdef class Var:
 
     def __float__(self):
         return self.val
+
+    def item(self):
+        """The scalar itself (so code written for 0-d arrays works on a Var)."""
+        return self
 
     def __int__(self):
         return int(self.val)

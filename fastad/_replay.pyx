@@ -369,3 +369,42 @@ cdef class Buffers:
 
     def __dealloc__(self):
         free(self.val)
+
+
+def pack_numbers(list values, list layout):
+    """The flat float64 input vector of arguments that are numbers or flat
+    lists / tuples of numbers, read in C; None if any does not fit `layout`
+    ((kind, n) per argument; n None for a number): then the tree walk
+    gives the precise error."""
+    cdef Py_ssize_t total = 0, k, j, n
+    for kind, n_or_none in layout:
+        total += 1 if n_or_none is None else n_or_none
+    if len(values) != len(layout):
+        return None
+    out = np.empty(total)
+    cdef double[::1] o = out
+    cdef Py_ssize_t pos = 0
+    for k in range(len(layout)):
+        v = values[k]
+        kind, n_or_none = layout[k]
+        if n_or_none is None:
+            if type(v) is not float and type(v) is not int:
+                return None
+            o[pos] = v
+            pos += 1
+            continue
+        if type(v) is not kind:
+            return None
+        n = n_or_none
+        if len(v) != n:
+            return None
+        for j in range(n):
+            e = v[j]
+            if type(e) is float:
+                o[pos] = <double>e
+            elif type(e) is int:
+                o[pos] = <double>e
+            else:
+                return None
+            pos += 1
+    return out

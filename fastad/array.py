@@ -56,8 +56,8 @@ def value_of(v):
 def _record(op, handles, value, c=0.0, aux=None):
     if not any(_tracked(h) for h in handles):  # constants only: plain NumPy
         return value
-    if isinstance(value, np.generic):
-        value = float(value)
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        value = float(value)  # one number: a scalar row (a Var), whatever made it
     return record_array(op, tuple(handles), value, c, aux)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from fastad import _tree
 from fastad import ops as _ops
-from fastad._core import FastADError, Tape, Var
-from fastad._replay import BranchChanged, Trace
+from fastad._core import FastADError, Tape, Var, _object_scalar
+from fastad._replay import BranchChanged, Trace, pack_numbers
 
 
 class _Scalarized(np.ndarray):
@@ -31,17 +31,18 @@ class _Scalarized(np.ndarray):
     of NumPy's own object comparison)."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        plain = [v.view(np.ndarray) if isinstance(v, _Scalarized) else v for v in inputs]
+        plain = [v.view(np.ndarray) if isinstance(v, _Scalarized) else _object_scalar(v) for v in inputs]
         fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
         if fn is not None and method == "__call__" and not kwargs:
-            out = np.frompyfunc(fn, len(plain), 1)(*plain)
+            with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
+                out = np.frompyfunc(fn, len(plain), 1)(*plain)
         else:
             out = getattr(ufunc, method)(*plain, **kwargs)
         return out.view(_Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
 
 
 def _scalar_ufuncs():
-    from fastad._core import _UFUNCS, clip
+    from fastad._core import _UFUNCS, clip  # the ufunc -> fastad function table of Var
     table = dict(_UFUNCS)
     table["clip"] = clip  # np.clip's ufunc
     return table
@@ -143,7 +144,7 @@ class CompiledFunction:
 
     def _inputs(self, args):
         if self._flat_args is not None and len(args) == len(self._flat_args):
-            x = self._pack_flat(args)
+            x = pack_numbers(list(args), self._flat_args)
             if x is not None:
                 return x
         parts, treedef = _tree.flatten(tuple(args), "the arguments")
@@ -151,25 +152,6 @@ class CompiledFunction:
             raise TypeError(f"this compiled function takes arguments shaped like "
                             f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
         return _tree.numbers(parts)
-
-    def _pack_flat(self, args):
-        """The input vector of numbers and flat lists of numbers, or None
-        (then the tree walk gives the precise error)."""
-        flat = []
-        for arg, (kind, n) in zip(args, self._flat_args):
-            if n is None:
-                if type(arg) is not float and type(arg) is not int:
-                    return None
-                flat.append(arg)
-            elif type(arg) is kind and len(arg) == n:
-                flat.extend(arg)
-            else:
-                return None
-        try:
-            x = np.array(flat, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-        return x if x.shape == (self._n_in,) else None
 
     def _run(self, x, method, *more):
         """method(trace, x, *more) on a trace whose branches hold at x."""
@@ -196,11 +178,33 @@ class CompiledFunction:
                               "is it deterministic?")
         return result[:-1]
 
+    @staticmethod
+    def _to_tree(td, vec):
+        """A flat vector -> the structure td (flat lists without a tree walk)."""
+        if td == "f":
+            return float(vec[0])
+        if td[0] in (list, tuple) and all(k == "f" for k in td[1]):
+            return vec.tolist() if td[0] is list else tuple(vec.tolist())
+        return _tree.unflatten(td, vec)
+
+    @staticmethod
+    def _from_tree(td, value, what):
+        """A structure shaped like td -> its flat vector (flat lists fast)."""
+        if td != "f" and td[0] in (list, tuple) and type(value) is td[0] and len(value) == len(td[1]):
+            try:
+                vec = np.array(value, dtype=np.float64)
+                if vec.shape == (len(td[1]),):
+                    return vec
+            except (TypeError, ValueError):
+                pass
+        parts, got = _tree.flatten(value, what)
+        if got != td:
+            raise TypeError(f"{what} must be shaped like {_tree.describe(td)}, got {_tree.describe(got)}")
+        return _tree.numbers(parts)
+
     def _grads(self, g):
         """A flat gradient over all inputs -> the argnums' structures."""
-        per_arg = [float(g[s][0]) if td == "f" else
-                   g[s].tolist() if self._flat_args is not None and td[0] is list else
-                   _tree.unflatten(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
+        per_arg = [self._to_tree(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
         return per_arg[0] if self.single else tuple(per_arg)
 
     def _scalar_output(self):
@@ -235,10 +239,7 @@ class CompiledFunction:
         V = np.zeros(len(x))
         tangents = (tangents,) if self.single else tuple(tangents)
         for td, s, t in zip(self._arg_treedefs, self._slices, tangents):
-            parts, ttd = _tree.flatten(t, "the tangent")
-            if ttd != td:
-                raise TypeError(f"the tangent must be shaped like {_tree.describe(td)}, got {_tree.describe(ttd)}")
-            V[s] = _tree.numbers(parts)
+            V[s] = self._from_tree(td, t, "the tangent")
         y, JV = self._run(x, "jvp", V)
         return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
 
@@ -290,13 +291,10 @@ class CompiledFunction:
         *args, v = args_and_v
         x = self._inputs(args)
         s = self._slices[0]
-        parts, vtd = _tree.flatten(v, "the direction")
-        if vtd != self._arg_treedefs[0]:
-            raise TypeError(f"the direction must be shaped like {_tree.describe(self._arg_treedefs[0])}")
         V = np.zeros((len(x), 1))
-        V[s, 0] = _tree.numbers(parts)
+        V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction")
         _, HV = self._run(x, "hvp", V)
-        return _tree.unflatten(self._arg_treedefs[0], HV[s, 0])
+        return self._to_tree(self._arg_treedefs[0], HV[s, 0])
 
     def grad_batch(self, X, threads=None):
         """Gradients at B inputs at once: X stacks them on a first axis (the

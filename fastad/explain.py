@@ -394,7 +394,8 @@ def explain(f, *args, fmt="text", engine=None):
             raise TypeError(f"explain: argument {k + 1} must be a float, "
                             f"got {type(a).__name__}")
         leaves.append(engine.Var(float(a)))
-    with engine.Tape():
+    with engine.Tape() as t:
+        t.watch(*leaves)  # inputs first: x1..xn are w1..wn, as in textbook tables
         out = f(*leaves)
     tape = getattr(out, "tape", None)
     if tape is None:

@@ -36,6 +36,31 @@ INPUT rows are the gradient, and are added into the leaves' ``.grad``.
 Leaves (``Var(2.0)``) live on no tape. The first op that uses a leaf on a
 tape appends an INPUT row for it; a training loop can therefore rebuild a
 fresh tape every step from the same leaves without growing memory.
+
+Arrays
+------
+An ``Array`` is the same idea one level up: a row whose value is a whole
+float64 ndarray, and whose adjoint, in the sweep, is an ndarray of the same
+shape. ``w = x @ W`` is one ``matmul`` row; ``np.sin(a)`` is one ``map`` row
+(the scalar op's code in ``c``: the elementwise op *is* the scalar op, with
+its derivative taken from the same table, element by element); ``a.sum()``
+is a ``sum`` row whose value is a plain float, and ``a[i]`` an ``elem`` row
+(flat index in ``c``), so scalar and array rows mix freely on one tape::
+
+    row  op           a   b   c    val
+    0    array_input  -1  -1  0    [1, 2, 3]     w0 = a
+    1    input        -1  -1  0    2.0           w1 = x
+    2    map           0  -1  16   [sin 1, ...]  w2 = sin(w0)   (16: sin)
+    3    sum           2  -1  0    1.891...      w3 = sum(w2)
+    4    mul           3   1  0    3.783...      w4 = w3 * w1
+
+The sweep is the same single backward loop: each array row hands its
+adjoint to its arguments by its own rule, a *vector*-Jacobian product
+(``dX = G @ Y.T`` for a matmul), written out in the section "The
+derivatives of the array ops" below. Where NumPy broadcast an argument up
+to the result's shape, the rule sums the adjoint back down to the
+argument's shape (``_unbroadcast``). Parameters that are not rows (an axis,
+an index, a constant operand) are kept in ``tape.aux[row]``.
 """
 import math
 import numbers
@@ -47,8 +72,9 @@ import numpy as np
 from . import ops
 
 __all__ = [
-    "FastADError", "Tape", "Var", "grad", "value_and_grad",
+    "FastADError", "Tape", "Var", "Array", "grad", "value_and_grad",
     "DERIVATIVES", "FORWARD",
+    "stack", "concatenate", "logsumexp", "softmax", "log_softmax",
 ] + list(ops.UNARY) + list(ops.BINARY_FUNCTIONS) + ["where", "clip"]
 
 INF = math.inf
@@ -250,12 +276,16 @@ DERIVATIVES = {
     "hypot": lambda x, y, f: (0.0, 0.0) if f == 0 else (x / f, y / f),
 }
 
-# The same tables indexed by op code, for the sweep.
+# The same tables indexed by op code, for the sweep. Array ops have no
+# entry here: their rules are _ARRAY_RULES, further down.
 _NAME = [spec.name for spec in ops.OPS]
 _ARITY = [spec.arity for spec in ops.OPS]
 _FORWARD = [FORWARD.get(spec.name) for spec in ops.OPS]
-_PARTIALS = [DERIVATIVES.get(spec.name) for spec in ops.OPS]
-_INPUT = ops.BY_NAME["input"].code
+_PARTIALS = [DERIVATIVES.get(spec.name) if spec.kind != "array" else None
+             for spec in ops.OPS]
+_CODE = {spec.name: spec.code for spec in ops.OPS}
+_INPUT = _CODE["input"]
+_ARRAY_INPUT = _CODE["array_input"]
 
 
 # ---------------------------------------------------------------------------
@@ -271,16 +301,20 @@ class Tape:
     """A Wengert list: parallel lists, one entry per row.
 
     ``op[i]`` is the op code (see ops.OPS), ``a[i]``/``b[i]`` the argument
-    rows (-1: none, or the constant ``c[i]``), ``val[i]`` the value, and
-    ``adj`` the adjoints from the last reverse sweep (None before).
-    ``leaves`` lists ``(row, leaf)`` for every INPUT row.
+    rows (-1: none, or the constant ``c[i]``), ``val[i]`` the value (a float,
+    or an ndarray for an array row), ``aux[i]`` an array row's parameters
+    (axis, index, constant operands: see each op's recorder), and ``adj``
+    the adjoints from the last reverse sweep (None before). ``leaves`` lists
+    ``(row, leaf)`` for every INPUT and ARRAY_INPUT row.
     """
 
     def __init__(self):
         self.op, self.a, self.b, self.c, self.val = [], [], [], [], []
+        self.aux = {}           # row -> parameters of an array row
+        self.has_arrays = False  # any array row (rows() then converts values)
         self.adj = None
-        self.leaves = []        # (row, leaf Var) of every INPUT row
-        self._row_of_leaf = {}  # id(leaf) -> its INPUT row on this tape
+        self.leaves = []        # (row, leaf Var or Array) of every input row
+        self._row_of_leaf = {}  # id(leaf) -> its input row on this tape
         self.consumed = False   # set by backward() without retain_graph
         self._outer = []        # tapes that were current before `with self`
 
@@ -297,10 +331,15 @@ class Tape:
         return len(self.op) - 1
 
     def input_row(self, leaf):
-        """The INPUT row of ``leaf`` on this tape, appended on first use."""
+        """The input row of ``leaf`` (a Var or an Array) on this tape,
+        appended on first use."""
         row = self._row_of_leaf.get(id(leaf))
         if row is None:
-            row = self.append(_INPUT, -1, -1, 0.0, leaf._value)
+            if isinstance(leaf, Array):
+                self.has_arrays = True
+                row = self.append(_ARRAY_INPUT, -1, -1, 0.0, leaf._value)
+            else:
+                row = self.append(_INPUT, -1, -1, 0.0, leaf._value)
             self._row_of_leaf[id(leaf)] = row
             self.leaves.append((row, leaf))  # also keeps id(leaf) valid
         return row
@@ -310,17 +349,31 @@ class Tape:
 
         Walking backwards, every row's readers come after it, so its
         adjoint is complete when the loop reaches it. A row whose adjoint
-        is exactly zero passes nothing on: that skips the rows the output
-        does not reach, and makes 0 * inf count as 0 (CppAD's "absolute
-        zero" product), so an infinite partial the output does not depend
-        on cannot turn a gradient into nan. The compiled core does the same.
+        is exactly zero (all zeros, for an array row) passes nothing on:
+        that skips the rows the output does not reach, and makes 0 * inf
+        count as 0 (CppAD's "absolute zero" product), so an infinite
+        partial the output does not depend on cannot turn a gradient into
+        nan. The compiled core does the same.
+
+        The adjoint of a scalar row is a float; that of an array row is an
+        ndarray of the row's shape (0.0 until something reaches it). Scalar
+        rows apply their partials right here; array rows apply their rule
+        from _ARRAY_RULES, which adds into their arguments' adjoints.
         """
         op, a, b, c, val = self.op, self.a, self.b, self.c, self.val
         adj = [0.0] * len(op)
-        adj[out] = seed
+        if isinstance(val[out], np.ndarray):
+            adj[out] = np.array(np.broadcast_to(seed, val[out].shape), dtype=np.float64)
+        else:
+            adj[out] = float(seed)
         for i in range(out, -1, -1):
             partials = _PARTIALS[op[i]]
-            if adj[i] == 0.0 or partials is None:  # unreached, input, guard
+            if partials is None:  # an input, a guard, or an array row
+                rule = _ARRAY_RULES[op[i]]
+                if rule is not None and _reached(adj[i]):
+                    rule(self, i, adj[i], adj)
+                continue
+            if adj[i] == 0.0:  # unreached
                 continue
             ai, bi = a[i], b[i]
             x = val[ai] if ai >= 0 else c[i]
@@ -343,24 +396,41 @@ class Tape:
     # -- introspection (INTERNAL-CONTRACT.md) --------------------------------
 
     def rows(self):
-        """The rows as numpy arrays (copies)."""
+        """The rows as numpy arrays (copies). An array row's value and
+        adjoint do not fit a float column: they read nan there (the arrays
+        themselves are ``tape.val[i]`` and ``tape.adj[i]``)."""
         n = len(self.op)
-        adj = None
-        if self.adj is not None:  # rows added after the sweep have adjoint 0
-            adj = np.zeros(n, dtype=np.float64)
-            adj[:len(self.adj)] = self.adj
+        val, adj = self.val, self.adj
+        if self.has_arrays:
+            scalar = [not isinstance(v, np.ndarray) for v in self.val]
+            val = [v if s else NAN for v, s in zip(self.val, scalar)]
+            if adj is not None:
+                adj = [float(g) if s else NAN for g, s in zip(adj, scalar)]
+        out_adj = None
+        if adj is not None:  # rows added after the sweep have adjoint 0
+            out_adj = np.zeros(n, dtype=np.float64)
+            out_adj[:len(adj)] = adj
         return {
             "op": np.array(self.op, dtype=np.uint8),
             "a": np.array(self.a, dtype=np.int32),
             "b": np.array(self.b, dtype=np.int32),
             "c": np.array(self.c, dtype=np.float64),
-            "val": np.array(self.val, dtype=np.float64),
-            "adj": adj,
+            "val": np.array(val, dtype=np.float64),
+            "adj": out_adj,
         }
 
     def inputs(self):
-        """``(row, leaf)`` for every INPUT row, in row order."""
+        """``(row, leaf)`` for every input row, in row order."""
         return list(self.leaves)
+
+    def watch(self, *leaves):
+        """Give these leaves (Vars or Arrays) their input rows now, in this
+        order, instead of at first use: traces then list inputs first."""
+        for leaf in leaves:
+            if not isinstance(leaf, (Var, Array)) or leaf._tape is not None:
+                raise TypeError(f"watch() takes leaf Vars and Arrays, got {leaf!r}")
+            self.check_usable()
+            self.input_row(leaf)
 
     def explain(self, fmt="text"):
         from .explain import explain_tape
@@ -380,6 +450,13 @@ class Tape:
     def __repr__(self):
         state = " consumed" if self.consumed else ""
         return f"<reference.Tape with {len(self)} rows{state}>"
+
+
+def _reached(g):
+    """Whether an adjoint is not exactly zero (any element, for an array)."""
+    if isinstance(g, np.ndarray):
+        return bool(g.any())
+    return g != 0.0
 
 
 _local = threading.local()
@@ -479,14 +556,7 @@ class Var:
         if self._tape is None:  # d leaf / d leaf = 1
             self._grad += seed
             return
-        tape = self._tape
-        tape.check_usable()
-        adj = tape.sweep(self._index, seed)
-        for row, leaf in tape.leaves:
-            if row <= self._index:
-                leaf._grad += adj[row]
-        if not retain_graph:
-            tape.consumed = True
+        _backward(self._tape, self._index, seed, retain_graph)
 
     # -- operators ------------------------------------------------------------
 
@@ -528,12 +598,54 @@ class Var:
         name = _NAME[self._tape.op[self._index]]
         return f"Var({self.value!r}, grad={self.grad!r}, op={name}, row={self._index})"
 
+    # -- NumPy: np.sin(v), np.float64(2) * v, v * ndarray ---------------------
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _numpy_ufunc(ufunc, method, inputs, kwargs)
+
+    # NumPy applies a ufunc to an object array (of Vars) by calling each
+    # element's method of that name: np.exp(np.array([v1, v2], dtype=object)).
+    def sqrt(self): return _apply("sqrt", self)
+    def cbrt(self): return _apply("cbrt", self)
+    def square(self): return _apply("square", self)
+    def exp(self): return _apply("exp", self)
+    def expm1(self): return _apply("expm1", self)
+    def log(self): return _apply("log", self)
+    def log1p(self): return _apply("log1p", self)
+    def log2(self): return _apply("log2", self)
+    def log10(self): return _apply("log10", self)
+    def sin(self): return _apply("sin", self)
+    def cos(self): return _apply("cos", self)
+    def tan(self): return _apply("tan", self)
+    def arcsin(self): return _apply("arcsin", self)
+    def arccos(self): return _apply("arccos", self)
+    def arctan(self): return _apply("arctan", self)
+    def sinh(self): return _apply("sinh", self)
+    def cosh(self): return _apply("cosh", self)
+    def tanh(self): return _apply("tanh", self)
+    def sign(self): return _apply("sign", self)
+
+
+def _backward(tape, out, seed, retain_graph):
+    """Sweep ``tape`` from row ``out`` and add the input rows' adjoints
+    into their leaves' ``.grad`` (backward() of a Var or an Array)."""
+    tape.check_usable()
+    adj = tape.sweep(out, seed)
+    for row, leaf in tape.leaves:
+        if row <= out and _reached(adj[row]):
+            if isinstance(leaf, Array):
+                leaf._grad = leaf._grad + adj[row]  # a new array: no aliasing
+            else:
+                leaf._grad += adj[row]
+    if not retain_graph:
+        tape.consumed = True
+
 
 def _tape_of(args):
     """The tape of the non-leaf arguments, or the current one if none."""
     tape = None
     for v in args:
-        if isinstance(v, Var) and v._tape is not None:
+        if isinstance(v, (Var, Array)) and v._tape is not None:
             v._tape.check_usable()
             if tape is None:
                 tape = v._tape
@@ -555,12 +667,14 @@ def _slot(tape, x):
 def _apply(name, *args):
     """Evaluate op ``name`` on numbers or Vars; record a row if any is a Var.
 
-    A binary op with one constant puts it in ``c`` and -1 in its slot.
+    A binary op with one constant puts it in ``c`` and -1 in its slot. With
+    an Array, an ndarray or a list among the arguments the op is
+    elementwise: a ``map`` row (see Arrays below).
     """
     code = ops.BY_NAME[name].code
     for v in args:
         if not isinstance(v, (Var, numbers.Real)):
-            raise TypeError(f"{name}() takes numbers or Vars, got {type(v).__name__}")
+            return _map(name, *args)  # raises TypeError for a non-number
     if not any(isinstance(v, Var) for v in args):  # plain numbers: no tape
         return _FORWARD[code](*(float(v) for v in args))
     tape = _tape_of(args)
@@ -577,8 +691,13 @@ def _apply(name, *args):
 
 def _operator(name, x, y):
     """``x <op> y`` from a Var method: NotImplemented for foreign types, so
-    Python can try the other operand."""
+    Python can try the other operand. A Var with a float ndarray is an
+    elementwise op: an Array (a comparison: an ndarray of bools)."""
     if not isinstance(x, (Var, numbers.Real)) or not isinstance(y, (Var, numbers.Real)):
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if name in ops.GUARDS:
+                return _NUMPY_UFUNC[name](_operand(x)[1], _operand(y)[1])
+            return _map(name, x, y)
         return NotImplemented
     if name == "power":
         return power(x, y)
@@ -589,7 +708,8 @@ def _operator(name, x, y):
 
 
 # ---------------------------------------------------------------------------
-# Math functions: plain floats in, plain float out; a Var in, a Var out
+# Math functions: plain floats in, plain float out; a Var in, a Var out;
+# an Array in, an Array out (one elementwise `map` row); ndarrays in, ndarray out
 # ---------------------------------------------------------------------------
 
 def sin(x): return _apply("sin", x)
@@ -622,15 +742,25 @@ def hypot(x, y): return _apply("hypot", x, y)
 
 
 def power(x, y):
-    """x ** y. A Var squared records ``square``; otherwise ``power``."""
-    if isinstance(x, Var) and isinstance(y, numbers.Real) and y == 2:
+    """x ** y. Squaring (a Var or an Array) records ``square``; otherwise
+    ``power``."""
+    squared = isinstance(y, numbers.Real) and y == 2
+    if isinstance(x, Var) and squared:
         return _apply("square", x)
+    if isinstance(x, Array) and squared:
+        return _map("square", x)
     return _apply("power", x, y)
 
 
 def where(cond, x, y):
     """x if cond else y. A Var condition is true when its value != 0,
-    which is recorded as a guard."""
+    which is recorded as a guard. With an Array among the arguments, or an
+    array condition, it is elementwise (np.where): a ``where`` row."""
+    if any(isinstance(v, Array) for v in (cond, x, y)) or (
+            isinstance(cond, np.ndarray) and cond.ndim and cond.dtype != object):
+        return _where(cond, x, y)
+    if isinstance(cond, np.ndarray) and cond.ndim:  # an object array of Vars
+        return np.frompyfunc(where, 3, 1)(cond, x, y)
     if isinstance(cond, Var):
         cond = cond != 0.0  # records the guard
     return x if cond else y
@@ -640,6 +770,870 @@ def clip(x, lo, hi):
     """minimum(maximum(x, lo), hi)."""
     return minimum(maximum(x, lo), hi)
 
+
+# ---------------------------------------------------------------------------
+# Arrays
+# ---------------------------------------------------------------------------
+
+def _frozen(value):
+    """A read-only float64 copy: a tape's values never change under it."""
+    a = np.array(value, dtype=np.float64)
+    a.flags.writeable = False
+    return a
+
+
+class Array:
+    """A float64 array: a leaf ``Array(ndarray)``, or a handle on an array
+    row of a tape. Operators and NumPy functions on it record rows, with
+    NumPy's broadcasting."""
+
+    __slots__ = ("_tape", "_index", "_value", "_grad", "__weakref__")
+    __array_priority__ = 100  # ndarray <op> Array asks the Array first
+
+    def __init__(self, value):
+        a = np.asarray(value)
+        if a.dtype.kind not in "fiu":
+            if isinstance(value, (Var, Array)) or a.dtype == object:
+                raise TypeError("Array() takes numbers; to build an Array from Vars use stack()")
+            raise TypeError(f"Array() takes real numbers, got dtype {a.dtype}")
+        self._tape = None  # a leaf is on no tape
+        self._index = None
+        self._value = _frozen(a)
+        self._grad = np.zeros(a.shape)
+
+    @classmethod
+    def _node(cls, tape, index):
+        node = cls.__new__(cls)
+        node._tape, node._index = tape, index
+        node._value = node._grad = None
+        return node
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def is_leaf(self):
+        return self._tape is None
+
+    @property
+    def tape(self):
+        return self._tape
+
+    @property
+    def index(self):
+        return self._index
+
+    @property
+    def value(self):
+        if self._tape is None:
+            return self._value
+        return self._tape.val[self._index]
+
+    @value.setter
+    def value(self, v):
+        if self._tape is not None:
+            raise FastADError("only a leaf Array's value can be set")
+        v = _frozen(v)
+        if v.shape != self._value.shape:
+            raise ValueError(f"value must have shape {self._value.shape}, got {v.shape}")
+        self._value = v
+
+    @property
+    def grad(self):
+        """A leaf's accumulated gradient (zeros before any sweep), or a
+        recorded array's adjoint from the last sweep."""
+        if self._tape is None:
+            return self._grad
+        adj = self._tape.adj
+        g = adj[self._index] if adj is not None and self._index < len(adj) else 0.0
+        return g.copy() if isinstance(g, np.ndarray) else np.zeros(self.shape)
+
+    @grad.setter
+    def grad(self, g):
+        if self._tape is not None:
+            raise FastADError("only a leaf Array's grad can be set")
+        g = np.array(g, dtype=np.float64)
+        if g.shape != self._value.shape:
+            raise ValueError(f"grad must have shape {self._value.shape}, got {g.shape}")
+        self._grad = g
+
+    shape = property(lambda self: self.value.shape)
+    ndim = property(lambda self: self.value.ndim)
+    size = property(lambda self: self.value.size)
+    dtype = property(lambda self: self.value.dtype)
+    T = property(lambda self: _transpose(self))
+
+    def __len__(self):
+        return len(self.value)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
+
+    def __bool__(self):  # as an ndarray: only a one-element array has a truth value
+        return bool(self.value)
+
+    def backward(self, seed=None, retain_graph=False):
+        """Reverse sweep from this array, seeded with ``seed`` (the adjoint
+        of every element: this is d sum(seed * self)). The seed may be left
+        out for a one-element array."""
+        if seed is None:
+            if self.size != 1:
+                raise ValueError("backward() of an array with more than one element needs a "
+                                 "seed of its shape (or reduce it first, e.g. .sum())")
+            seed = 1.0
+        seed = np.broadcast_to(np.asarray(seed, dtype=np.float64), self.shape)
+        if self._tape is None:  # d leaf / d leaf = identity
+            self._grad = self._grad + seed
+            return
+        _backward(self._tape, self._index, seed, retain_graph)
+
+    def __repr__(self):
+        body = np.array2string(self.value, separator=", ", prefix="Array(")
+        if self._tape is None:
+            return f"Array({body})"
+        return f"Array({body}, op={_NAME[self._tape.op[self._index]]}, row={self._index})"
+
+    # -- operators: NumPy semantics, recorded -----------------------------------
+
+    def __add__(self, other): return _map("add", self, other)
+    def __radd__(self, other): return _map("add", other, self)
+    def __sub__(self, other): return _map("sub", self, other)
+    def __rsub__(self, other): return _map("sub", other, self)
+    def __mul__(self, other): return _map("mul", self, other)
+    def __rmul__(self, other): return _map("mul", other, self)
+    def __truediv__(self, other): return _map("div", self, other)
+    def __rtruediv__(self, other): return _map("div", other, self)
+    def __pow__(self, other): return power(self, other)
+    def __rpow__(self, other): return _map("power", other, self)
+    def __matmul__(self, other): return _matmul(self, other)
+    def __rmatmul__(self, other): return _matmul(other, self)
+    def __neg__(self): return _map("neg", self)
+    def __pos__(self): return self
+    def __abs__(self): return _map("abs", self)
+
+    # Comparisons compare values, elementwise: an ndarray of bools, no rows.
+    def __lt__(self, other): return self.value < _operand(other)[1]
+    def __le__(self, other): return self.value <= _operand(other)[1]
+    def __gt__(self, other): return self.value > _operand(other)[1]
+    def __ge__(self, other): return self.value >= _operand(other)[1]
+    def __eq__(self, other): return self.value == _operand(other)[1]
+    def __ne__(self, other): return self.value != _operand(other)[1]
+    __hash__ = object.__hash__  # by identity: Arrays are graph nodes
+
+    def __getitem__(self, key):
+        return _getitem(self, key)
+
+    # -- methods, as on ndarray -------------------------------------------------
+
+    def sum(self, axis=None, keepdims=False): return _reduce("sum", self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _reduce("amax", self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _reduce("amin", self, axis, keepdims)
+    def prod(self, axis=None, keepdims=False): return _reduce("prod", self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return _reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    def swapaxes(self, axis1, axis2): return _swapaxes(self, axis1, axis2)
+    def squeeze(self, axis=None): return _squeeze(self, axis)
+    def ravel(self): return _reshape(self, (-1,))
+    def flatten(self): return _reshape(self, (-1,))
+    def dot(self, other): return _dot(self, other)
+    def clip(self, lo, hi): return clip(self, lo, hi)
+
+    def item(self):
+        """The single element of a one-element array, as a scalar (elem) row."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a one-element array, this one has shape {self.shape}")
+        return _elem(self, 0)
+
+    # -- NumPy's protocols ------------------------------------------------------
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a tracked Array cannot become a plain ndarray (its derivatives "
+                        "would be lost); use .value for the numbers")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _numpy_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        impl = _NUMPY_FUNCTIONS.get(func)
+        if impl is None:
+            raise TypeError(f"fastad.reference does not implement numpy.{func.__name__} on "
+                            "tracked values (the result would lose its derivative); apply it "
+                            "to .value if no derivative is needed")
+        return impl(*args, **kwargs)
+
+
+def _tracked(v):
+    return isinstance(v, (Var, Array))
+
+
+def _holds_tracked(v):
+    """Whether a list / tuple / object array holds a Var or an Array."""
+    if _tracked(v):
+        return True
+    if isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.dtype == object):
+        return any(_holds_tracked(e) for e in v)
+    return False
+
+
+def _operand(v):
+    """``(handle, value)`` of an argument of an array op: the handle is the
+    Var or Array (None for a constant), the value its float or ndarray.
+    Lists and object arrays holding Vars become a ``stack`` row."""
+    if _tracked(v):
+        return v, v.value
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        if v.size == 0:
+            return None, np.zeros(v.shape)
+        return _operand(_reshape(stack(list(v.reshape(-1))), v.shape))
+    if isinstance(v, (list, tuple)) and _holds_tracked(v):
+        return _operand(stack(v))
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"
+                        + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
+    return None, (a.astype(np.float64) if a.ndim else float(a))
+
+
+def _record(name, handles, value, c=0.0, aux=None):
+    """Append one array row for op ``name`` of ``handles`` (Var, Array, or
+    None for a constant) with its already computed value; return a Var for
+    a scalar value, an Array otherwise. With no tracked argument nothing is
+    recorded: the plain value comes back. A variadic op (concatenate,
+    stack) has a = b = -1 and keeps its argument rows in aux[0]."""
+    if not any(_tracked(h) for h in handles):
+        return value if np.ndim(value) else float(value)
+    tape = _tape_of([h for h in handles if _tracked(h)])
+    rows = [_row_of(tape, h) for h in handles]
+    if ops.BY_NAME[name].arity == -1:
+        a = b = -1
+        aux = (rows, aux)
+    else:
+        a, b = (rows + [-1, -1])[:2]
+    is_array = np.ndim(value) > 0
+    value = _frozen(value) if is_array else float(value)
+    tape.has_arrays = True
+    i = tape.append(_CODE[name], a, b, float(c), value)
+    tape.aux[i] = aux  # (None is a parameter too: the index of a[None])
+    return Array._node(tape, i) if is_array else Var._node(tape, i)
+
+
+def _row_of(tape, h):
+    """The row of a handle on ``tape`` (an input row for a leaf); -1 for a
+    constant."""
+    if h is None:
+        return -1
+    return tape.input_row(h) if h._tape is None else h._index
+
+
+# -- elementwise: one `map` row, the scalar op's code in c --------------------
+
+# The NumPy ufunc that computes each scalar op's value elementwise. Ops NumPy
+# lacks (erf, sigmoid, relu) apply the scalar FORWARD rule element by element.
+_NUMPY_UFUNC = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+    "power": np.power, "neg": np.negative, "square": np.square, "sqrt": np.sqrt,
+    "cbrt": np.cbrt, "exp": np.exp, "expm1": np.expm1, "log": np.log,
+    "log1p": np.log1p, "log2": np.log2, "log10": np.log10, "sin": np.sin,
+    "cos": np.cos, "tan": np.tan, "arcsin": np.arcsin, "arccos": np.arccos,
+    "arctan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
+    "abs": np.abs, "sign": np.sign, "maximum": np.maximum, "minimum": np.minimum,
+    "arctan2": np.arctan2, "hypot": np.hypot,
+    "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+    "eq": np.equal, "ne": np.not_equal,
+}
+
+
+def _elementwise(fn, nout, *arrays):
+    """Apply a scalar Python function to every element (with broadcasting);
+    float64 result(s)."""
+    out = np.frompyfunc(fn, len(arrays), nout)(*arrays)
+    if nout == 1:
+        return np.asarray(out, dtype=np.float64)
+    return tuple(np.asarray(o, dtype=np.float64) for o in out)
+
+
+def _map(name, *args):
+    """Scalar op ``name`` applied elementwise with broadcasting: one ``map``
+    row, ``c`` = the op's code, aux = the constant arguments' values (None
+    in the slots of tracked ones)."""
+    pairs = [_operand(v) for v in args]
+    values = [v for _, v in pairs]
+    ufunc = _NUMPY_UFUNC.get(name)
+    with np.errstate(all="ignore"):  # IEEE results, as the scalar ops give
+        if ufunc is not None:
+            value = ufunc(*values)
+        else:
+            value = _elementwise(FORWARD[name], 1, *values)
+    value = np.asarray(value, dtype=np.float64)
+    constants = tuple(None if h is not None else v for h, v in pairs)
+    return _record("map", [h for h, _ in pairs], value, _CODE[name], constants)
+
+
+# -- linear algebra ---------------------------------------------------------
+
+def _matmul(x, y):
+    """x @ y with np.matmul's rules (1-d operands, stacks of matrices):
+    one ``matmul`` row, aux = the constant operands."""
+    (hx, vx), (hy, vy) = _operand(x), _operand(y)
+    if np.ndim(vx) == 0 or np.ndim(vy) == 0:
+        raise ValueError("matmul: an operand is a scalar; use * to scale")
+    value = np.matmul(vx, vy)
+    return _record("matmul", [hx, hy], value, 0.0,
+                   (vx if hx is None else None, vy if hy is None else None))
+
+
+def _dot(x, y):
+    """np.dot for scalars, vectors and matrices."""
+    nx, ny = np.ndim(_operand(x)[1]), np.ndim(_operand(y)[1])
+    if nx > 2 or ny > 2:
+        raise TypeError("the reference's dot takes 1-d and 2-d arrays; use matmul or einsum")
+    if nx == 0 or ny == 0:
+        return _map("mul", x, y)
+    return _matmul(x, y)
+
+
+def _outer(x, y):
+    """np.outer: a column times a row."""
+    return _map("mul", _reshape(x, (-1, 1)), _reshape(y, (1, -1)))
+
+
+def _einsum_subscripts(subscripts, ndim_x, ndim_y):
+    """(x's, y's, output's) index letters of a two-operand einsum."""
+    s = subscripts.replace(" ", "")
+    if "." in s:
+        raise TypeError("the reference's einsum does not take ellipses (...)")
+    inputs, arrow, out = s.partition("->")
+    parts = inputs.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"einsum subscripts {subscripts!r} do not name two operands")
+    xs, ys = parts
+    if len(xs) != ndim_x or len(ys) != ndim_y:
+        raise ValueError(f"einsum subscripts {subscripts!r} do not fit operands of "
+                         f"{ndim_x} and {ndim_y} dimensions")
+    if len(set(xs)) != len(xs) or len(set(ys)) != len(ys):
+        raise TypeError("the reference's einsum does not take an index repeated "
+                        "within one operand (a diagonal)")
+    if not arrow:  # implicit output: the indices used once, alphabetically
+        out = "".join(sorted(ch for ch in set(xs + ys) if (xs + ys).count(ch) == 1))
+    return xs, ys, out
+
+
+def _einsum(subscripts, *operands):
+    """np.einsum of one or two operands (one: einsum("ij->j", x) is
+    einsum("ij,->j", x, 1.0)). aux = (xs, ys, out, constant operands)."""
+    if len(operands) == 1:
+        if "->" in subscripts:
+            subscripts = subscripts.replace("->", ",->", 1)
+        else:
+            subscripts = subscripts + ","
+        operands = (operands[0], 1.0)
+    if len(operands) != 2:
+        raise TypeError("the reference's einsum takes one or two operands")
+    (hx, vx), (hy, vy) = _operand(operands[0]), _operand(operands[1])
+    xs, ys, out = _einsum_subscripts(subscripts, np.ndim(vx), np.ndim(vy))
+    value = np.einsum(f"{xs},{ys}->{out}", vx, vy)
+    return _record("einsum", [hx, hy], value, 0.0,
+                   (xs, ys, out, vx if hx is None else None, vy if hy is None else None))
+
+
+# -- reductions -------------------------------------------------------------
+
+def _axes(axis, ndim):
+    """``axis`` (None, an int or a tuple) as a sorted tuple of axes >= 0."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"axis {ax} is out of bounds for an array of {ndim} dimensions")
+    out = tuple(sorted(int(ax) % ndim for ax in axes))
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated axis in {axis!r}")
+    return out
+
+
+_REDUCE = {"sum": np.sum, "amax": np.max, "amin": np.min, "prod": np.prod}
+
+
+def _reduce(name, x, axis=None, keepdims=False):
+    """A reduction (sum, amax, amin, prod) over ``axis``: one row, aux =
+    (the reduced axes, keepdims). Reducing to one number gives a Var."""
+    hx, vx = _operand(x)
+    vx = np.asarray(vx, dtype=np.float64)
+    axes = _axes(axis, vx.ndim)
+    value = _REDUCE[name](vx, axis=axes, keepdims=keepdims)
+    return _record(name, [hx], value, 0.0, (axes, keepdims))
+
+
+def _mean(x, axis=None, keepdims=False):
+    """The sum times 1/count (a ``map`` mul row after the ``sum`` row)."""
+    total = _reduce("sum", x, axis, keepdims)
+    n = np.size(_operand(x)[1]) // max(np.size(_operand(total)[1]), 1)
+    return _map("mul", total, 1.0 / n if n else NAN)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over ``axis``, without overflow: the maximum m is
+    taken out first, log(sum(exp(x - m))) + m. One ``logsumexp`` row, aux
+    = (the reduced axes, keepdims)."""
+    hx, vx = _operand(x)
+    vx = np.asarray(vx, dtype=np.float64)
+    axes = _axes(axis, vx.ndim)
+    m = np.max(vx, axis=axes, keepdims=True) if vx.size else np.zeros((1,) * vx.ndim)
+    m = np.where(np.isfinite(m), m, 0.0)  # all -inf (or an inf): nothing to take out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.log(np.sum(np.exp(vx - m), axis=axes, keepdims=True)) + m
+    if not keepdims:
+        value = value.reshape([n for k, n in enumerate(value.shape) if k not in axes])
+    return _record("logsumexp", [hx], value, 0.0, (axes, keepdims))
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x, axis, keepdims=True): stable at large inputs."""
+    return _map("sub", x, logsumexp(x, axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    """exp(log_softmax(x, axis)): entries in [0, 1] summing to 1 along axis."""
+    return _map("exp", log_softmax(x, axis))
+
+
+# -- shapes and indexing ----------------------------------------------------
+
+def _reshape(x, shape):
+    hx, vx = _operand(x)
+    return _record("reshape", [hx], np.reshape(vx, shape))
+
+
+def _transpose(x, axes=None):
+    """np.transpose: aux = the permutation (None: reverse the axes)."""
+    hx, vx = _operand(x)
+    if axes is not None:
+        axes = tuple(int(a) % np.ndim(vx) for a in axes)
+    return _record("transpose", [hx], np.transpose(vx, axes), 0.0, axes)
+
+
+def _swapaxes(x, axis1, axis2):
+    axes = list(range(np.ndim(_operand(x)[1])))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return _transpose(x, axes)
+
+
+def _expand_dims(x, axis):
+    return _reshape(x, np.expand_dims(_operand(x)[1], axis).shape)
+
+
+def _squeeze(x, axis=None):
+    return _reshape(x, np.squeeze(_operand(x)[1], axis).shape)
+
+
+def _elem(x, k):
+    """Element ``k`` of x's flattened value: a scalar ``elem`` row, k in c."""
+    return _record("elem", [x], float(x.value.reshape(-1)[k]), float(k))
+
+
+def _getitem(x, key):
+    """x[key] (basic or advanced indexing). One element is an ``elem`` row;
+    anything else a ``getitem`` row with the key in aux."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if any(_holds_tracked(k) for k in parts):
+        raise TypeError("an index must be made of ints, slices or integer arrays, "
+                        "not tracked values")
+    # lists become arrays, so a later change to the caller's list cannot
+    # change the recorded key (and NumPy reads them as advanced indices)
+    parts = tuple(np.array(k) if isinstance(k, list) else k for k in parts)
+    key = parts if isinstance(key, tuple) else parts[0]
+    hx, vx = _operand(x)
+    if isinstance(key, numbers.Integral) and np.ndim(vx) == 1 and hx is not None:
+        n = len(vx)  # a[i] of a vector, the element loop: no index arithmetic
+        if not -n <= key < n:
+            raise IndexError(f"index {key} is out of bounds for an array of length {n}")
+        return _elem(x, int(key) % n)
+    value = vx[key]
+    if np.ndim(value) == 0 and hx is not None:  # one element: an elem row
+        return _elem(x, int(np.arange(vx.size).reshape(vx.shape)[key]))
+    return _record("getitem", [hx], value, 0.0, key)
+
+
+def concatenate(arrays, axis=0):
+    """np.concatenate of Arrays, Vars, ndarrays and numbers (a scalar is a
+    piece of length 1; axis=None flattens every piece first). One
+    ``concatenate`` row; aux = (argument rows, (axis, each piece's shape))."""
+    pairs = [_operand(v) for v in arrays]
+    if not pairs:
+        raise ValueError("concatenate needs at least one array")
+    pieces = [np.atleast_1d(v) for _, v in pairs]
+    if axis is None:
+        pieces = [p.reshape(-1) for p in pieces]
+    ax = 0 if axis is None else axis
+    value = np.concatenate(pieces, axis=ax)
+    ax = ax % value.ndim
+    shapes = [np.shape(v) for _, v in pairs]
+    return _record("concatenate", [h for h, _ in pairs], value, 0.0,
+                   (ax, [p.shape[ax] for p in pieces], shapes))
+
+
+def stack(values, axis=0):
+    """An Array from Vars, Arrays, ndarrays or numbers stacked along a new
+    axis, as np.stack: ``stack([x, x * x])``. One ``stack`` row; aux =
+    (argument rows, (axis, each piece's shape))."""
+    pairs = [_operand(v) for v in values]
+    if not pairs:
+        raise ValueError("stack needs at least one value")
+    value = np.stack([np.asarray(v, dtype=np.float64) for _, v in pairs], axis=axis)
+    return _record("stack", [h for h, _ in pairs], value, 0.0,
+                   (axis % value.ndim, [np.shape(v) for _, v in pairs]))
+
+
+def _where(cond, x, y):
+    """np.where(cond, x, y): one ``where`` row, aux = the condition (bools;
+    a tracked condition counts by value, no guard)."""
+    c = np.asarray(cond.value if _tracked(cond) else _operand(cond)[1], dtype=bool)
+    (hx, vx), (hy, vy) = _operand(x), _operand(y)
+    value = np.where(c, vx, vy).astype(np.float64)
+    return _record("where", [hx, hy], value, 0.0, c)
+
+
+# -- NumPy's protocols ------------------------------------------------------
+
+_UFUNC_NAME = {ufunc: name for name, ufunc in _NUMPY_UFUNC.items()}
+_UFUNC_NAME.update({np.divide: "div", np.absolute: "abs", np.fabs: "abs",
+                    np.float_power: "power", np.fmax: "maximum", np.fmin: "minimum"})
+
+
+def _object_scalar(v):
+    """A Var in a 0-d object array, so that NumPy's object loop calls it."""
+    box = np.empty((), dtype=object)
+    box[()] = v
+    return box
+
+
+def _numpy_ufunc(ufunc, method, inputs, kwargs):
+    """A NumPy ufunc on Vars / Arrays (``__array_ufunc__`` of both): the
+    scalar op on numbers and Vars, a ``map`` row with an array among the
+    arguments; comparisons compare values."""
+    if method != "__call__" or kwargs:
+        how = f".{method}" if method != "__call__" else f" with {', '.join(kwargs)}"
+        raise TypeError(f"fastad.reference does not implement numpy.{ufunc.__name__}{how} "
+                        "on tracked values; apply it to .value if no derivative is needed")
+    if ufunc is np.positive:
+        return inputs[0]
+    if ufunc is np.matmul:
+        return _matmul(*inputs)
+    name = _UFUNC_NAME.get(ufunc)
+    if name is None:
+        raise TypeError(f"fastad.reference does not implement numpy.{ufunc.__name__} on "
+                        "tracked values; apply it to .value if no derivative is needed")
+    if all(isinstance(v, (Var, numbers.Real)) for v in inputs):  # scalars
+        if name in ops.GUARDS:
+            return _operator(name, *inputs)
+        return power(*inputs) if name == "power" else _apply(name, *inputs)
+    if any(isinstance(v, np.ndarray) and v.dtype == object for v in inputs) and not any(
+            isinstance(v, Array) for v in inputs):
+        # an object array of Vars: NumPy's own semantics, element by element
+        fn = np.frompyfunc(lambda *xs: ufunc(*xs), len(inputs), 1)
+        return fn(*[_object_scalar(v) if isinstance(v, Var) else v for v in inputs])
+    if name in ops.GUARDS:
+        return ufunc(*[_operand(v)[1] for v in inputs])
+    return _map(name, *inputs)
+
+
+def _unsupported(fn, **kwargs):
+    """NumPy keyword arguments the reference does not take (out=, dtype=,
+    where= ...) must be left unset."""
+    for key, value in kwargs.items():
+        if value is not None and value is not np._NoValue:
+            raise TypeError(f"fastad.reference: numpy.{fn}() with {key}= is not "
+                            "supported on tracked values")
+
+
+def _np_reduction(name):
+    def reduction(a, axis=None, dtype=None, out=None, keepdims=False, **rest):
+        _unsupported(name, dtype=dtype, out=out, **rest)
+        return _reduce(name, a, axis, bool(keepdims))
+    return reduction
+
+
+def _np_mean(a, axis=None, dtype=None, out=None, keepdims=False, **rest):
+    _unsupported("mean", dtype=dtype, out=out, **rest)
+    return _mean(a, axis, bool(keepdims))
+
+
+def _np_reshape(a, shape=None, *args, **kwargs):
+    return _reshape(a, shape if shape is not None else kwargs.get("newshape"))
+
+
+def _np_clip(a, a_min=None, a_max=None, out=None, **kwargs):
+    _unsupported("clip", out=out)
+    lo = kwargs.get("min", a_min)
+    hi = kwargs.get("max", a_max)
+    if lo is not None and lo is not np._NoValue:
+        a = maximum(a, lo)
+    if hi is not None and hi is not np._NoValue:
+        a = minimum(a, hi)
+    return a
+
+
+# The NumPy functions the reference implements on tracked values.
+_NUMPY_FUNCTIONS = {
+    np.sum: _np_reduction("sum"), np.max: _np_reduction("amax"),
+    np.amax: _np_reduction("amax"), np.min: _np_reduction("amin"),
+    np.amin: _np_reduction("amin"), np.prod: _np_reduction("prod"), np.mean: _np_mean,
+    np.reshape: _np_reshape,
+    np.transpose: lambda a, axes=None: _transpose(a, axes),
+    np.swapaxes: _swapaxes,
+    np.expand_dims: _expand_dims,
+    np.squeeze: lambda a, axis=None: _squeeze(a, axis),
+    np.ravel: lambda a, order="C": _reshape(a, (-1,)),
+    np.concatenate: lambda arrays, axis=0, out=None, **k: concatenate(arrays, axis),
+    np.stack: lambda arrays, axis=0, out=None, **k: stack(arrays, axis),
+    np.where: lambda cond, x, y: where(cond, x, y),
+    np.clip: _np_clip,
+    np.outer: lambda a, b, out=None: _outer(a, b),
+    np.einsum: lambda subscripts, *operands, **k: _einsum(subscripts, *operands),
+    np.dot: lambda a, b, out=None: _dot(a, b),
+    np.shape: lambda a: np.shape(_operand(a)[1]),
+    np.ndim: lambda a: np.ndim(_operand(a)[1]),
+    np.size: lambda a, axis=None: np.size(_operand(a)[1], axis),
+}
+
+
+# ---------------------------------------------------------------------------
+# The derivatives of the array ops
+# ---------------------------------------------------------------------------
+#
+# Each rule receives the tape, the row i, its adjoint g (an ndarray of the
+# row's shape, or a float for a scalar-valued row), and the adjoint list; it
+# adds g times the row's Jacobian, a vector-Jacobian product, into each
+# tracked argument's adjoint (``_pass``). Everything is written from the
+# definitions; nothing is shared with the compiled core's rules.
+
+def _value(tape, row, constant):
+    """An argument's value: its row's value, or the constant kept in aux."""
+    return tape.val[row] if row >= 0 else constant
+
+
+def _pass(tape, adj, row, d):
+    """Add ``d`` into the adjoint of ``row`` (nothing for a constant, -1):
+    a float for a scalar row, an ndarray of the row's shape otherwise."""
+    if row < 0:
+        return
+    if isinstance(tape.val[row], np.ndarray):
+        if not isinstance(adj[row], np.ndarray):  # first contribution
+            adj[row] = np.zeros(tape.val[row].shape)
+        adj[row] += d
+    else:
+        adj[row] += float(d)
+
+
+def _unbroadcast(d, shape):
+    """Sum ``d`` down to ``shape``: where NumPy broadcast an argument (new
+    leading axes, axes of length 1), its adjoint is the sum over the copies."""
+    d = np.asarray(d, dtype=np.float64)
+    while d.ndim > len(shape):
+        d = d.sum(axis=0)
+    for k, n in enumerate(shape):
+        if n == 1 and d.shape[k] != 1:
+            d = d.sum(axis=k, keepdims=True)
+    return d.reshape(shape)
+
+
+def _times(g, d):
+    """g * d elementwise, with 0 wherever g is 0: an elementwise op is one
+    scalar op per element, and each obeys the absolute-zero rule."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.asarray(g) == 0.0, 0.0, np.multiply(g, d))
+
+
+def _d_elem(tape, i, g, adj):
+    """w = x.flat[k]: dx.flat[k] += g."""
+    x = tape.a[i]
+    if not isinstance(adj[x], np.ndarray):
+        adj[x] = np.zeros(tape.val[x].shape)
+    adj[x].reshape(-1)[int(tape.c[i])] += g
+
+
+def _d_map(tape, i, g, adj):
+    """w = f(x, y) elementwise: dx = g * df/dx, dy = g * df/dy, each summed
+    back to its argument's shape. The partials are the scalar op's own
+    (DERIVATIVES), applied element by element."""
+    name = _NAME[int(tape.c[i])]
+    rows = [tape.a[i], tape.b[i]][:_ARITY[int(tape.c[i])]]
+    values = [_value(tape, r, k) for r, k in zip(rows, tape.aux[i])]
+    rule = DERIVATIVES[name]
+    if len(rows) == 1:
+        partials = [_elementwise(lambda x, f: rule(x, None, f), 1, values[0], tape.val[i])]
+    else:
+        partials = _elementwise(rule, 2, values[0], values[1], tape.val[i])
+    for r, v, d in zip(rows, values, partials):
+        if r >= 0:
+            _pass(tape, adj, r, _unbroadcast(_times(g, d), np.shape(v)))
+
+
+def _d_matmul(tape, i, g, adj):
+    """W = X @ Y: dX = G @ Y^T, dY = X^T @ G (per matrix of a stack; batch
+    axes summed back). A 1-d X is a row (1, n) and a 1-d Y a column (n, 1),
+    as np.matmul treats them; their unit axis is added to G and dropped
+    from the result."""
+    cx, cy = tape.aux[i]
+    X, Y = _value(tape, tape.a[i], cx), _value(tape, tape.b[i], cy)
+    G = np.asarray(g, dtype=np.float64)
+    X2 = X[np.newaxis, :] if X.ndim == 1 else X
+    Y2 = Y[:, np.newaxis] if Y.ndim == 1 else Y
+    if Y.ndim == 1:  # (first: for vector @ vector, G is 0-d)
+        G = np.expand_dims(G, -1)
+    if X.ndim == 1:
+        G = np.expand_dims(G, -2)
+    dX = G @ np.swapaxes(Y2, -1, -2)
+    dY = np.swapaxes(X2, -1, -2) @ G
+    if X.ndim == 1:
+        dX = dX[..., 0, :]
+    if Y.ndim == 1:
+        dY = dY[..., :, 0]
+    _pass(tape, adj, tape.a[i], _unbroadcast(dX, X.shape))
+    _pass(tape, adj, tape.b[i], _unbroadcast(dY, Y.shape))
+
+
+def _d_einsum(tape, i, g, adj):
+    """w[out] = sum x[xs] y[ys]: dx[xs] = sum g[out] y[ys] over the indices
+    not in xs, itself an einsum; an index of xs found nowhere else was
+    summed by the forward einsum, so dx is the same along it (broadcast).
+    Likewise for y."""
+    xs, ys, out, cx, cy = tape.aux[i]
+    X, Y = _value(tape, tape.a[i], cx), _value(tape, tape.b[i], cy)
+    G = np.asarray(g, dtype=np.float64)
+    for row, mine, me, other_subs, other in ((tape.a[i], xs, X, ys, Y),
+                                             (tape.b[i], ys, Y, xs, X)):
+        if row < 0:
+            continue
+        have = "".join(ch for ch in mine if ch in out or ch in other_subs)
+        d = np.einsum(f"{out},{other_subs}->{have}", G, other)
+        d = d.reshape([n if ch in have else 1 for ch, n in zip(mine, np.shape(me))])
+        _pass(tape, adj, row, np.broadcast_to(d, np.shape(me)))
+
+
+def _kept(g, axes, keepdims):
+    """A reduction's output (or adjoint) with the reduced axes kept as
+    length 1, so that it broadcasts against the input."""
+    g = np.asarray(g, dtype=np.float64)
+    return g if keepdims else np.expand_dims(g, axes)
+
+
+def _d_sum(tape, i, g, adj):
+    """w = sum x over axes: every x in a sum gets the sum's adjoint."""
+    axes, keepdims = tape.aux[i]
+    x = tape.a[i]
+    _pass(tape, adj, x, np.broadcast_to(_kept(g, axes, keepdims), np.shape(tape.val[x])))
+
+
+def _d_extremum(tape, i, g, adj):
+    """w = max (or min) x over axes: the adjoint goes to the elements equal
+    to the result; k tied elements get 1/k of it each (a nan result: the
+    nans share it)."""
+    axes, keepdims = tape.aux[i]
+    x = tape.a[i]
+    X = tape.val[x]
+    f = _kept(tape.val[i], axes, keepdims)
+    winners = (X == f) | (np.isnan(X) & np.isnan(f))
+    count = winners.sum(axis=axes, keepdims=True)
+    _pass(tape, adj, x, np.where(winners, _kept(g, axes, keepdims) / count, 0.0))
+
+
+def _product_of_others(X, axes):
+    """For each element x_j, the product of the other elements of its
+    reduction, without dividing (exact when some x are 0): the product of
+    those before j times the product of those after j."""
+    keep = [k for k in range(X.ndim) if k not in axes]
+    order = keep + list(axes)
+    moved = np.transpose(X, order)
+    flat = moved.reshape(moved.shape[:len(keep)] + (-1,))
+    if flat.shape[-1] == 0:
+        return np.zeros(X.shape)
+    ones = np.ones(flat.shape[:-1] + (1,))
+    before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    others = (before * after).reshape(moved.shape)
+    return np.transpose(others, np.argsort(order))
+
+
+def _d_prod(tape, i, g, adj):
+    """w = prod x over axes: dw/dx_j = the product of the other x."""
+    axes, keepdims = tape.aux[i]
+    x = tape.a[i]
+    _pass(tape, adj, x, _kept(g, axes, keepdims) * _product_of_others(tape.val[x], axes))
+
+
+def _d_logsumexp(tape, i, g, adj):
+    """w = log sum exp x over axes: dw/dx_j = exp(x_j - w), the softmax."""
+    axes, keepdims = tape.aux[i]
+    x = tape.a[i]
+    softmax_x = np.exp(tape.val[x] - _kept(tape.val[i], axes, keepdims))
+    _pass(tape, adj, x, _kept(g, axes, keepdims) * softmax_x)
+
+
+def _d_reshape(tape, i, g, adj):
+    """Same elements, another shape: the adjoint reshaped back."""
+    x = tape.a[i]
+    _pass(tape, adj, x, np.reshape(g, np.shape(tape.val[x])))
+
+
+def _d_transpose(tape, i, g, adj):
+    """w = x with axes permuted by p: the adjoint permuted back by p^-1."""
+    axes = tape.aux[i]  # None: the axes were reversed
+    inverse = None if axes is None else np.argsort(axes)
+    _pass(tape, adj, tape.a[i], np.transpose(g, inverse))
+
+
+def _d_getitem(tape, i, g, adj):
+    """w = x[key]: the adjoint scattered back into x's shape; an element
+    picked twice gets both adjoints (np.add.at does not overwrite)."""
+    x = tape.a[i]
+    d = np.zeros(np.shape(tape.val[x]))
+    np.add.at(d, tape.aux[i], g)
+    _pass(tape, adj, x, d)
+
+
+def _d_concatenate(tape, i, g, adj):
+    """The adjoint cut back into the pieces, each in its own shape."""
+    rows, (axis, lengths, shapes) = tape.aux[i]
+    cuts = np.cumsum(lengths)[:-1]
+    for row, piece, shape in zip(rows, np.split(np.asarray(g), cuts, axis=axis), shapes):
+        _pass(tape, adj, row, piece.reshape(shape))
+
+
+def _d_stack(tape, i, g, adj):
+    """The adjoint taken apart along the stacking axis."""
+    rows, (axis, shapes) = tape.aux[i]
+    pieces = np.moveaxis(np.asarray(g), axis, 0)
+    for row, piece, shape in zip(rows, pieces, shapes):
+        _pass(tape, adj, row, piece.reshape(shape))
+
+
+def _d_where(tape, i, g, adj):
+    """w = cond ? x : y elementwise: the adjoint goes to x where cond holds,
+    to y elsewhere (each summed back to its shape)."""
+    cond = tape.aux[i]
+    for row, chosen in ((tape.a[i], cond), (tape.b[i], ~cond)):
+        if row >= 0:
+            d = np.where(chosen, g, 0.0)
+            _pass(tape, adj, row, _unbroadcast(d, np.shape(tape.val[row])))
+
+
+# The rule of every array op, indexed by op code (None: no rule to apply).
+_ARRAY_RULES = [None] * len(ops.OPS)
+for _name, _rule in {
+        "elem": _d_elem, "map": _d_map, "matmul": _d_matmul, "sum": _d_sum,
+        "amax": _d_extremum, "amin": _d_extremum, "prod": _d_prod,
+        "reshape": _d_reshape, "transpose": _d_transpose, "getitem": _d_getitem,
+        "concatenate": _d_concatenate, "stack": _d_stack, "where": _d_where,
+        "einsum": _d_einsum, "logsumexp": _d_logsumexp}.items():
+    _ARRAY_RULES[_CODE[_name]] = _rule
 
 # ---------------------------------------------------------------------------
 # Functional transforms
@@ -658,12 +1652,15 @@ def _tree_map(fn, tree):
 
 
 def _make_leaf(x):
-    if isinstance(x, Var):
-        raise TypeError("the reference grad() takes floats, not Vars "
-                        "(it does not nest grad)")
+    """A float becomes a Var leaf, an ndarray an Array leaf."""
+    if isinstance(x, (Var, Array)):
+        raise TypeError("the reference grad() takes floats and ndarrays, not Vars or "
+                        "Arrays (it does not nest grad)")
+    if isinstance(x, np.ndarray):
+        return Array(x)  # raises TypeError for a non-real dtype
     if not isinstance(x, numbers.Real):
-        raise TypeError(f"grad() arguments must be floats or nested "
-                        f"lists / tuples / dicts of floats, got {type(x).__name__}")
+        raise TypeError(f"grad() arguments must be floats, ndarrays or nested lists / "
+                        f"tuples / dicts of them, got {type(x).__name__}")
     return Var(x)
 
 
@@ -679,18 +1676,24 @@ def value_and_grad(f, argnums=0):
         for n in nums:
             args[n] = leaves[n]
         with Tape():
-            out = f(*args, **kwargs)
-        out = _scalar_output(out)
+            out = _scalar_output(f(*args, **kwargs))
         if isinstance(out, Var) and out._tape is not None:
+            out._tape.check_usable()
             adj = out._tape.sweep(out._index)  # no side effect on other leaves
             row_of = out._tape._row_of_leaf
 
-            def gradient(leaf):  # an unused argument has no INPUT row: 0
+            def adjoint(leaf):  # an unused argument has no input row: 0
                 row = row_of.get(id(leaf))
                 return adj[row] if row is not None else 0.0
         else:  # a leaf or a constant: 1 for that very leaf, 0 otherwise
-            def gradient(leaf):
+            def adjoint(leaf):
                 return 1.0 if leaf is out else 0.0
+
+        def gradient(leaf):  # a float for a Var, an ndarray for an Array
+            g = adjoint(leaf)
+            if isinstance(leaf, Array):
+                return np.array(np.broadcast_to(g, leaf.shape), dtype=np.float64)
+            return float(g)
         grads = tuple(_tree_map(gradient, leaves[n]) for n in nums)
         return float(out), grads[0] if isinstance(argnums, int) else grads
     return wrapped
@@ -706,8 +1709,15 @@ def grad(f, argnums=0):
 
 
 def _scalar_output(out):
+    """The output of f under grad: a Var or a number (a one-element Array
+    counts as its single element)."""
     if isinstance(out, (Var, numbers.Real)):
         return out
+    if isinstance(out, Array):
+        if out.size != 1:
+            raise ValueError(f"grad needs a function with a scalar output, got an Array "
+                             f"of shape {out.shape}; for a vector output use jacobian (or vjp)")
+        return out.item()
     if isinstance(out, np.ndarray) and out.size == 1:
         return _scalar_output(out.reshape(-1)[0])
     if isinstance(out, (list, tuple, np.ndarray)):

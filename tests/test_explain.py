@@ -78,10 +78,10 @@ def test_seed_example_text(engine):
 def test_log_example(engine):
     rows, gradient, _ = rows_of(
         lambda x1, x2: engine.log(x1) + x1 * x2 - engine.sin(x2), 2.0, 5.0, engine=engine)
-    # x1 is recorded at its first use (log), x2 only when the product needs it
+    # explain lists the inputs first (w1 = x1, w2 = x2), as textbook tables do
     assert [r["definition"] for r in rows] == [
-        "x1", "log(w1)", "x2", "w1 * w3", "w2 + w4", "sin(w3)", "w5 - w6"]
-    assert rows[1]["partials"] == {"w1": 0.5}
+        "x1", "x2", "log(w1)", "w1 * w2", "w3 + w4", "sin(w2)", "w5 - w6"]
+    assert rows[2]["partials"] == {"w1": 0.5}
     assert rows[6]["partials"] == {"w5": 1.0, "w6": -1.0}
     assert gradient == {"x1": pytest.approx(5.5, rel=1e-15),
                         "x2": pytest.approx(1.7163378145367738, rel=1e-15)}
@@ -89,10 +89,10 @@ def test_log_example(engine):
 
 # --- details ------------------------------------------------------------------
 
-def test_labels_follow_argument_position_not_first_use(engine):
+def test_inputs_come_first_in_argument_order(engine):
     rows, gradient, _ = rows_of(lambda x1, x2: x2 * x1, 2.0, 3.0, engine=engine)
-    assert [r["label"] for r in rows[:2]] == ["x2", "x1"]
-    assert rows[2]["definition"] == "w1 * w2"
+    assert [r["label"] for r in rows[:2]] == ["x1", "x2"]  # not the order of first use
+    assert rows[2]["definition"] == "w2 * w1"
     assert list(gradient.items()) == [("x1", 3.0), ("x2", 2.0)]  # argument order
 
 
