@@ -43,6 +43,7 @@ cdef class Tape:
     cdef int add_leaf(self, object leaf, node_t row) except -1
     cdef int sweep(self, node_t out, object seed, bint deposit) except -1
     cdef int sweep_arrays(self, node_t out) except -1
+    cdef int find_nan_adjoint(self, node_t out) except -1
     cdef void shrink(self)
     cdef void reset(self)
 

@@ -203,6 +203,8 @@ cdef class Tape:
             self.adj[out] = seed
             with nogil:
                 reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, NULL)
+        if _debug_nans:
+            self.find_nan_adjoint(out)
         if not deposit:
             return 0
         for k in range(len(self.leaves)):
@@ -242,6 +244,29 @@ cdef class Tape:
                 i -= 1
         finally:
             free(elem_adj)
+        return 0
+
+    cdef int find_nan_adjoint(self, node_t out) except -1:
+        """debug_nans: walking rows in sweep order, the first scalar row whose
+        adjoint is a number but which passed a nan to an argument raises."""
+        cdef node_t i, ia, ib
+        cdef double g, x, y
+        cdef Partials d
+        for i in range(out, -1, -1):
+            g = self.adj[i]
+            ia, ib = self.a[i], self.b[i]
+            if g != g or g == 0.0 or self.op[i] >= FIRST_ARRAY_OP or (ia < 0 and ib < 0):
+                continue
+            x = self.val[ia] if ia >= 0 else self.c[i]
+            y = self.val[ib] if ib >= 0 else self.c[i]
+            d = op_partials(self.op[i], x, y, self.val[i], ib >= 0)
+            if (ia >= 0 and g * d.dx != g * d.dx) or (ib >= 0 and g * d.dy != g * d.dy):
+                args = (x, y)
+                if _ops_table.OPS[self.op[i]].arity == 1:
+                    args = (x,)
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan at op '{_ops_table.OPS[self.op[i]].name}' "
+                    f"(row {i}) with inputs {args} and adjoint {g}")
         return 0
 
     # -- for the array rules (fastad/array_rules.py): one row at a time --
@@ -1371,6 +1396,12 @@ cdef class Array:
         body = np.array2string(self.value, separator=", ", prefix="Array(")
         return f"Array({body})" if self.tape is None else f"Array({body}, row={self.idx})"
 
+    def __bool__(self):
+        if self.value.size != 1:
+            raise ValueError("the truth value of an array with more than one element is ambiguous; "
+                             "use .value.any() or .value.all()")
+        return bool(self.value.reshape(-1)[0])
+
     def __array__(self, dtype=None, copy=None):
         raise TypeError("a tracked fad.Array cannot be turned into a plain ndarray (that would "
                         "drop its derivatives); use .value for the numbers")
@@ -1458,24 +1489,31 @@ def map_value(int op, x, y=None):
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-def map_partials(int op, x, y, f):
-    """(df/dx, df/dy) elementwise, broadcast to f's shape: the same rules
-    the scalar sweep uses, for an array row's backward pass."""
+def map_vjp(int op, x, y, f, g):
+    """(g * df/dx, g * df/dy) elementwise, broadcast to f's shape: an array
+    row's backward pass, by the same C rules as the scalar sweep and with its
+    absolute-zero rule per element (a zero adjoint passes exactly 0)."""
     xs = np.asarray(x, np.float64)
     ys = xs if y is None else np.asarray(y, np.float64)
-    xb, yb, fb = np.broadcast_arrays(xs, ys, np.asarray(f, np.float64))
-    dx = np.empty(fb.shape)
-    dy = np.empty(fb.shape)
-    cdef double[::1] dxv = dx.reshape(-1), dyv = dy.reshape(-1)
+    xb, yb, fb, gb = np.broadcast_arrays(xs, ys, np.asarray(f, np.float64), np.asarray(g, np.float64))
+    gx = np.empty(fb.shape)
+    gy = np.empty(fb.shape)
+    cdef double[::1] gxv = gx.reshape(-1), gyv = gy.reshape(-1)
     cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
     cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
     cdef const double[::1] fv = np.ascontiguousarray(fb).reshape(-1)
+    cdef const double[::1] gv = np.ascontiguousarray(gb).reshape(-1)
     cdef Py_ssize_t i
     cdef op_t code = op
     cdef Partials d
+    cdef bint need_dy = y is not None
     with nogil:
-        for i in range(dxv.shape[0]):
-            d = op_partials(code, xv[i], yv[i], fv[i], True)
-            dxv[i] = d.dx
-            dyv[i] = d.dy
-    return dx, dy
+        for i in range(gxv.shape[0]):
+            if gv[i] == 0.0:
+                gxv[i] = 0.0
+                gyv[i] = 0.0
+                continue
+            d = op_partials(code, xv[i], yv[i], fv[i], need_dy)
+            gxv[i] = gv[i] * d.dx
+            gyv[i] = gv[i] * d.dy
+    return gx, gy

@@ -5,7 +5,7 @@ Each function computes its value with NumPy and appends one array row
 Python numbers and plain ndarrays are constants (kept in the row's aux),
 Vars are scalar rows, Arrays are array rows, and all mix in one graph.
 Elementwise ops are one `map` row whose `c` is the scalar op code, so they
-share their derivatives with the scalar core (map_partials).
+share their derivatives with the scalar core (map_vjp).
 """
 import numpy as np
 

@@ -4,12 +4,12 @@ The compiled sweep stops at an array row and calls `backward(tape, i)`;
 the rule reads the row's adjoint g, its arguments' values and its aux
 parameters, and adds one contribution into each argument's adjoint.
 Elementwise rows (`map`) take their partials from the scalar core's own
-rules (map_partials), so each scalar op's derivative is written once.
+rules (map_vjp), so each scalar op's derivative is written once.
 """
 import numpy as np
 
 from fastad import ops as _ops
-from fastad._core import map_partials
+from fastad._core import map_vjp
 
 
 def unbroadcast(g, shape):
@@ -47,13 +47,12 @@ def _add(tape, row, g):
 def _map(tape, i, a, b, c, aux, g):
     consts = aux if aux is not None else (None, None)
     x, y = _args(tape, a, b, *consts)
-    f = tape._value(i)
-    dx, dy = map_partials(int(c), x, y, f)
-    g = np.asarray(g)
+    gx, gy = map_vjp(int(c), x, y if b >= 0 or aux is not None and aux[1] is not None else None,
+                     tape._value(i), g)
     if a >= 0:
-        _add(tape, a, unbroadcast(g * dx, np.shape(x)))
+        _add(tape, a, unbroadcast(gx, np.shape(x)))
     if b >= 0:
-        _add(tape, b, unbroadcast(g * dy, np.shape(y)))
+        _add(tape, b, unbroadcast(gy, np.shape(y)))
 
 
 def _matmul(tape, i, a, b, c, aux, g):

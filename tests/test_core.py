@@ -482,3 +482,19 @@ def test_debug_nans_reports_where_nan_is_made_not_where_it_flows():
         assert math.isnan(z.value)
         with pytest.raises(FloatingPointError, match="'sub'"):
             fad.Var(math.inf) - math.inf
+
+
+def test_debug_nans_names_the_op_that_made_nan_in_the_reverse_sweep():
+    # (-2) ** y is 4 at y = 2, but d/dy = f log(-2) is nan: the forward sweep is
+    # clean and the reverse sweep makes the first nan, at the power row.
+    x, y = fad.Var(-2.0), fad.Var(2.0)
+    fad.debug_nans(True)
+    try:
+        z = (x ** y) * 3.0
+        with pytest.raises(FloatingPointError, match="reverse sweep.*'power'.*-2.0, 2.0"):
+            z.backward()
+    finally:
+        fad.debug_nans(False)
+    z2 = (x ** y) * 3.0  # off: the IEEE answer
+    z2.backward()
+    assert math.isnan(y.grad) and x.grad == -12.0

@@ -7,7 +7,9 @@ with a corrupted trace that must raise ValueError, never crash.
 """
 import math
 import pickle
+import os
 import subprocess
+import tempfile
 import sys
 import threading
 
@@ -380,7 +382,11 @@ def test_out_k_out_of_range_is_an_error_not_a_crash():
         "    else:\n"
         "        print('no error')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # Run beside the fastad these tests imported (an installed one under CI), not the source tree.
+    package_parent = os.path.dirname(os.path.dirname(fad.__file__))
+    env = dict(os.environ, PYTHONPATH=package_parent)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir(), env=env)
     assert proc.returncode == 0, f"crashed with return code {proc.returncode}: {proc.stderr[-500:]}"
     assert proc.stdout.count("raised") == 3, proc.stdout
 

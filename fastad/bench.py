@@ -1,0 +1,239 @@
+"""``python -m fastad bench [--quick|--full]``: the compiled core against the
+pure-Python reference and plain Python floats, as a Markdown table.
+
+The workloads and the timed phases are those of ``fastad/_workloads.py``
+(shared with the pytest-benchmark suite in ``benchmarks/``). Timing is
+self-contained: ``time.perf_counter``, each figure the median of several
+repeats, each repeat long enough for the clock (short bodies are looped).
+Times are per call of the workload (one gradient, one training step ...).
+"""
+import argparse
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+from . import _workloads as W
+
+# Per workload and pass: (seconds one timed repeat of a body should at
+# least last, seconds of repeats to aim for, fewest repeats, most repeats).
+# The reference pass gets fewer: its 1M-node DAG takes ~25 s a repeat.
+BUDGET = {("quick", "fast"): (0.005, 1.0, 5, 15), ("quick", "ref"): (0.005, 1.0, 3, 15),
+          ("full", "fast"): (0.05, 10.0, 5, 25), ("full", "ref"): (0.05, 10.0, 3, 25)}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _once(ph, loops):
+    """Seconds per call of one timed repeat of a Phase (setup untimed)."""
+    if ph.setup:
+        args = ph.setup()
+        t0 = time.perf_counter()
+        ph.run(*args)
+        return (time.perf_counter() - t0) / ph.calls
+    run = ph.run
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        run()
+    return (time.perf_counter() - t0) / (loops * ph.calls)
+
+
+def time_group(phases, mode, which="fast"):
+    """Median seconds per call of each Phase in ``{key: Phase}``.
+
+    The bodies' repeats are interleaved (a, b, c, a, b, c, ...), so a slow
+    drift of the machine (frequency, neighbours, allocator state) falls on
+    every body alike and the ratios between them stay honest.
+    """
+    round_s, budget_s, min_rep, max_rep = BUDGET[mode, which]
+    gc.collect()
+    loops, cost = {}, 0.0
+    for key, ph in phases.items():
+        t0 = time.perf_counter()
+        first = _once(ph, 1) * ph.calls  # warm-up, and a first estimate
+        cost += time.perf_counter() - t0  # setup included: it is paid every repeat
+        loops[key] = 1 if ph.setup else max(1, math.ceil(round_s / max(first, 1e-9)))
+        cost += first * (loops[key] - 1)
+    repeats = int(min(max_rep, max(min_rep, budget_s / max(cost, 1e-9))))
+    times = {key: [] for key in phases}
+    for _ in range(repeats):
+        for key, ph in phases.items():
+            times[key].append(_once(ph, loops[key]))
+    return {key: statistics.median(ts) for key, ts in times.items()}
+
+
+def fmt_time(s):
+    if s is None:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "n/a"
+    return f"{r:,.0f}x" if r >= 100 else f"{r:.3g}x"
+
+
+def _ratio(num, den):
+    return num / den if num and den else None
+
+
+def run(mode="quick", only=None, out=sys.stdout, err=sys.stderr):
+    """Time every workload; print the report to ``out``; return the medians."""
+    fast, ref = W.engines()
+    if fast is None:
+        print("fastad bench: the compiled core (fastad._core) is not built, timing the "
+              "reference alone; build it with `python setup.py build_ext --inplace`",
+              file=err)
+    wls = [w for w in W.catalogue(quick=mode == "quick") if not only or w.name in only]
+    gc.collect()
+    gc.freeze()  # the workloads' program rows are not what is timed: keep them out of GC passes
+    medians, tapes, start = {}, {}, time.perf_counter()
+    # Two passes: floats and the core first, the reference after. Recording
+    # millions of Python objects leaves the allocator's heap fragmented for
+    # the rest of the process, which slows later float code by up to 2x
+    # (the core much less); so the reference must not run before the
+    # fastad/float ratios are taken. Within a pass, bodies interleave.
+    for engines in ([W.FLOAT, fast], [ref]):
+        engines = [e for e in engines if e is not None]
+        title = " + ".join(e.name for e in engines)
+        for wl in wls:
+            t_wl = time.perf_counter()
+            bodies = {}
+            for eng in engines:
+                for ph in (W.PHASES if eng.is_ad else ("eval",)):
+                    bodies[(wl.name, eng.name, ph)] = W.phase(wl, eng, ph)
+                if eng.is_ad and (eng is fast or fast is None):
+                    tapes[wl.name] = W.tape_info(wl, eng)
+            print(f"[bench] {title}: {wl.label} ...", end="", file=err, flush=True)
+            medians.update(time_group(bodies, mode, "ref" if ref in engines else "fast"))
+            print(f" {time.perf_counter() - t_wl:.1f} s", file=err, flush=True)
+
+    print(f"# fastad bench ({mode})\n", file=out)
+    for line in header():
+        print(line, file=out)
+    print(file=out)
+    for line in report(wls, medians, tapes, W.row_bytes(fast or ref)):
+        print(line, file=out)
+    print(f"\n(total time {time.perf_counter() - start:.1f} s)", file=out)
+    return medians
+
+
+def _loadavg():
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (OSError, AttributeError):  # not on every platform
+        return "n/a"
+
+
+def header():
+    """Machine lines that head a report."""
+    return [
+        f"- CPU: {cpu_model()} ({os.cpu_count()} logical cores)",
+        f"- Python: {platform.python_implementation()} {platform.python_version()} "
+        f"on {platform.system()} {platform.machine()}",
+        f"- load average: {_loadavg()} (other work on the machine skews the times)",
+        "- times are medians per call of the workload; `float` is the same Python code on floats",
+        "- phases: record = leaves + forward (implicit tape); sweep = backward() alone; "
+        "grad = whole gradient via grad() (mlp: one training step)",
+    ]
+
+
+def report(wls, medians, tapes, layout=None):
+    """The Markdown tables and the target lines, as a list of lines.
+
+    ``medians[(workload, engine, phase)]`` is seconds per call (engines
+    ``fastad``, ``reference``, and ``float`` with phase ``eval``);
+    ``tapes[workload]`` is :func:`fastad._workloads.tape_info`'s dict,
+    ``layout`` :func:`fastad._workloads.row_bytes` of the same engine.
+    Used by ``python -m fastad bench`` and by ``benchmarks/conftest.py``.
+    """
+    lines = ["| workload | nodes | phase | fastad | reference | float "
+             "| reference/fastad | fastad/float |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for wl in wls:
+        fl = medians.get((wl.name, "float", "eval"))
+        rows = tapes.get(wl.name, {}).get("rows")
+        for ph in W.PHASES:
+            f = medians.get((wl.name, "fastad", ph))
+            r = medians.get((wl.name, "reference", ph))
+            if f is None and r is None:
+                continue
+            lines.append(f"| {wl.label} | {rows or 0:,} | {ph} | {fmt_time(f)} | {fmt_time(r)} "
+                         f"| {fmt_time(fl)} | {fmt_ratio(_ratio(r, f))} | {fmt_ratio(_ratio(f, fl))} |")
+    have_fast = any(e == "fastad" for _, e, _ in medians)
+    engine = "fastad" if have_fast else "reference"
+    lines += ["", f"| workload | {engine} tape rows | tape.nbytes | bytes/row recorded "
+                  "| bytes/row swept | record ns/row | sweep ns/row | grad ns/row |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    per = lambda v: f"{v:.1f}" if v is not None else "n/a"  # noqa: E731
+    for wl in wls:
+        t = tapes.get(wl.name)
+        if not t or not t["rows"]:
+            continue
+        rows = t["rows"]
+
+        def ns(ph):
+            m = medians.get((wl.name, engine, ph))
+            return f"{m / rows * 1e9:.1f}" if m else "n/a"
+
+        nb = f"{t['nbytes']:,}" if t["nbytes"] is not None else "n/a"
+        lines.append(f"| {wl.label} | {rows:,} | {nb} | {per(t['bytes_per_row'])} "
+                     f"| {per(t['bytes_per_row_swept'])} | {ns('record')} | {ns('sweep')} "
+                     f"| {ns('grad')} |")
+    if layout:
+        lines += ["", f"Row layout of the {engine} tape (from its growth): {per(layout[0])} bytes "
+                      f"per row of capacity, {per(layout[1])} with adjoints. bytes/row above is "
+                      "tape.nbytes / len(tape): capacity slack included (a small tape may sit in "
+                      "a bigger one's recycled arrays)."]
+    if have_fast:
+        lines += ["", "Targets (reported, not asserted):", ""]
+        lines += [f"- {line}" for line in W.check_targets(medians, tapes, layout)]
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m fastad bench",
+        description="Time fastad against its pure-Python reference and plain floats.")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small sizes, well under a minute (the default)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="full sizes: chain 100k, DAG 1M, Rosenbrock 10k, MLP 100 points")
+    parser.add_argument("--only", metavar="NAMES",
+                        help=f"comma-separated workloads, of: {', '.join(W.NAMES)}")
+    if argv is None:
+        argv = sys.argv[1:]
+    argv = list(argv)
+    if argv[:1] == ["bench"]:
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    only = None
+    if args.only:
+        only = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = only - set(W.NAMES)
+        if unknown:
+            parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; "
+                         f"expected: {', '.join(W.NAMES)}")
+    run(args.mode or "quick", only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
