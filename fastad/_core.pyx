@@ -49,6 +49,10 @@ cdef struct Storage:  # a tape's arrays, parked between tapes
     double* c
     double* val
     Py_ssize_t cap
+    double* adj
+    Py_ssize_t adj_cap
+    node_t* in_rows
+    Py_ssize_t in_cap
 
 cdef Storage _spare  # zero: empty
 
@@ -73,6 +77,7 @@ cdef class Tape:
         if _spare.cap > 0:  # take the parked arrays
             self.op, self.a, self.b, self.c, self.val = _spare.op, _spare.a, _spare.b, _spare.c, _spare.val
             self.cap = _spare.cap
+            self.adj, self.adj_cap, self.in_rows, self.in_cap = _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap
             _spare.cap = 0
         else:
             self.op = <op_t*>malloc(FIRST_ROWS * sizeof(op_t))
@@ -95,13 +100,14 @@ cdef class Tape:
         _next_serial += 1
 
     def __dealloc__(self):
-        if self.cap <= SPARE_MAX_ROWS and _spare.cap == 0:
+        if self.cap <= SPARE_MAX_ROWS and self.adj_cap <= SPARE_MAX_ROWS and _spare.cap == 0:
             _spare.op, _spare.a, _spare.b, _spare.c, _spare.val = self.op, self.a, self.b, self.c, self.val
             _spare.cap = self.cap
+            _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap = self.adj, self.adj_cap, self.in_rows, self.in_cap
         else:
             free(self.op); free(self.a); free(self.b); free(self.c); free(self.val)
-        free(self.adj)
-        free(self.in_rows)
+            free(self.adj)
+            free(self.in_rows)
 
     cdef int grow(self) except -1:
         if self.n >= self.max_rows:
@@ -335,11 +341,12 @@ cdef class Tape:
             self.adj_cap = 0
         self.n = 0
         self.adj_n = 0
-        self.leaves = []
-        self.obj = {}
-        self.aux = {}
-        self.arr_adj = None
-        self.has_arrays = False
+        del self.leaves[:]
+        if self.has_arrays:
+            self.obj = {}
+            self.aux = {}
+            self.arr_adj = None
+            self.has_arrays = False
         self.consumed = False
         self.serial = _next_serial
         _next_serial += 1
@@ -1135,8 +1142,9 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         call_args[k] = made
         leaves.append(made)
     cdef _ThreadState st = thread_state()
+    cdef Tape t = Tape()  # its arrays come from the last tape's (the spare slot)
     st.saved.append((st.tape, st.implicit))
-    st.tape = Tape()
+    st.tape = t
     st.implicit = False
     try:
         out = f(*call_args, **kwargs)

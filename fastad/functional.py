@@ -73,10 +73,17 @@ def value_and_grad(f, argnums=0):
     (9.0, 6.0)
     """
     nums = _Argnums(argnums)
+    resolved, single = nums.resolved, nums.single
 
     @functools.wraps(f)
     def value_and_grad_f(*args, **kwargs):
-        return _value_and_grad(f, nums, args, kwargs, "value_and_grad")
+        # The common case in as few Python frames as possible: per-call
+        # overhead is what a small function's gradient costs.
+        k = resolved.get(len(args)) or nums(len(args))
+        simple = value_and_grad_simple(f, args, k, kwargs)
+        if simple is None:
+            return _value_and_grad(f, nums, args, kwargs, "value_and_grad")
+        return simple[0], (simple[1][0] if single else tuple(simple[1]))
     return value_and_grad_f
 
 
@@ -91,10 +98,15 @@ def grad(f, argnums=0):
     {'w': 9.0, 'b': 12.0}
     """
     nums = _Argnums(argnums)
+    resolved, single = nums.resolved, nums.single
 
     @functools.wraps(f)
     def grad_f(*args, **kwargs):
-        return _value_and_grad(f, nums, args, kwargs, "grad")[1]
+        k = resolved.get(len(args)) or nums(len(args))
+        simple = value_and_grad_simple(f, args, k, kwargs)
+        if simple is None:
+            return _value_and_grad(f, nums, args, kwargs, "grad")[1]
+        return simple[1][0] if single else tuple(simple[1])
     return grad_f
 
 
