@@ -44,6 +44,10 @@ def flatten(tree, where="argument", var_type=None):
         if isinstance(node, dict):
             keys = tuple(node)
             return (dict, keys, tuple(walk(node[k], f"{path}[{k!r}]") for k in keys))
+        if type(node).__module__ == "fastad._core":
+            raise TypeError(f"{path} is a recorded fastad {type(node).__name__}: differentiating a "
+                            "function that itself takes gradients (grad of grad) is not supported "
+                            "yet; for second derivatives use fad.hessian or fad.hvp")
         raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
                         "float64 arrays, and lists / tuples / dicts of them")
 
@@ -59,21 +63,12 @@ def size(treedef):
     return sum(size(kid) for kid in treedef[-1])
 
 
-def unflatten(treedef, items, array_dtype=np.float64):
-    """The tree of `treedef` with its numbers taken in order from `items`:
-    floats for numbers, arrays of `array_dtype` for arrays."""
-    it = iter(items)
-
+def rebuild(treedef, leaf):
+    """The structure of `treedef`, with leaf(td) called for each number
+    ("f") and each array (("a", shape)), in order."""
     def build(td):
-        if td == "f":
-            v = next(it)
-            return float(v) if array_dtype is np.float64 else v
-        if td[0] == "a":
-            n = math.prod(td[1])
-            out = np.empty(n, dtype=array_dtype)
-            for k in range(n):
-                out[k] = next(it)
-            return out.reshape(td[1])
+        if td == "f" or td[0] == "a":
+            return leaf(td)
         if td[0] is dict:
             return {k: build(kid) for k, kid in zip(td[1], td[2])}
         kind, kids = td
@@ -85,23 +80,28 @@ def unflatten(treedef, items, array_dtype=np.float64):
     return build(treedef)
 
 
+def unflatten(treedef, items, array_dtype=np.float64):
+    """The tree of `treedef` with its numbers taken in order from `items`:
+    floats for numbers, arrays of `array_dtype` for arrays."""
+    it = iter(items)
+
+    def leaf(td):
+        if td == "f":
+            v = next(it)
+            return float(v) if array_dtype is np.float64 else v
+        out = np.empty(math.prod(td[1]), dtype=array_dtype)
+        for k in range(out.size):
+            out[k] = next(it)
+        return out.reshape(td[1])
+
+    return rebuild(treedef, leaf)
+
+
 def unflatten_parts(treedef, parts):
     """The tree of `treedef` with one part per number *or array* (as
     flatten returned them, or leaves / gradients made from them)."""
     it = iter(parts)
-
-    def build(td):
-        if td == "f" or td[0] == "a":
-            return next(it)
-        if td[0] is dict:
-            return {k: build(kid) for k, kid in zip(td[1], td[2])}
-        kind, kids = td
-        made = [build(kid) for kid in kids]
-        if kind is list:
-            return made
-        return kind(*made) if hasattr(kind, "_fields") else kind(made)
-
-    return build(treedef)
+    return rebuild(treedef, lambda td: next(it))
 
 
 def numbers(parts):

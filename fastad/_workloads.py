@@ -23,12 +23,19 @@ run, engine and machine sees the same graph. The ideas (bounded chains, a
 DAG whose output sums its sinks) follow the peers benchmark's workloads.
 This module imports neither the core nor the reference: engines come in
 through :func:`engines`.
+
+Two more sections follow the scalar workloads: ``arrays`` (NumPy code on
+``fad.Array``, against the same code on plain ndarrays, engine ``NUMPY``)
+and ``compile`` (``fad.compile``'s replays against recording with
+``fad.grad``); see the comments at their headings.
 """
 import contextlib
 import math
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+import numpy as np
 
 # --- sizes ------------------------------------------------------------------
 
@@ -501,4 +508,366 @@ def check_targets(medians, tapes, layout=None):
         lines.append(f"{'met ' if per <= bound else 'MISS'}  <= {bound:.0f} bytes of tape per node, "
                      f"tape.nbytes / len(tape) after the sweep on the biggest tape: {w} "
                      f"({rows:,} rows) {per:.1f} B/row")
+    return lines
+
+
+# === arrays (issue "arrays"): NumPy code on fad.Array ======================
+#
+# The same NumPy code runs on plain ndarrays (engine ``numpy``: no
+# gradient, the floor), on ``fastad.Array`` and on ``fastad.reference.Array``.
+# Model code reaches the engine only through ``m.log_softmax`` (NumPy has
+# none); everything else is ``np.*``, ``@`` and methods, which the Array
+# types take over through ``__array_ufunc__`` / ``__array_function__``.
+
+ARRAY_NAMES = ("iris", "mlp784", "ops10", "elemloop")
+ARRAY_SIZES = {
+    "full": {"mlp784": 64, "elemloop": 10_000},
+    "quick": {"mlp784": 16, "elemloop": 1_000},
+}
+MLP784_SIZES = (784, 256, 10)
+SMALL_OPS, SMALL_LEN = 100, 10  # ops10: 100 elementwise ops on 10-element arrays
+
+# The timed bodies of each array workload, (engine, phase), floors first.
+# Phases: ``eval`` the code on ndarrays (``numpy``) or, for the element
+# loop's list variant, on a list of floats (``float``); ``record`` the
+# forward on Arrays (implicit tape, graph dropped); ``grad`` the gradient
+# (iris, mlp784: ``value_and_grad`` over the parameter dict; ops10 and the
+# element loop: leaves + forward + ``backward()``); ``*-list`` the element
+# loop on a list of scalar Vars instead of one Array.
+_AD_ARRAY_PHASES = {"elemloop": ("record", "grad", "record-list", "grad-list")}
+ARRAY_BODIES = {
+    name: ([("numpy", "eval")] + ([("float", "eval")] if name == "elemloop" else [])
+           + [(e, ph) for e in ("fastad", "reference")
+              for ph in _AD_ARRAY_PHASES.get(name, ("record", "grad"))])
+    for name in ARRAY_NAMES
+}
+ARRAY_PHASE_LABELS = {
+    "iris": {"record": "forward on Arrays", "grad": "value_and_grad step"},
+    "mlp784": {"record": "forward on Arrays", "grad": "value_and_grad step"},
+    "ops10": {"record": "record, per op", "grad": "record + backward, per op"},
+    "elemloop": {"record": "Array: record", "grad": "Array: record + backward",
+                 "record-list": "list of Vars: record",
+                 "grad-list": "list of Vars: record + backward"},
+}
+
+
+def np_log_softmax(z, axis=-1):
+    """log_softmax on ndarrays, as one writes it without an AD library."""
+    z = z - np.max(z, axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+class _NumpyMath:
+    """The ``m`` of the NumPy floor: ndarrays in, no tape."""
+    Array = staticmethod(np.asarray)
+    log_softmax = staticmethod(np_log_softmax)
+
+
+NUMPY = Engine("numpy", _NumpyMath)
+
+
+def softmax_loss(params, X, Y, m):
+    """Softmax regression: mean(-sum(Y * log_softmax(X @ W + B)))."""
+    Z = X @ params["W"] + params["B"]
+    return np.mean(-np.sum(Y * m.log_softmax(Z), axis=1))
+
+
+def mlp784_loss(params, X, Y, m):
+    """A tanh MLP with a softmax cross-entropy (examples/mlp_numpy.py's model)."""
+    h = np.tanh(X @ params["W1"] + params["b1"])
+    Z = h @ params["W2"] + params["b2"]
+    return np.mean(-np.sum(Y * m.log_softmax(Z), axis=1))
+
+
+def small_ops(a, b, m=None):
+    """SMALL_OPS elementwise ops (five kinds, values kept in [-2, 2]), then a sum."""
+    y = a
+    for _ in range(SMALL_OPS // 5):
+        y = y * b
+        y = np.sin(y)
+        y = y + b
+        y = np.tanh(y)
+        y = y - a
+    return y.sum()
+
+
+def pair_loop(a, m=None):
+    """Element by element: s = s + a[i] * a[i+1] (a 1-d Array, ndarray or list)."""
+    s = 0.0
+    for i in range(len(a) - 1):
+        s = s + a[i] * a[i + 1]
+    return s
+
+
+def load_iris():
+    """X (150, 4) in cm and the one-hot species Y (150, 3), from fastad/data/iris.csv."""
+    import csv
+    import io
+    from importlib import resources
+    text = resources.files("fastad").joinpath("data/iris.csv").read_text(encoding="utf-8")
+    body = [r for r in list(csv.reader(io.StringIO(text)))[1:] if r]
+    X = np.array([[float(v) for v in r[:4]] for r in body])
+    Y = np.eye(3)[[int(r[4]) for r in body]]
+    return X, Y
+
+
+@lru_cache(maxsize=None)
+def make_array(name, size=None, seed=0):
+    """One array workload; ``x0`` holds the inputs (parameter dict, arrays)."""
+    if size is None and name in ARRAY_SIZES["full"]:
+        size = ARRAY_SIZES["full"][name]
+    rng = np.random.default_rng(seed)
+    if name == "iris":
+        X, Y = load_iris()
+        params = {"W": rng.normal(0.0, 0.1, (4, 3)), "B": np.zeros(3)}
+        return Workload("iris", "iris softmax regression 150x4, 3 classes",
+                        softmax_loss, params, len(X), info={"X": X, "Y": Y})
+    if name == "mlp784":
+        n_in, n_hid, n_out = MLP784_SIZES
+        X = rng.normal(size=(size, n_in))
+        Y = np.eye(n_out)[rng.integers(0, n_out, size)]
+        params = {"W1": rng.normal(0.0, n_in ** -0.5, (n_in, n_hid)), "b1": np.zeros(n_hid),
+                  "W2": rng.normal(0.0, n_hid ** -0.5, (n_hid, n_out)), "b2": np.zeros(n_out)}
+        return Workload("mlp784", f"mlp 784-256-10 tanh + softmax CE, batch {size}",
+                        mlp784_loss, params, size, info={"X": X, "Y": Y})
+    if name == "ops10":
+        ab = (rng.uniform(-1.0, 1.0, SMALL_LEN), rng.uniform(-1.0, 1.0, SMALL_LEN))
+        return Workload("ops10", f"{SMALL_OPS} elementwise ops on {SMALL_LEN}-element arrays",
+                        small_ops, ab, SMALL_LEN, calls=SMALL_OPS)
+    if name == "elemloop":
+        return Workload("elemloop", f"element loop s = s + a[i]*a[i+1], n={size:,}",
+                        pair_loop, rng.uniform(-1.0, 1.0, size), size)
+    raise ValueError(f"unknown array workload {name!r}; expected one of {ARRAY_NAMES}")
+
+
+def array_catalogue(quick=False):
+    sizes = ARRAY_SIZES["quick" if quick else "full"]
+    return [make_array(name, sizes.get(name)) for name in ARRAY_NAMES]
+
+
+def array_phase(wl, engine, name):
+    """The body timing phase ``name`` of array workload ``wl`` on ``engine``
+    (``NUMPY`` or ``FLOAT`` for ``eval``, else an AD engine)."""
+    fn, m = wl.fn, engine.m
+    if wl.name in ("iris", "mlp784"):
+        params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
+        if name == "eval":
+            return Phase(lambda: fn(params, X, Y, m))
+        if name == "record":
+            Array = m.Array
+            return Phase(lambda: fn({k: Array(v) for k, v in params.items()}, X, Y, m))
+        if name == "grad":
+            vg = m.value_and_grad(lambda p: fn(p, X, Y, m))
+            return Phase(lambda: vg(params))
+    elif wl.name == "ops10":
+        a0, b0 = wl.x0
+        calls = wl.calls
+        if name == "eval":
+            return Phase(lambda: fn(a0, b0), calls=calls)
+        Array = m.Array
+        if name == "record":
+            return Phase(lambda: fn(Array(a0), Array(b0)), calls=calls)
+        if name == "grad":
+            return Phase(lambda: fn(Array(a0), Array(b0)).backward(), calls=calls)
+    elif wl.name == "elemloop":
+        x0 = wl.x0
+        xl = x0.tolist()
+        if name == "eval":
+            data = xl if engine.name == "float" else x0
+            return Phase(lambda: fn(data))
+        if name == "record":
+            return Phase(lambda: fn(m.Array(x0)))
+        if name == "grad":
+            return Phase(lambda: fn(m.Array(x0)).backward())
+        Var = m.Var
+        if name == "record-list":
+            return Phase(lambda: fn([Var(v) for v in xl]))
+        if name == "grad-list":
+            return Phase(lambda: fn([Var(v) for v in xl]).backward())
+    raise ValueError(f"unknown phase {name!r} of array workload {wl.name!r}")
+
+
+def array_gradient(wl, engine):
+    """``(value, gradient)`` of an array workload on an AD engine, untimed
+    (for the agreement checks): the gradient as a dict or a list of arrays."""
+    m = engine.m
+    if wl.name in ("iris", "mlp784"):
+        X, Y = wl.info["X"], wl.info["Y"]
+        value, g = m.value_and_grad(lambda p: wl.fn(p, X, Y, m))(wl.x0)
+        return float(value), {k: np.asarray(v) for k, v in g.items()}
+    leaves = [m.Array(v) for v in (wl.x0 if wl.name == "ops10" else (wl.x0,))]
+    with engine.tape():
+        out = wl.fn(*leaves)
+    out.backward()
+    return float(out.value), [np.asarray(a.grad) for a in leaves]
+
+
+def array_floor_value(wl):
+    """The workload's value on ndarrays (no AD)."""
+    if wl.name in ("iris", "mlp784"):
+        return float(wl.fn(wl.x0, wl.info["X"], wl.info["Y"], NUMPY.m))
+    return float(wl.fn(*(wl.x0 if wl.name == "ops10" else (wl.x0,))))
+
+
+# === compile (issue "compile"): fad.compile, trace once, replay in C ========
+#
+# ``cf-rosenbrock`` and ``cf-dag`` are the scalar workloads above, compiled
+# as ``fad.compile(lambda x: fn(x, fad), x0)`` on a list of floats;
+# ``grad_batch`` is Rosenbrock n=100 over B stacked points; ``jacobian`` a
+# 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list.
+
+COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian")
+COMPILE_SIZES = {
+    "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000},
+    "quick": {"cf-rosenbrock": 1_000, "cf-dag": 20_000, "grad_batch": 500},
+}
+BATCH_N = 100  # grad_batch: Rosenbrock of this size
+JAC_N = 100
+# (engine, phase) per item; engine "cf" is the compiled function.
+_REPLAY = [("float", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("cf", "grad"),
+           ("cf", "hvp"), ("fastad", "grad"), ("reference", "grad")]
+COMPILE_BODIES = {
+    "cf-rosenbrock": _REPLAY,
+    "cf-dag": _REPLAY,
+    "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"), ("cf", "threads=None")],
+    "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
+}
+
+
+def tanh_layer(A):
+    """x -> [tanh(sum_j A[i][j] * x[j]) for i]: a dense layer as Python loops."""
+    A = tuple(tuple(row) for row in A)
+
+    def run(x, m):
+        tanh, out = m.tanh, []
+        for row in A:
+            acc = 0.0
+            for a, xj in zip(row, x):
+                acc = acc + a * xj
+            out.append(tanh(acc))
+        return out
+
+    return run
+
+
+@lru_cache(maxsize=None)
+def make_compiled(name, size=None, seed=0):
+    """One compile workload (the functions are not compiled here: that
+    needs the core, see :func:`compile_phases`)."""
+    if size is None and name in COMPILE_SIZES["full"]:
+        size = COMPILE_SIZES["full"][name]
+    if name in ("cf-rosenbrock", "cf-dag"):
+        base = make(name[3:], size, seed)
+        rng = random.Random(seed + 3)
+        return Workload(name, base.label, base.fn, base.x0, size,
+                        info={"base": base, "v": [rng.uniform(-1.0, 1.0) for _ in base.x0]})
+    if name == "grad_batch":
+        base = make("rosenbrock", BATCH_N, seed)
+        X = np.random.default_rng(seed + 4).uniform(-1.5, 1.5, (size, BATCH_N))
+        return Workload(name, f"grad_batch rosenbrock n={BATCH_N}, B={size:,}", base.fn, base.x0,
+                        size, info={"X": X})
+    if name == "jacobian":
+        rng = random.Random(seed + 5)
+        A = [[rng.gauss(0.0, JAC_N ** -0.5) for _ in range(JAC_N)] for _ in range(JAC_N)]
+        return Workload(name, f"jacobian of x -> tanh(A @ x), {JAC_N} -> {JAC_N}, Python loops",
+                        tanh_layer(A), [rng.uniform(-1.0, 1.0) for _ in range(JAC_N)], JAC_N)
+    raise ValueError(f"unknown compile workload {name!r}; expected one of {COMPILE_NAMES}")
+
+
+def compile_catalogue(quick=False):
+    sizes = COMPILE_SIZES["quick" if quick else "full"]
+    return [make_compiled(name, sizes.get(name)) for name in COMPILE_NAMES]
+
+
+def compile_phases(wl, engine):
+    """``{(engine, phase): Phase}`` for compile workload ``wl``.
+
+    With the core (``engine.name == "fastad"``) every body but the
+    reference's: the function is compiled here, once (untimed; its trace
+    rows go to ``wl.info["rows"]``). With the reference, its ``grad``
+    where the item has one (the reference has no compile)."""
+    fn = wl.fn
+    if engine.name == "reference":
+        if wl.name in ("cf-rosenbrock", "cf-dag"):
+            return {("reference", "grad"): phase(wl.info["base"], engine, "grad")}
+        return {}
+    fad = engine.m
+    cf = fad.compile(lambda x: fn(x, fad), list(wl.x0))
+    wl.info["rows"] = len(cf.traces[0].op)
+    x0 = list(wl.x0)
+    bodies = {}
+    if wl.name in ("cf-rosenbrock", "cf-dag"):
+        v = wl.info["v"]
+        bodies = {
+            ("float", "eval"): phase(wl.info["base"], FLOAT, "eval"),
+            ("cf", "eval"): Phase(lambda: cf(x0)),
+            ("cf", "value_and_grad"): Phase(lambda: cf.value_and_grad(x0)),
+            ("cf", "grad"): Phase(lambda: cf.grad(x0)),
+            ("cf", "hvp"): Phase(lambda: cf.hvp(x0, v)),
+            ("fastad", "grad"): phase(wl.info["base"], engine, "grad"),
+        }
+    elif wl.name == "grad_batch":
+        X = wl.info["X"]
+        rows = X.tolist()
+
+        def loop():
+            for row in rows:
+                cf.grad(row)
+
+        bodies = {("cf", "loop"): Phase(loop)}
+        for threads in (1, 2, None):
+            bodies[("cf", f"threads={threads}")] = Phase(
+                lambda threads=threads: cf.grad_batch(X, threads=threads))
+    elif wl.name == "jacobian":
+        jac = fad.jacobian(lambda x: fn(x, fad), mode="rev")
+        bodies = {
+            ("float", "eval"): Phase(lambda: fn(x0, math)),
+            ("cf", "fwd"): Phase(lambda: cf.jacobian(x0, mode="fwd")),
+            ("cf", "rev"): Phase(lambda: cf.jacobian(x0, mode="rev")),
+            ("fastad", "rev"): Phase(lambda: jac(x0)),
+        }
+    wl.info["cf"] = cf
+    return bodies
+
+
+# --- the targets of the arrays and compile issues (reported, not asserted) --
+
+RATIO_TARGETS = {
+    # section: (workload, (engine, phase) numerator, (engine, phase)
+    # denominator, "<=" or ">=", bound, text); the ratio is
+    # median(numerator) / median(denominator).
+    "arrays": (
+        ("ops10", ("fastad", "grad"), ("numpy", "eval"), "<=", 4.0,
+         "small arrays: record + backward per op <= 4x the plain NumPy op"),
+        ("mlp784", ("fastad", "grad"), ("numpy", "eval"), "<=", 3.5,
+         "MLP 784-256-10 gradient step <= 3.5x the NumPy forward"),
+        ("elemloop", ("fastad", "grad"), ("fastad", "grad-list"), "<=", 2.0,
+         "element loop on an Array <= 2x the same loop on a list of Vars (record + backward)"),
+    ),
+    "compile": (
+        ("cf-rosenbrock", ("fastad", "grad"), ("cf", "grad"), ">=", 20.0,
+         "cf.grad >= 20x faster than fad.grad (record + sweep)"),
+        ("cf-rosenbrock", ("cf", "value_and_grad"), ("cf", "eval"), "<=", 3.0,
+         "cf.value_and_grad <= 3x cf(x)"),
+        ("cf-dag", ("cf", "value_and_grad"), ("cf", "eval"), "<=", 3.0,
+         "cf.value_and_grad <= 3x cf(x)"),
+        ("cf-rosenbrock", ("cf", "hvp"), ("cf", "grad"), "<=", 5.0, "cf.hvp <= 5x cf.grad"),
+        ("cf-dag", ("cf", "hvp"), ("cf", "grad"), "<=", 5.0, "cf.hvp <= 5x cf.grad"),
+        ("grad_batch", ("cf", "threads=1"), ("cf", "threads=2"), ">=", 1.7,
+         "grad_batch: 2 threads >= 1.7x the single-thread throughput"),
+    ),
+}
+
+
+def check_ratio_targets(section, medians):
+    """Lines saying which of a section's targets are met; ``medians[(workload,
+    engine, phase)]`` is seconds per call."""
+    lines = []
+    for w, num, den, cmp, bound, text in RATIO_TARGETS[section]:
+        a, b = medians.get((w,) + num), medians.get((w,) + den)
+        if not a or not b:
+            continue
+        ratio = a / b
+        ok = ratio <= bound if cmp == "<=" else ratio >= bound
+        lines.append(f"{'met ' if ok else 'MISS'}  {text}: {w} {ratio:,.2f}x")
     return lines

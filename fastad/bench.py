@@ -93,43 +93,103 @@ def _ratio(num, den):
     return num / den if num and den else None
 
 
+SECTIONS = ("scalar", "arrays", "compile")
+
+
+def select(only):
+    """``{section: [workload names]}`` for ``--only``'s names (None: everything).
+    A section name selects all of its workloads."""
+    names = {"scalar": list(W.NAMES), "arrays": list(W.ARRAY_NAMES),
+             "compile": list(W.COMPILE_NAMES)}
+    if not only:
+        return names
+    return {sec: [w for w in ws if sec in only or w in only] for sec, ws in names.items()}
+
+
 def run(mode="quick", only=None, out=sys.stdout, err=sys.stderr):
-    """Time every workload; print the report to ``out``; return the medians."""
+    """Time every selected workload; print the report to ``out``; return the
+    medians, ``{section: {(workload, engine, phase): seconds per call}}``."""
     fast, ref = W.engines()
     if fast is None:
         print("fastad bench: the compiled core (fastad._core) is not built, timing the "
               "reference alone; build it with `python setup.py build_ext --inplace`",
               file=err)
-    wls = [w for w in W.catalogue(quick=mode == "quick") if not only or w.name in only]
+    quick = mode == "quick"
+    chosen = select(only)
+    wls = [w for w in W.catalogue(quick=quick) if w.name in chosen["scalar"]]
+    awls = [w for w in W.array_catalogue(quick=quick) if w.name in chosen["arrays"]]
+    cwls = [w for w in W.compile_catalogue(quick=quick) if w.name in chosen["compile"]]
     gc.collect()
     gc.freeze()  # the workloads' program rows are not what is timed: keep them out of GC passes
-    medians, tapes, start = {}, {}, time.perf_counter()
-    # Two passes: floats and the core first, the reference after. Recording
-    # millions of Python objects leaves the allocator's heap fragmented for
-    # the rest of the process, which slows later float code by up to 2x
-    # (the core much less); so the reference must not run before the
-    # fastad/float ratios are taken. Within a pass, bodies interleave.
+    medians = {sec: {} for sec in SECTIONS}
+    tapes, borrowed, start = {}, set(), time.perf_counter()
+
+    def timed(title, label, bodies, which):
+        print(f"[bench] {title}: {label} ...", end="", file=err, flush=True)
+        t0 = time.perf_counter()
+        got = time_group(bodies, mode, which) if bodies else {}
+        print(f" {time.perf_counter() - t0:.1f} s", file=err, flush=True)
+        return got
+
+    # Two passes: floats, NumPy and the core first, the reference after.
+    # Recording millions of Python objects leaves the allocator's heap
+    # fragmented for the rest of the process, which slows later float code
+    # by up to 2x (the core much less); so the reference must not run before
+    # the fastad/float ratios are taken. Within a pass, bodies interleave.
     for engines in ([W.FLOAT, fast], [ref]):
         engines = [e for e in engines if e is not None]
+        which = "ref" if ref in engines else "fast"
         title = " + ".join(e.name for e in engines)
         for wl in wls:
-            t_wl = time.perf_counter()
             bodies = {}
             for eng in engines:
                 for ph in (W.PHASES if eng.is_ad else ("eval",)):
                     bodies[(wl.name, eng.name, ph)] = W.phase(wl, eng, ph)
                 if eng.is_ad and (eng is fast or fast is None):
                     tapes[wl.name] = W.tape_info(wl, eng)
-            print(f"[bench] {title}: {wl.label} ...", end="", file=err, flush=True)
-            medians.update(time_group(bodies, mode, "ref" if ref in engines else "fast"))
-            print(f" {time.perf_counter() - t_wl:.1f} s", file=err, flush=True)
+            medians["scalar"].update(timed(title, wl.label, bodies, which))
+        if fast is None:
+            continue  # arrays and compile compare the core with the rest
+        by_name = {"float": W.FLOAT, "numpy": W.NUMPY, "fastad": fast, "reference": ref}
+        for wl in awls:
+            bodies = {(wl.name, e, ph): W.array_phase(wl, by_name[e], ph)
+                      for e, ph in W.ARRAY_BODIES[wl.name] if by_name[e] in engines
+                      or (e == "numpy" and fast in engines)}
+            medians["arrays"].update(timed(title + ("" if which == "ref" else " + numpy"),
+                                           "arrays: " + wl.label, bodies, which))
+        for wl in cwls:
+            bodies = {}
+            for (e, ph), body in W.compile_phases(wl, engines[-1]).items():
+                key = (wl.name, e, ph)
+                scalar_key = (wl.name[3:], e, ph)  # cf-dag -> dag
+                if e == "reference" and scalar_key in medians["scalar"]:
+                    # the same body was timed by the scalar section in this run
+                    medians["compile"][key] = medians["scalar"][scalar_key]
+                    borrowed.add(wl.name)
+                    continue
+                bodies[key] = body
+            gc.collect()
+            gc.freeze()  # a DAG program made here for the first time
+            medians["compile"].update(timed("compiled" if which == "fast" else title,
+                                            "compile: " + wl.label, bodies, which))
+            if which == "fast":
+                wl.info.pop("cf", None)  # a compiled 1M-node trace: let it go
 
     print(f"# fastad bench ({mode})\n", file=out)
     for line in header():
         print(line, file=out)
-    print(file=out)
-    for line in report(wls, medians, tapes, W.row_bytes(fast or ref)):
-        print(line, file=out)
+    if wls:
+        print("\n## scalar\n", file=out)
+        for line in report(wls, medians["scalar"], tapes, W.row_bytes(fast or ref)):
+            print(line, file=out)
+    if awls and medians["arrays"]:
+        print("\n## arrays\n", file=out)
+        for line in report_arrays(awls, medians["arrays"]):
+            print(line, file=out)
+    if cwls and medians["compile"]:
+        print("\n## compile\n", file=out)
+        for line in report_compile(cwls, medians["compile"], borrowed):
+            print(line, file=out)
     print(f"\n(total time {time.perf_counter() - start:.1f} s)", file=out)
     return medians
 

@@ -53,20 +53,16 @@ _SCALAR_UFUNCS = _scalar_ufuncs()
 
 def _scalarized(treedef, leaves):
     """The arguments with one Var per number, arrays as _Scalarized arrays."""
-    args = _tree.unflatten(treedef, leaves, object)
+    it = iter(leaves)
 
-    def wrap(node):
-        if isinstance(node, np.ndarray):
-            return node.view(_Scalarized)
-        if isinstance(node, (list, tuple)):
-            made = [wrap(v) for v in node]
-            return made if type(node) is list else (
-                type(node)(*made) if hasattr(type(node), "_fields") else type(node)(made))
-        if isinstance(node, dict):
-            return {k: wrap(v) for k, v in node.items()}
-        return node
+    def leaf(td):
+        if td == "f":
+            return next(it)
+        out = np.empty(td[1], dtype=object)
+        out.ravel()[:] = [next(it) for _ in range(out.size)] if out.size else []
+        return out.view(_Scalarized)
 
-    return wrap(args)
+    return _tree.rebuild(treedef, leaf)
 
 
 def record(f, treedef, x):

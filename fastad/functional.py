@@ -36,16 +36,6 @@ class _Argnums:
         return nums
 
 
-def _value_and_grad(f, argnums, args, kwargs, transform):
-    nums = argnums(len(args))
-    simple = value_and_grad_simple(f, args, nums, kwargs)
-    if simple is not None:  # numbers and flat lists of numbers: no tree walking
-        value, grads = simple
-    else:
-        value, grads = _value_and_grad_tree(f, nums, args, kwargs, transform)
-    return value, (grads[0] if argnums.single else tuple(grads))
-
-
 def _value_and_grad_tree(f, nums, args, kwargs, transform):
     args = list(args)
     trees = []
@@ -65,6 +55,24 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
     return value, [_tree.unflatten_parts(td, input_adjoints(tape, leaves)) for td, leaves in trees]
 
 
+def _transform(f, argnums, with_value):
+    """grad (with_value False) or value_and_grad of f. The common case runs
+    in as few Python frames as possible: per-call overhead is what a small
+    function's gradient costs."""
+    nums = _Argnums(argnums)
+    resolved, single = nums.resolved, nums.single
+    name = "value_and_grad" if with_value else "grad"
+
+    @functools.wraps(f)
+    def transformed(*args, **kwargs):
+        k = resolved.get(len(args)) or nums(len(args))
+        done = value_and_grad_simple(f, args, k, kwargs)  # numbers, flat lists of numbers
+        value, grads = done if done is not None else _value_and_grad_tree(f, k, args, kwargs, name)
+        grads = grads[0] if single else tuple(grads)
+        return (value, grads) if with_value else grads
+    return transformed
+
+
 def value_and_grad(f, argnums=0):
     """f's value and its gradient with respect to the arguments `argnums`.
 
@@ -72,19 +80,7 @@ def value_and_grad(f, argnums=0):
     >>> fad.value_and_grad(lambda x: x * x)(3.0)
     (9.0, 6.0)
     """
-    nums = _Argnums(argnums)
-    resolved, single = nums.resolved, nums.single
-
-    @functools.wraps(f)
-    def value_and_grad_f(*args, **kwargs):
-        # The common case in as few Python frames as possible: per-call
-        # overhead is what a small function's gradient costs.
-        k = resolved.get(len(args)) or nums(len(args))
-        simple = value_and_grad_simple(f, args, k, kwargs)
-        if simple is None:
-            return _value_and_grad(f, nums, args, kwargs, "value_and_grad")
-        return simple[0], (simple[1][0] if single else tuple(simple[1]))
-    return value_and_grad_f
+    return _transform(f, argnums, True)
 
 
 def grad(f, argnums=0):
@@ -97,17 +93,7 @@ def grad(f, argnums=0):
     >>> fad.grad(lambda p: p["w"] * p["b"] ** 2)({"w": 2.0, "b": 3.0})
     {'w': 9.0, 'b': 12.0}
     """
-    nums = _Argnums(argnums)
-    resolved, single = nums.resolved, nums.single
-
-    @functools.wraps(f)
-    def grad_f(*args, **kwargs):
-        k = resolved.get(len(args)) or nums(len(args))
-        simple = value_and_grad_simple(f, args, k, kwargs)
-        if simple is None:
-            return _value_and_grad(f, nums, args, kwargs, "grad")[1]
-        return simple[1][0] if single else tuple(simple[1])
-    return grad_f
+    return _transform(f, argnums, False)
 
 
 # -- transforms built on one recording, swept in C (fastad/compiled.py) --

@@ -493,18 +493,10 @@ def _tape_for_leaves():
 # Var: a handle on a row (or a leaf holding its own value and grad)
 # ---------------------------------------------------------------------------
 
-class Var:
-    """A scalar: a leaf ``Var(2.0)``, or a handle on a row of a tape."""
-
-    __slots__ = ("_tape", "_index", "_value", "_grad", "__weakref__")
-
-    def __init__(self, value):
-        if not (isinstance(value, (Var, numbers.Real))):
-            raise TypeError(f"Var needs a real number, got {type(value).__name__}")
-        self._tape = None  # a leaf is on no tape
-        self._index = None
-        self._value = float(value)
-        self._grad = 0.0
+class _Handle:
+    """What a Var and an Array share: a leaf (no tape) owning its value and
+    gradient, or a handle to row `index` of `tape`."""
+    __slots__ = ()
 
     @classmethod
     def _node(cls, tape, index):
@@ -525,11 +517,28 @@ class Var:
     def index(self):
         return self._index
 
-    @property
-    def value(self):
+    def _node_value(self):
         if self._tape is None:
             return self._value
         return self._tape.val[self._index]
+
+
+class Var(_Handle):
+    """A scalar: a leaf ``Var(2.0)``, or a handle on a row of a tape."""
+
+    __slots__ = ("_tape", "_index", "_value", "_grad", "__weakref__")
+
+    def __init__(self, value):
+        if not (isinstance(value, (Var, numbers.Real))):
+            raise TypeError(f"Var needs a real number, got {type(value).__name__}")
+        self._tape = None  # a leaf is on no tape
+        self._index = None
+        self._value = float(value)
+        self._grad = 0.0
+
+    @property
+    def value(self):
+        return self._node_value()
 
     @value.setter
     def value(self, v):
@@ -782,7 +791,7 @@ def _frozen(value):
     return a
 
 
-class Array:
+class Array(_Handle):
     """A float64 array: a leaf ``Array(ndarray)``, or a handle on an array
     row of a tape. Operators and NumPy functions on it record rows, with
     NumPy's broadcasting."""
@@ -801,32 +810,11 @@ class Array:
         self._value = _frozen(a)
         self._grad = np.zeros(a.shape)
 
-    @classmethod
-    def _node(cls, tape, index):
-        node = cls.__new__(cls)
-        node._tape, node._index = tape, index
-        node._value = node._grad = None
-        return node
-
     # -- state ----------------------------------------------------------------
 
     @property
-    def is_leaf(self):
-        return self._tape is None
-
-    @property
-    def tape(self):
-        return self._tape
-
-    @property
-    def index(self):
-        return self._index
-
-    @property
     def value(self):
-        if self._tape is None:
-            return self._value
-        return self._tape.val[self._index]
+        return self._node_value()
 
     @value.setter
     def value(self, v):

@@ -245,3 +245,9 @@ def test_functools_wraps():
         """the loss"""
         return x * x
     assert fad.grad(loss).__name__ == "loss" and fad.grad(loss).__doc__ == "the loss"
+
+
+def test_grad_of_grad_is_a_clear_error_pointing_to_hessian():
+    with pytest.raises(TypeError, match="grad of grad.*fad.hessian"):
+        fad.grad(fad.grad(lambda x: x * x * x))(2.0)
+    assert fad.hessian(lambda x: x[0] * x[0] * x[0])([2.0]).tolist() == [[12.0]]
