@@ -14,7 +14,6 @@ for ``<engine>`` = ``fastad`` (the compiled core) and ``reference``.
 Workloads live in ``fastad/_workloads.py``, shared with ``python -m fastad bench``.
 """
 import math
-import time
 
 import pytest
 
@@ -29,27 +28,8 @@ CASES = ([(w, "float", "eval") for w in W.NAMES]
          + [(w, "reference", ph) for w in W.NAMES for ph in W.PHASES])
 CASES.sort(key=lambda c: (c[1] == "reference", W.NAMES.index(c[0])))  # stable: keeps phase order
 
-# Seconds of rounds to aim for per body, fewest and most rounds. Full-size
-# reference bodies take seconds a round (the 1M-node DAG), so they get the
-# fewest rounds.
-BUDGET = {True: (0.3, 3, 200), False: (3.0, 3, 200)}
-MIN_ROUND_S = 0.002  # bodies faster than this are looped (pedantic iterations)
-
-
-def _rounds(ph, quick):
-    """(rounds, iterations) for a Phase, from one untimed run."""
-    budget, lo, hi = BUDGET[quick]
-    args = ph.setup() if ph.setup else ()
-    t0 = time.perf_counter()
-    ph.run(*args)
-    once = max(time.perf_counter() - t0, 1e-9)
-    iterations = 1 if ph.setup else max(1, math.ceil(MIN_ROUND_S / once))
-    rounds = int(min(hi, max(lo, budget / (once * iterations))))
-    return rounds, iterations
-
-
 @pytest.mark.parametrize("name,engine_name,phase", CASES, ids=["-".join(c) for c in CASES])
-def test_scalar(benchmark, name, engine_name, phase, catalogue, engines, quick,
+def test_scalar(benchmark, name, engine_name, phase, catalogue, engines, time_phase,
                 record_result, tape_size):
     wl = catalogue[name]
     engine = engines[engine_name]
@@ -57,7 +37,6 @@ def test_scalar(benchmark, name, engine_name, phase, catalogue, engines, quick,
         pytest.skip(f"{engine_name} is not available (is fastad._core built?)")
     benchmark.group = wl.label + (f" ({wl.calls:,} calls a round)" if wl.calls > 1 else "")
     ph = W.phase(wl, engine, phase)
-    rounds, iterations = _rounds(ph, quick)
     benchmark.extra_info.update(workload=name, engine=engine_name, phase=phase,
                                 size=wl.size, calls_per_iteration=wl.calls)
     if engine.is_ad:
@@ -65,11 +44,7 @@ def test_scalar(benchmark, name, engine_name, phase, catalogue, engines, quick,
         benchmark.extra_info.update(tape_rows=info["rows"], tape_nbytes=info["nbytes"],
                                     tape_bytes_per_row=info["bytes_per_row"],
                                     tape_bytes_per_row_swept=info["bytes_per_row_swept"])
-    if ph.setup:
-        setup = ph.setup
-        benchmark.pedantic(ph.run, setup=lambda: (setup(), {}), rounds=rounds, iterations=1)
-    else:
-        benchmark.pedantic(ph.run, rounds=rounds, iterations=iterations)
+    time_phase(benchmark, ph)
     record_result(wl, engine_name, phase, benchmark)
 
 

@@ -729,7 +729,8 @@ _REPLAY = [("float", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("cf", "
 COMPILE_BODIES = {
     "cf-rosenbrock": _REPLAY,
     "cf-dag": _REPLAY,
-    "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"), ("cf", "threads=None")],
+    "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"),
+                   ("cf", "threads=None")],
     "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
 }
 

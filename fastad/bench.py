@@ -6,6 +6,12 @@ The workloads and the timed phases are those of ``fastad/_workloads.py``
 self-contained: ``time.perf_counter``, each figure the median of several
 repeats, each repeat long enough for the clock (short bodies are looped).
 Times are per call of the workload (one gradient, one training step ...).
+
+Three sections, each a table with its targets: ``scalar`` (the scalar
+workloads, phase by phase), ``arrays`` (NumPy code on ``fad.Array`` against
+the same code on plain ndarrays) and ``compile`` (``fad.compile``'s C
+replays against recording with ``fad.grad``); ``--only`` takes section
+names as well as workload names.
 """
 import argparse
 import gc
@@ -125,9 +131,11 @@ def run(mode="quick", only=None, out=sys.stdout, err=sys.stderr):
     tapes, borrowed, start = {}, set(), time.perf_counter()
 
     def timed(title, label, bodies, which):
+        if not bodies:
+            return {}
         print(f"[bench] {title}: {label} ...", end="", file=err, flush=True)
         t0 = time.perf_counter()
-        got = time_group(bodies, mode, which) if bodies else {}
+        got = time_group(bodies, mode, which)
         print(f" {time.perf_counter() - t0:.1f} s", file=err, flush=True)
         return got
 
@@ -161,8 +169,11 @@ def run(mode="quick", only=None, out=sys.stdout, err=sys.stderr):
             bodies = {}
             for (e, ph), body in W.compile_phases(wl, engines[-1]).items():
                 key = (wl.name, e, ph)
-                scalar_key = (wl.name[3:], e, ph)  # cf-dag -> dag
-                if e == "reference" and scalar_key in medians["scalar"]:
+                base = wl.info.get("base")
+                scalar_key = (base.name, e, ph) if base is not None else None
+                same = base is not None and any((w.name, w.size) == (base.name, base.size)
+                                                for w in wls)
+                if e == "reference" and same and scalar_key in medians["scalar"]:
                     # the same body was timed by the scalar section in this run
                     medians["compile"][key] = medians["scalar"][scalar_key]
                     borrowed.add(wl.name)
@@ -194,6 +205,58 @@ def run(mode="quick", only=None, out=sys.stdout, err=sys.stderr):
     return medians
 
 
+_BLAS = {"note": None}
+# OpenBLAS's thread-count setters, by the names its builds export them under.
+_BLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
+                 "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
+_BLAS_GETTERS = ("openblas_get_num_threads", "openblas_get_num_threads64_",
+                 "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads")
+
+
+def pin_blas_threads(n=1):
+    """Run NumPy's BLAS (the MLP's matmuls) on ``n`` threads; return a line
+    saying what was done. With its default of one thread per core, OpenBLAS
+    stalls for whole scheduler ticks when another process holds a core: on a
+    2-core machine a 16x784 @ 784x256 product went from 0.25 ms to 8-20 ms
+    and back from run to run. One thread makes NumPy and the AD engines (the
+    same BLAS calls) comparable. Uses threadpoolctl where installed, else
+    the OpenBLAS library NumPy loaded (found in /proc/self/maps)."""
+    import importlib
+    importlib.import_module("numpy")  # loads the BLAS library
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        before = [i.get("num_threads") for i in threadpool_info() if i.get("user_api") == "blas"]
+        threadpool_limits(n, user_api="blas")
+        note = f"{n} (pinned with threadpoolctl; was {before[0] if before else 'n/a'})"
+    except ImportError:
+        note = _pin_openblas(n)
+    _BLAS["note"] = note
+    return note
+
+
+def _pin_openblas(n):
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower()
+                           and line.split()[-1].startswith("/")})
+    except OSError:
+        libs = []
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, s) for s in _BLAS_SETTERS if hasattr(lib, s)), None)
+        getter = next((getattr(lib, s) for s in _BLAS_GETTERS if hasattr(lib, s)), None)
+        if setter is None:
+            continue
+        before = getter() if getter is not None else "n/a"
+        setter(int(n))
+        return f"{n} (OpenBLAS pinned; was {before})"
+    return "left as NumPy set them (no OpenBLAS found to pin; install threadpoolctl)"
+
+
 def _loadavg():
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -208,6 +271,7 @@ def header():
         f"- Python: {platform.python_implementation()} {platform.python_version()} "
         f"on {platform.system()} {platform.machine()}",
         f"- load average: {_loadavg()} (other work on the machine skews the times)",
+        f"- BLAS threads: {_BLAS['note'] or 'as NumPy set them'}",
         "- times are medians per call of the workload; `float` is the same Python code on floats",
         "- phases: record = leaves + forward (implicit tape); sweep = backward() alone; "
         "grad = whole gradient via grad() (mlp: one training step)",
@@ -267,6 +331,101 @@ def report(wls, medians, tapes, layout=None):
     return lines
 
 
+def report_arrays(wls, medians):
+    """The arrays table and its target lines. ``medians[(workload, engine,
+    phase)]`` in seconds per call (per op for the small-array workload)."""
+    lines = ["Each AD row against the same NumPy code on plain ndarrays, without "
+             "gradients (`plain`; for the list-of-Vars rows, the loop on a list of floats).",
+             "",
+             "| workload | phase | fastad | reference | plain | reference/fastad | fastad/plain |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for wl in wls:
+        labels = W.ARRAY_PHASE_LABELS[wl.name]
+        for e, ph in W.ARRAY_BODIES[wl.name]:
+            if e != "fastad":
+                continue
+            f = medians.get((wl.name, "fastad", ph))
+            r = medians.get((wl.name, "reference", ph))
+            fl = medians.get((wl.name, "float" if ph.endswith("-list") else "numpy", "eval"))
+            if f is None and r is None:
+                continue
+            lines.append(f"| {wl.label} | {labels[ph]} | {fmt_time(f)} | {fmt_time(r)} "
+                         f"| {fmt_time(fl)} | {fmt_ratio(_ratio(r, f))} "
+                         f"| {fmt_ratio(_ratio(f, fl))} |")
+    return lines + _target_lines("arrays", medians)
+
+
+def report_compile(wls, medians, borrowed=()):
+    """The compile tables and their target lines. ``medians[(workload,
+    engine, phase)]``, engine ``cf`` the compiled function; ``borrowed``
+    names the workloads whose reference time comes from the scalar section."""
+    m = lambda w, e, ph: medians.get((w, e, ph))  # noqa: E731
+    lines = []
+    replay = [wl for wl in wls if wl.name in ("cf-rosenbrock", "cf-dag")]
+    if replay:
+        lines += ["`cf = fad.compile(lambda x: fn(x, fad), x0)` on a list of floats; `fad.grad` "
+                  "records and sweeps every call; `float` is fn on floats.", "",
+                  "| workload | trace rows | float eval | cf(x) | cf.value_and_grad | cf.grad "
+                  "| cf.hvp | fad.grad | reference grad | fad.grad/cf.grad | reference/cf.grad "
+                  "| value_and_grad/cf(x) | hvp/cf.grad |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for wl in replay:
+            w = wl.name
+            g = m(w, "cf", "grad")
+            ref_t = fmt_time(m(w, "reference", "grad")) + ("*" if w in borrowed else "")
+            lines.append(
+                f"| {wl.label} | {wl.info.get('rows', 0):,} | {fmt_time(m(w, 'float', 'eval'))} "
+                f"| {fmt_time(m(w, 'cf', 'eval'))} | {fmt_time(m(w, 'cf', 'value_and_grad'))} "
+                f"| {fmt_time(g)} | {fmt_time(m(w, 'cf', 'hvp'))} "
+                f"| {fmt_time(m(w, 'fastad', 'grad'))} | {ref_t} "
+                f"| {fmt_ratio(_ratio(m(w, 'fastad', 'grad'), g))} "
+                f"| {fmt_ratio(_ratio(m(w, 'reference', 'grad'), g))} "
+                f"| {fmt_ratio(_ratio(m(w, 'cf', 'value_and_grad'), m(w, 'cf', 'eval')))} "
+                f"| {fmt_ratio(_ratio(m(w, 'cf', 'hvp'), g))} |")
+        if borrowed:
+            lines += ["", "\\* the reference's time from the scalar section / test_scalar "
+                          "of this run (the same body)."]
+    for wl in wls:
+        w = wl.name
+        if w == "grad_batch":
+            one = m(w, "cf", "threads=1")
+            lines += ["", f"| {wl.label} | time per batch | rows/s | throughput vs threads=1 |",
+                      "|---|---:|---:|---:|"]
+            for ph, text in (("loop", "Python loop of cf.grad"),
+                             ("threads=1", "grad_batch threads=1"),
+                             ("threads=2", "grad_batch threads=2"),
+                             ("threads=None", f"grad_batch threads=None ({os.cpu_count()} cores)")):
+                t = m(w, "cf", ph)
+                if t is None:
+                    continue
+                lines.append(f"| {text} | {fmt_time(t)} | {wl.size / t:,.0f} "
+                             f"| {fmt_ratio(_ratio(one, t))} |")
+        if w == "jacobian":
+            rev = m(w, "cf", "rev")
+            lines += ["", f"| {wl.label} | time | vs float eval | vs cf.jacobian rev |",
+                      "|---|---:|---:|---:|"]
+            for e, ph, text in (("float", "eval", "float eval (one value, no derivative)"),
+                                ("cf", "fwd", 'cf.jacobian(x, mode="fwd")'),
+                                ("cf", "rev", 'cf.jacobian(x, mode="rev")'),
+                                ("fastad", "rev",
+                                 'fad.jacobian(f, mode="rev") (records each call)')):
+                t = m(w, e, ph)
+                if t is None:
+                    continue
+                lines.append(f"| {text} | {fmt_time(t)} "
+                             f"| {fmt_ratio(_ratio(t, m(w, 'float', 'eval')))} "
+                             f"| {fmt_ratio(_ratio(t, rev))} |")
+    lines = lines[1:] if lines and not lines[0] else lines
+    return lines + _target_lines("compile", medians)
+
+
+def _target_lines(section, medians):
+    met = W.check_ratio_targets(section, medians)
+    if not met:
+        return []
+    return ["", "Targets (reported, not asserted):", ""] + [f"- {line}" for line in met]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m fastad bench",
@@ -275,9 +434,14 @@ def main(argv=None):
     size.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="small sizes, well under a minute (the default)")
     size.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="full sizes: chain 100k, DAG 1M, Rosenbrock 10k, MLP 100 points")
+                      help="full sizes: chain 100k, DAG 1M, Rosenbrock 10k, MLP 100 points; "
+                           "arrays: MLP batch 64, element loop 10k; grad_batch B=2,000")
+    known = SECTIONS + W.NAMES + W.ARRAY_NAMES + W.COMPILE_NAMES
     parser.add_argument("--only", metavar="NAMES",
-                        help=f"comma-separated workloads, of: {', '.join(W.NAMES)}")
+                        help=f"comma-separated sections or workloads, of: {', '.join(known)}")
+    parser.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                        help="run NumPy's BLAS on N threads (default 1: OpenBLAS's threads "
+                             "stall when the machine is shared; 0 leaves them as they are)")
     if argv is None:
         argv = sys.argv[1:]
     argv = list(argv)
@@ -287,10 +451,12 @@ def main(argv=None):
     only = None
     if args.only:
         only = {s.strip() for s in args.only.split(",") if s.strip()}
-        unknown = only - set(W.NAMES)
+        unknown = only - set(known)
         if unknown:
             parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; "
-                         f"expected: {', '.join(W.NAMES)}")
+                         f"expected: {', '.join(known)}")
+    if args.blas_threads:
+        pin_blas_threads(args.blas_threads)
     run(args.mode or "quick", only)
     return 0
 
