@@ -42,6 +42,7 @@ cdef class Tape:
     cdef node_t array_input_row(self, Array leaf) except -1
     cdef int add_leaf(self, object leaf, node_t row) except -1
     cdef int sweep(self, node_t out, object seed, bint deposit) except -1
+    cdef set elem_targets(self, node_t out)
     cdef int sweep_arrays(self, node_t out) except -1
     cdef int find_nan_adjoint(self, node_t out) except -1
     cdef void shrink(self)

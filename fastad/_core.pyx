@@ -199,9 +199,12 @@ cdef class Tape:
         memset(self.adj, 0, n * sizeof(double))
         self.adj_n = n
         if self.has_arrays:
-            self.arr_adj = {row: np.zeros(v.shape) for row, v in self.obj.items() if row <= out}
-            if out in self.arr_adj:
-                self.arr_adj[out] += seed
+            # Array adjoints are made when the first contribution arrives (a
+            # row nothing reached has none, and its rule is skipped), except
+            # for arrays that `elem` rows read: the C loop adds into those.
+            self.arr_adj = {row: np.zeros(self.obj[row].shape) for row in self.elem_targets(out)}
+            if out in self.obj:
+                self.arr_adj[out] = np.array(np.broadcast_to(seed, self.obj[out].shape), np.float64)
             else:
                 self.adj[out] = seed
             self.sweep_arrays(out)
@@ -222,8 +225,19 @@ cdef class Tape:
                 leaf.grad_ += self.adj[r]
             else:
                 aleaf = <Array>self.leaves[k]
-                aleaf.grad_ = self.arr_adj[r].copy() if aleaf.grad_ is None else aleaf.grad_ + self.arr_adj[r]
+                g = self.arr_adj.get(r)
+                if g is not None:
+                    aleaf.grad_ = g.copy() if aleaf.grad_ is None else aleaf.grad_ + g
         return 0
+
+    cdef set elem_targets(self, node_t out):
+        """The array rows that `elem` rows at or below `out` read."""
+        cdef node_t i
+        cdef set rows = set()
+        for i in range(out + 1):
+            if self.op[i] == OP_ELEM:
+                rows.add(self.a[i])
+        return rows
 
     cdef int sweep_arrays(self, node_t out) except -1:
         """The reverse sweep of a tape with array rows: the C loop runs
@@ -291,19 +305,26 @@ cdef class Tape:
         return self.val[r] if v is None else v
 
     def _adjoint(self, Py_ssize_t r):
-        """Row r's adjoint in the current sweep: ndarray or float."""
+        """Row r's adjoint in the current sweep: ndarray or float; None for
+        an array row that nothing reached."""
         if not 0 <= r < self.adj_n:
             raise IndexError(r)
-        g = self.arr_adj.get(r) if self.arr_adj is not None else None
-        return self.adj[r] if g is None else g
+        if r in self.obj:
+            return self.arr_adj.get(r)
+        return self.adj[r]
 
     def _add_adjoint(self, Py_ssize_t r, g):
         """Add g into row r's adjoint (g has r's shape; a float for scalar rows)."""
         if not 0 <= r < self.adj_n:
             raise IndexError(r)
-        a = self.arr_adj.get(r) if self.arr_adj is not None else None
-        if a is None:
+        v = self.obj.get(r)
+        if v is None:
             self.adj[r] += <double>g
+            return
+        a = self.arr_adj.get(r)
+        if a is None:  # the first contribution: an array of its own (g may be a view)
+            a = np.array(g, dtype=np.float64)
+            self.arr_adj[r] = a if a.shape == v.shape else np.array(np.broadcast_to(a, v.shape))
         else:
             a += g
 
@@ -1124,7 +1145,8 @@ def input_adjoints(Tape t, list leaves):
         if type(leaf) is Var:
             out.append(leaf_adjoint(<Var>leaf, t))
         elif t is not None and (<Array>leaf).serial == t.serial and t.arr_adj is not None:
-            out.append(t.arr_adj.get((<Array>leaf).idx, np.zeros((<Array>leaf).value.shape)).copy())
+            g = t.arr_adj.get((<Array>leaf).idx)  # no copy: the next sweep makes new arrays
+            out.append(np.zeros((<Array>leaf).value.shape) if g is None else g)
         else:
             out.append(np.zeros((<Array>leaf).value.shape))
     return out
@@ -1495,22 +1517,30 @@ def map_value(int op, x, y=None):
     return out
 
 
+cdef object _as_shape(object v, tuple shape):
+    """v as a C-contiguous float64 array of `shape` (broadcast); no copy
+    when it already is one, the common case of same-shape operands."""
+    if type(v) is np.ndarray and (<object>v).shape == shape and v.dtype == np.float64 \
+            and v.flags.c_contiguous:
+        return v
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), shape))
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def map_vjp(int op, x, y, f, g):
     """(g * df/dx, g * df/dy) elementwise, broadcast to f's shape: an array
     row's backward pass, by the same C rules as the scalar sweep and with its
     absolute-zero rule per element (a zero adjoint passes exactly 0)."""
-    xs = np.asarray(x, np.float64)
-    ys = xs if y is None else np.asarray(y, np.float64)
-    xb, yb, fb, gb = np.broadcast_arrays(xs, ys, np.asarray(f, np.float64), np.asarray(g, np.float64))
-    gx = np.empty(fb.shape)
-    gy = np.empty(fb.shape)
+    shape = np.shape(f)
+    xb, yb, fb, gb = [_as_shape(v, shape) for v in (x, x if y is None else y, f, g)]
+    gx = np.empty(shape)
+    gy = np.empty(shape)
     cdef double[::1] gxv = gx.reshape(-1), gyv = gy.reshape(-1)
-    cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
-    cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
-    cdef const double[::1] fv = np.ascontiguousarray(fb).reshape(-1)
-    cdef const double[::1] gv = np.ascontiguousarray(gb).reshape(-1)
+    cdef const double[::1] xv = xb.reshape(-1)
+    cdef const double[::1] yv = yb.reshape(-1)
+    cdef const double[::1] fv = fb.reshape(-1)
+    cdef const double[::1] gv = gb.reshape(-1)
     cdef Py_ssize_t i
     cdef op_t code = op
     cdef Partials d

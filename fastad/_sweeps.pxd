@@ -127,6 +127,9 @@ cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const 
         ib = b[i]
         if ia < 0 and ib < 0:
             continue
+        if (ia < 0 or tan[ia] == 0.0) and (ib < 0 or tan[ib] == 0.0):
+            tan[i] = 0.0  # the direction does not reach this row: no partials to compute
+            continue
         x = val[ia] if ia >= 0 else c[i]
         y = val[ib] if ib >= 0 else c[i]
         d = op_partials(op[i], x, y, val[i], ib >= 0)

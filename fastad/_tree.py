@@ -18,40 +18,42 @@ def flatten(tree, where="argument", var_type=None):
     argument in error messages. With var_type (fastad's Var), Vars are
     numbers too and object arrays of them are arrays: for outputs."""
     parts = []
+    return parts, _walk(tree, where, parts, var_type)
 
-    def walk(node, path):
-        if var_type is not None:
-            if type(node) is var_type:
-                parts.append(node)
-                return "f"
-            if isinstance(node, np.ndarray) and node.dtype == object:
-                parts.append(node)
-                return ("a", node.shape)
-        if isinstance(node, (bool, np.bool_)):
-            raise TypeError(f"{path} is a bool; fastad differentiates real numbers")
-        if isinstance(node, (float, int, np.floating, np.integer)):
-            parts.append(float(node))
+
+def _walk(node, path, parts, var_type):
+    # A module-level function, not a closure: a recursive closure is a
+    # reference cycle that only the garbage collector frees, once per call.
+    if var_type is not None:
+        if type(node) is var_type:
+            parts.append(node)
             return "f"
-        if isinstance(node, np.ndarray):
-            if node.dtype.kind not in _REAL_KINDS:
-                raise TypeError(f"{path} is an array of dtype {node.dtype}; fastad needs real numbers "
-                                "(float64, or integers, which are taken as float64)")
-            parts.append(np.asarray(node, np.float64))
+        if isinstance(node, np.ndarray) and node.dtype == object:
+            parts.append(node)
             return ("a", node.shape)
-        if isinstance(node, (list, tuple)):
-            kids = tuple(walk(v, f"{path}[{i}]") for i, v in enumerate(node))
-            return (type(node), kids)
-        if isinstance(node, dict):
-            keys = tuple(node)
-            return (dict, keys, tuple(walk(node[k], f"{path}[{k!r}]") for k in keys))
-        if type(node).__module__ == "fastad._core":
-            raise TypeError(f"{path} is a recorded fastad {type(node).__name__}: differentiating a "
-                            "function that itself takes gradients (grad of grad) is not supported "
-                            "yet; for second derivatives use fad.hessian or fad.hvp")
-        raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
-                        "float64 arrays, and lists / tuples / dicts of them")
-
-    return parts, walk(tree, where)
+    if isinstance(node, (bool, np.bool_)):
+        raise TypeError(f"{path} is a bool; fastad differentiates real numbers")
+    if isinstance(node, (float, int, np.floating, np.integer)):
+        parts.append(float(node))
+        return "f"
+    if isinstance(node, np.ndarray):
+        if node.dtype.kind not in _REAL_KINDS:
+            raise TypeError(f"{path} is an array of dtype {node.dtype}; fastad needs real numbers "
+                            "(float64, or integers, which are taken as float64)")
+        parts.append(np.asarray(node, np.float64))
+        return ("a", node.shape)
+    if isinstance(node, (list, tuple)):
+        kids = tuple(_walk(v, f"{path}[{i}]", parts, var_type) for i, v in enumerate(node))
+        return (type(node), kids)
+    if isinstance(node, dict):
+        keys = tuple(node)
+        return (dict, keys, tuple(_walk(node[k], f"{path}[{k!r}]", parts, var_type) for k in keys))
+    if type(node).__module__ == "fastad._core":
+        raise TypeError(f"{path} is a recorded fastad {type(node).__name__}: differentiating a "
+                        "function that itself takes gradients (grad of grad) is not supported "
+                        "yet; for second derivatives use fad.hessian or fad.hvp")
+    raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
+                    "float64 arrays, and lists / tuples / dicts of them")
 
 
 def size(treedef):
@@ -66,18 +68,15 @@ def size(treedef):
 def rebuild(treedef, leaf):
     """The structure of `treedef`, with leaf(td) called for each number
     ("f") and each array (("a", shape)), in order."""
-    def build(td):
-        if td == "f" or td[0] == "a":
-            return leaf(td)
-        if td[0] is dict:
-            return {k: build(kid) for k, kid in zip(td[1], td[2])}
-        kind, kids = td
-        made = [build(kid) for kid in kids]
-        if kind is list:
-            return made
-        return kind(*made) if hasattr(kind, "_fields") else kind(made)  # namedtuples too
-
-    return build(treedef)
+    if treedef == "f" or treedef[0] == "a":
+        return leaf(treedef)
+    if treedef[0] is dict:
+        return {k: rebuild(kid, leaf) for k, kid in zip(treedef[1], treedef[2])}
+    kind, kids = treedef
+    made = [rebuild(kid, leaf) for kid in kids]
+    if kind is list:
+        return made
+    return kind(*made) if hasattr(kind, "_fields") else kind(made)  # namedtuples too
 
 
 def unflatten(treedef, items, array_dtype=np.float64):

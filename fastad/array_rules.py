@@ -187,9 +187,9 @@ RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
 
 
 def backward(tape, i, arr_adj):
-    """Run row i's rule if its adjoint is not all zero (the sweep's rule)."""
+    """Run row i's rule unless nothing reached it (the sweep's zero rule)."""
     op, a, b, c, aux = tape._row(i)
     g = tape._adjoint(i)
-    if not np.any(g):
+    if g is None or (type(g) is float and g == 0.0):
         return
     RULES[op](tape, i, a, b, c, aux, g)

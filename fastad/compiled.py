@@ -12,6 +12,7 @@ BranchChanged ("raise"). Python code that reads `.value` or `float(v)` and
 branches on it escapes the tape: compile cannot see such a branch.
 """
 import concurrent.futures
+import functools
 import os
 import threading
 
@@ -92,6 +93,13 @@ def record(f, treedef, x):
     return trace, out_treedef
 
 
+@functools.lru_cache(maxsize=64)
+def _is_flat(treedef):
+    """Whether treedef is a list or tuple of plain numbers (asked per call:
+    remembered, since walking a 10,000-entry structure each time costs)."""
+    return treedef != "f" and treedef[0] in (list, tuple) and all(k == "f" for k in treedef[1])
+
+
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -130,8 +138,7 @@ class CompiledFunction:
         # Arguments that are numbers or flat lists / tuples of numbers (the
         # common case) are packed without walking the tree per element.
         self._flat_args = [(td, None) if td == "f" else (td[0], len(td[1]))
-                           for td in self.treedef[1]
-                           if td == "f" or (td[0] in (list, tuple) and all(k == "f" for k in td[1]))]
+                           for td in self.treedef[1] if td == "f" or _is_flat(td)]
         if len(self._flat_args) != len(self.treedef[1]):
             self._flat_args = None
         self._n_in = _tree.size(self.treedef)
@@ -179,14 +186,14 @@ class CompiledFunction:
         """A flat vector -> the structure td (flat lists without a tree walk)."""
         if td == "f":
             return float(vec[0])
-        if td[0] in (list, tuple) and all(k == "f" for k in td[1]):
+        if _is_flat(td):
             return vec.tolist() if td[0] is list else tuple(vec.tolist())
         return _tree.unflatten(td, vec)
 
     @staticmethod
     def _from_tree(td, value, what):
         """A structure shaped like td -> its flat vector (flat lists fast)."""
-        if td != "f" and td[0] in (list, tuple) and type(value) is td[0] and len(value) == len(td[1]):
+        if _is_flat(td) and type(value) is td[0] and len(value) == len(td[1]):
             try:
                 vec = np.array(value, dtype=np.float64)
                 if vec.shape == (len(td[1]),):
