@@ -1259,12 +1259,15 @@ cdef node_t row_of(Tape t, object h) except -2:
 def record_array(int op, tuple args, value, double c=0.0, aux=None):
     """Append one array row: op (an array op code) of the handles in args
     (Var, Array, or None for a constant kept in c or aux), with its value
-    already computed. Returns an Array for an ndarray value, else a Var.
+    already computed (a fresh array the caller gives up: it is frozen, not
+    copied). Returns an Array for an ndarray value, else a Var.
     A variadic op (concatenate, stack) keeps its argument rows in aux."""
     cdef bint is_array = isinstance(value, np.ndarray)
     if is_array:
-        value = as_value(value) if (value.dtype != np.float64 or not value.flags.c_contiguous
-                                     or value.flags.writeable) else value
+        if value.dtype != np.float64 or not value.flags.c_contiguous:
+            value = as_value(value)
+        elif value.flags.writeable:  # a fresh NumPy result: ours now, frozen without a copy
+            value.flags.writeable = False
     if _no_grad_threads and thread_state().no_grad:
         return new_array_leaf(value) if is_array else new_leaf(value)
     cdef Tape t = tape_of(args)
