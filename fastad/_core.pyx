@@ -190,6 +190,8 @@ cdef class Tape:
         cdef node_t r
         cdef Var leaf
         cdef Array aleaf
+        if self.cap > self.n + self.n // 4:
+            self.shrink()  # a swept tape keeps at most 25% spare rows: under 40 bytes a row
         if self.adj_cap < n:
             free(self.adj)
             self.adj = <double*>malloc(n * sizeof(double))
