@@ -28,6 +28,15 @@ class FastADError(Exception):
     """Misuse of a tape: a consumed graph, mixed tapes, a graph too large."""
 
 
+MIXED_TAPES = ("these values were recorded on two different tapes (another thread, another "
+               "`with fad.Tape()` block, or a graph already swept); an op can only combine "
+               "values of one tape")
+CONSUMED = ("this value belongs to a graph that backward() already swept and released; "
+            "recompute it, or pass retain_graph=True to backward() to keep the graph")
+SWEPT_TWICE = ("backward() was already called on this graph and its tape was released; "
+               "pass retain_graph=True to the first backward() to sweep it again")
+
+
 # Rows a tape starts with, and the largest tape whose memory is kept for the
 # next tape (a one-slot cache: building a fresh tape per grad() call would
 # otherwise malloc and page-fault its arrays every time).
@@ -594,16 +603,11 @@ cdef Var record(op_t op, Var x, Var y, double c, double v):
         if t is None:
             t = y.tape
         elif y.tape is not t:
-            raise FastADError(
-                "these values were recorded on two different tapes (another thread, "
-                "another `with fad.Tape()` block, or a graph already swept); "
-                "an op can only combine values of one tape")
+            raise FastADError(MIXED_TAPES)
     if t is None:
         t = current_tape()
     elif t.consumed:
-        raise FastADError(
-            "this value belongs to a graph that backward() already swept and released; "
-            "recompute it, or pass retain_graph=True to backward() to keep the graph")
+        raise FastADError(CONSUMED)
     if x is not None:
         ia = x.idx if x.tape is not None else t.input_row(x)
     if y is not None:
@@ -720,9 +724,7 @@ cdef class Var:
             self.grad_ += <double>seed
             return
         if t.consumed:
-            raise FastADError(
-                "backward() was already called on this graph and its tape was released; "
-                "pass retain_graph=True to the first backward() to sweep it again")
+            raise FastADError(SWEPT_TWICE)
         t.sweep(self.idx, <double>seed, True)
         if not retain_graph:
             consume(t)
@@ -1236,16 +1238,11 @@ cdef Tape tape_of(tuple handles):
             if t is None:
                 t = ht
             elif ht is not t:
-                raise FastADError(
-                    "these values were recorded on two different tapes (another thread, "
-                    "another `with fad.Tape()` block, or a graph already swept); "
-                    "an op can only combine values of one tape")
+                raise FastADError(MIXED_TAPES)
     if t is None:
         return current_tape()
     if t.consumed:
-        raise FastADError(
-            "this value belongs to a graph that backward() already swept and released; "
-            "recompute it, or pass retain_graph=True to backward() to keep the graph")
+        raise FastADError(CONSUMED)
     return t
 
 
@@ -1306,7 +1303,7 @@ cdef object record_elem(Array x, Py_ssize_t k):
     if t is None:
         t = current_tape()
     elif t.consumed:
-        raise FastADError("this value belongs to a graph that backward() already swept and released")
+        raise FastADError(CONSUMED)
     cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
     cdef node_t i = t.push(OP_ELEM, row, -1, <double>k, v)
     t.has_arrays = True
@@ -1408,9 +1405,7 @@ cdef class Array:
             self.grad_ = seed.copy() if self.grad_ is None else self.grad_ + seed
             return
         if t.consumed:
-            raise FastADError(
-                "backward() was already called on this graph and its tape was released; "
-                "pass retain_graph=True to the first backward() to sweep it again")
+            raise FastADError(SWEPT_TWICE)
         t.sweep(self.idx, seed, True)
         if not retain_graph:
             consume(t)
