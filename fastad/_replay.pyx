@@ -145,6 +145,16 @@ cdef class Trace:
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
 
+    cdef void tangents(self, const double* val, double* tan, const double[:, ::1] V,
+                       Py_ssize_t j) noexcept nogil:
+        """tan = every row's tangent along column j of V (one row per input)."""
+        cdef Py_ssize_t k
+        memset(tan, 0, self.n * sizeof(double))
+        for k in range(self.n_in):
+            if self.in_v[k] >= 0:
+                tan[self.in_v[k]] += V[k, j]
+        tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, tan)
+
     cdef void outputs(self, const double* val, double* y) noexcept nogil:
         cdef Py_ssize_t k
         for k in range(self.n_out):
@@ -273,12 +283,7 @@ cdef class Trace:
             for j in range(m):
                 if self.n == 0:
                     break
-                memset(buf.adj, 0, self.n * sizeof(double))  # adj holds tangents here
-                for k in range(self.n_in):
-                    if self.in_v[k] >= 0:
-                        buf.adj[self.in_v[k]] += Vv[k, j]
-                tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
-                              buf.val, buf.adj)
+                self.tangents(buf.val, buf.adj, Vv, j)  # adj holds tangents here
                 for k in range(self.n_out):
                     r = self.out_v[k]
                     JVv[k, j] = buf.adj[r] if r >= 0 else 0.0
@@ -305,12 +310,7 @@ cdef class Trace:
             for j in range(m):
                 if r < 0:
                     break
-                memset(buf.tan, 0, self.n * sizeof(double))
-                for k in range(self.n_in):
-                    if self.in_v[k] >= 0:
-                        buf.tan[self.in_v[k]] += Vv[k, j]
-                tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
-                              buf.val, buf.tan)
+                self.tangents(buf.val, buf.tan, Vv, j)
                 memset(buf.adj, 0, (r + 1) * sizeof(double))
                 memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
                 hvp_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val, buf.tan,
