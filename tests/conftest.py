@@ -24,3 +24,12 @@ def _seeded_and_clean():
     yield
     if _fad is not None:
         _fad.debug_nans(False)
+
+
+@pytest.fixture(params=["core", "reference"])
+def engine(request):
+    """The compiled core (`fastad`) or the pure-Python reference: the
+    printers and checkers must work the same on both."""
+    import fastad
+    import fastad.reference
+    return fastad if request.param == "core" else fastad.reference

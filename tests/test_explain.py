@@ -10,17 +10,8 @@ from fastad.explain import explain, explain_tape, local_partials, trace
 
 
 def _core():
-    try:
-        import fastad
-        fastad.Var  # noqa: B018 (the compiled core is built)
-    except (ImportError, AttributeError):
-        pytest.skip("the compiled core is not built")
+    import fastad
     return fastad
-
-
-@pytest.fixture(params=["core", "reference"])
-def engine(request):
-    return _core() if request.param == "core" else ref
 
 
 def rows_of(f, *args, engine):
