@@ -25,7 +25,15 @@ from fastad import ops as _ops_table
 
 
 class FastADError(Exception):
-    """Misuse of a tape: a consumed graph, mixed tapes, a graph too large."""
+    """Misuse of a tape: a consumed graph, mixed tapes, a graph too large.
+
+    >>> z = fad.Var(2.0) * 3.0
+    >>> z.backward()
+    >>> z.backward()
+    Traceback (most recent call last):
+    ...
+    fastad._core.FastADError: backward() was already called on this graph and its tape was released; pass retain_graph=True to the first backward() to sweep it again
+    """
 
 
 MIXED_TAPES = ("these values were recorded on two different tapes (another thread, another "
@@ -924,115 +932,227 @@ cdef object binary(op_t op, object x, object y):
 
 
 def sqrt(x):
-    """Square root; sqrt'(0) = inf. ``fad.sqrt(4.0)`` is ``2.0``."""
+    """Square root; sqrt'(0) = inf.
+
+    >>> fad.sqrt(4.0)
+    2.0
+    """
     return unary(OP_SQRT, x)
 
 def cbrt(x):
-    """Cube root. ``fad.cbrt(8.0)`` is ``2.0``."""
+    """Cube root.
+
+    >>> fad.cbrt(8.0)
+    2.0
+    """
     return unary(OP_CBRT, x)
 
 def square(x):
-    """x*x. ``fad.square(3.0)`` is ``9.0``."""
+    """x*x.
+
+    >>> fad.square(3.0)
+    9.0
+    """
     return unary(OP_SQUARE, x)
 
 def exp(x):
-    """e**x. ``fad.exp(0.0)`` is ``1.0``."""
+    """e**x.
+
+    >>> fad.exp(0.0)
+    1.0
+    """
     return unary(OP_EXP, x)
 
 def expm1(x):
-    """e**x - 1, accurate near 0. ``fad.expm1(0.0)`` is ``0.0``."""
+    """e**x - 1, accurate near 0.
+
+    >>> fad.expm1(0.0)
+    0.0
+    """
     return unary(OP_EXPM1, x)
 
 def log(x):
-    """Natural log; log(0) = -inf, log(-1) = nan. ``fad.log(1.0)`` is ``0.0``."""
+    """Natural log; log(0) = -inf, log(-1) = nan.
+
+    >>> fad.log(1.0)
+    0.0
+    """
     return unary(OP_LOG, x)
 
 def log1p(x):
-    """log(1 + x), accurate near 0. ``fad.log1p(0.0)`` is ``0.0``."""
+    """log(1 + x), accurate near 0.
+
+    >>> fad.log1p(0.0)
+    0.0
+    """
     return unary(OP_LOG1P, x)
 
 def log2(x):
-    """Base-2 log. ``fad.log2(8.0)`` is ``3.0``."""
+    """Base-2 log.
+
+    >>> fad.log2(8.0)
+    3.0
+    """
     return unary(OP_LOG2, x)
 
 def log10(x):
-    """Base-10 log. ``fad.log10(100.0)`` is ``2.0``."""
+    """Base-10 log.
+
+    >>> fad.log10(100.0)
+    2.0
+    """
     return unary(OP_LOG10, x)
 
 def sin(x):
-    """Sine. ``fad.sin(0.0)`` is ``0.0``."""
+    """Sine.
+
+    >>> fad.sin(0.0)
+    0.0
+    """
     return unary(OP_SIN, x)
 
 def cos(x):
-    """Cosine. ``fad.cos(0.0)`` is ``1.0``."""
+    """Cosine.
+
+    >>> fad.cos(0.0)
+    1.0
+    """
     return unary(OP_COS, x)
 
 def tan(x):
-    """Tangent. ``fad.tan(0.0)`` is ``0.0``."""
+    """Tangent.
+
+    >>> fad.tan(0.0)
+    0.0
+    """
     return unary(OP_TAN, x)
 
 def arcsin(x):
-    """Inverse sine. ``fad.arcsin(0.0)`` is ``0.0``."""
+    """Inverse sine.
+
+    >>> fad.arcsin(0.0)
+    0.0
+    """
     return unary(OP_ARCSIN, x)
 
 def arccos(x):
-    """Inverse cosine. ``fad.arccos(1.0)`` is ``0.0``."""
+    """Inverse cosine.
+
+    >>> fad.arccos(1.0)
+    0.0
+    """
     return unary(OP_ARCCOS, x)
 
 def arctan(x):
-    """Inverse tangent. ``fad.arctan(0.0)`` is ``0.0``."""
+    """Inverse tangent.
+
+    >>> fad.arctan(0.0)
+    0.0
+    """
     return unary(OP_ARCTAN, x)
 
 def sinh(x):
-    """Hyperbolic sine. ``fad.sinh(0.0)`` is ``0.0``."""
+    """Hyperbolic sine.
+
+    >>> fad.sinh(0.0)
+    0.0
+    """
     return unary(OP_SINH, x)
 
 def cosh(x):
-    """Hyperbolic cosine. ``fad.cosh(0.0)`` is ``1.0``."""
+    """Hyperbolic cosine.
+
+    >>> fad.cosh(0.0)
+    1.0
+    """
     return unary(OP_COSH, x)
 
 def tanh(x):
-    """Hyperbolic tangent. ``fad.tanh(0.0)`` is ``0.0``."""
+    """Hyperbolic tangent.
+
+    >>> fad.tanh(0.0)
+    0.0
+    """
     return unary(OP_TANH, x)
 
 def erf(x):
-    """The error function. ``fad.erf(0.0)`` is ``0.0``."""
+    """The error function.
+
+    >>> fad.erf(0.0)
+    0.0
+    """
     return unary(OP_ERF, x)
 
 def sigmoid(x):
-    """1 / (1 + e**-x), computed without overflow. ``fad.sigmoid(0.0)`` is ``0.5``."""
+    """1 / (1 + e**-x), computed without overflow.
+
+    >>> fad.sigmoid(0.0)
+    0.5
+    """
     return unary(OP_SIGMOID, x)
 
 def relu(x):
-    """max(x, 0); relu'(0) = 0. ``fad.relu(-2.0)`` is ``0.0``."""
+    """max(x, 0); relu'(0) = 0.
+
+    >>> fad.relu(-2.0)
+    0.0
+    """
     return unary(OP_RELU, x)
 
 def abs(x):
-    """|x|; abs'(0) = 0. ``fad.abs(-2.0)`` is ``2.0``."""
+    """|x|; abs'(0) = 0.
+
+    >>> fad.abs(-2.0)
+    2.0
+    """
     return unary(OP_ABS, x)
 
 def sign(x):
-    """-1, 0 or 1 (nan for nan); its derivative is 0. ``fad.sign(-2.0)`` is ``-1.0``."""
+    """-1, 0 or 1 (nan for nan); its derivative is 0.
+
+    >>> fad.sign(-2.0)
+    -1.0
+    """
     return unary(OP_SIGN, x)
 
 def maximum(x, y):
-    """The larger of x and y; a tie splits the adjoint 0.5 / 0.5. ``fad.maximum(1.0, 2.0)`` is ``2.0``."""
+    """The larger of x and y; a tie splits the adjoint 0.5 / 0.5.
+
+    >>> fad.maximum(1.0, 2.0)
+    2.0
+    """
     return binary(OP_MAXIMUM, x, y)
 
 def minimum(x, y):
-    """The smaller of x and y; a tie splits the adjoint 0.5 / 0.5. ``fad.minimum(1.0, 2.0)`` is ``1.0``."""
+    """The smaller of x and y; a tie splits the adjoint 0.5 / 0.5.
+
+    >>> fad.minimum(1.0, 2.0)
+    1.0
+    """
     return binary(OP_MINIMUM, x, y)
 
 def arctan2(y, x):
-    """The angle of the point (x, y), as np.arctan2(y, x). ``fad.arctan2(0.0, 1.0)`` is ``0.0``."""
+    """The angle of the point (x, y), as np.arctan2(y, x).
+
+    >>> fad.arctan2(0.0, 1.0)
+    0.0
+    """
     return binary(OP_ARCTAN2, y, x)
 
 def hypot(x, y):
-    """sqrt(x*x + y*y) without overflow; partials are 0 at the origin. ``fad.hypot(3.0, 4.0)`` is ``5.0``."""
+    """sqrt(x*x + y*y) without overflow; partials are 0 at the origin.
+
+    >>> fad.hypot(3.0, 4.0)
+    5.0
+    """
     return binary(OP_HYPOT, x, y)
 
 def power(x, y):
-    """x ** y; power(x, 2) records a square. ``fad.power(2.0, 3.0)`` is ``8.0``."""
+    """x ** y; power(x, 2) records a square.
+
+    >>> fad.power(2.0, 3.0)
+    8.0
+    """
     if type(x) is Var:
         return (<Var>x).__pow__(y, None) if is_number(y) else binary(OP_POWER, x, y)
     if type(x) is Array:
@@ -1041,7 +1161,11 @@ def power(x, y):
 
 def where(cond, x, y):
     """x where cond is true, else y. On a Var condition the choice is
-    recorded as a guard. ``fad.where(True, 1.0, 2.0)`` is ``1.0``."""
+    recorded as a guard.
+
+    >>> fad.where(fad.Var(2.0) > 1.0, 1.0, 2.0)
+    1.0
+    """
     if any(type(v) is Array for v in (cond, x, y)):
         return front().where(cond, x, y)
     if isinstance(cond, np.ndarray) and cond.ndim:
@@ -1051,7 +1175,11 @@ def where(cond, x, y):
     return x if cond else y
 
 def clip(x, lo, hi):
-    """minimum(maximum(x, lo), hi). ``fad.clip(5.0, 0.0, 1.0)`` is ``1.0``."""
+    """minimum(maximum(x, lo), hi).
+
+    >>> fad.clip(5.0, 0.0, 1.0)
+    1.0
+    """
     return minimum(maximum(x, lo), hi)
 
 

@@ -20,7 +20,14 @@ from fastad import ops as _ops_table
 
 
 class BranchChanged(Exception):
-    """A replay's inputs take another branch than the recording did."""
+    """A replay's inputs take another branch than the recording did.
+
+    >>> cf = fad.compile(lambda x: fad.abs(x), 1.0, on_branch_change="raise")
+    >>> cf.grad(-1.0)
+    Traceback (most recent call last):
+    ...
+    fastad._replay.BranchChanged: the inputs take another branch than the recording at row 1 (op 'abs')
+    """
 
 
 @cython.boundscheck(False)  # every index is checked in _validate, before any sweep

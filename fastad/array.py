@@ -54,10 +54,10 @@ def value_of(v):
 
 
 def _record(op, handles, value, c=0.0, aux=None):
-    if not any(_tracked(h) for h in handles):  # constants only: plain NumPy
-        return value
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         value = float(value)  # one number: a scalar row (a Var), whatever made it
+    if not any(_tracked(h) for h in handles):  # constants only: plain NumPy
+        return value
     return record_array(op, tuple(handles), value, c, aux)
 
 
@@ -186,7 +186,12 @@ def prod(x, axis=None, keepdims=False):
 
 
 def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) without overflow (the max is taken out first)."""
+    """log(sum(exp(x))) without overflow (the max is taken out first).
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.logsumexp(np.array([1000.0, 1000.0]))
+    1000.6931471805599
+    """
     hx, vx = operand(x)
     ax = _axis(axis, np.ndim(vx))
     m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros_like(vx)
@@ -197,10 +202,22 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, without overflow.
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.softmax(np.array([0.0, 0.0]))
+    array([0.5, 0.5])
+    """
     return unary(CODE["exp"], log_softmax(x, axis))
 
 
 def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along axis: log-probabilities, stable at any scale.
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.log_softmax(np.array([1000.0, 1000.0]))
+    array([-0.69314718, -0.69314718])
+    """
     return binary(CODE["sub"], x, logsumexp(x, axis, keepdims=True))
 
 
@@ -246,6 +263,12 @@ def getitem(x, key):
 
 
 def concatenate(arrays, axis=0):
+    """Arrays (tracked or not) joined along an axis, as np.concatenate.
+
+    >>> import fastad as fad, numpy as np
+    >>> fad.concatenate([fad.Array(np.ones(2)), np.zeros(1)]).value
+    array([1., 1., 0.])
+    """
     pairs = [operand(a) for a in arrays]
     values = [np.atleast_1d(v) if np.ndim(v) == 0 else v for _, v in pairs]
     ax = 0 if axis is None else axis

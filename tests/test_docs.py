@@ -8,17 +8,25 @@ import re
 import numpy as np
 import pytest
 
-MODULES = ["fastad", "fastad._core", "fastad.functional", "fastad.compiled", "fastad.array",
-           "fastad.explain", "fastad.dot", "fastad.check", "fastad.cli"]
+MODULES = ["fastad", "fastad._core", "fastad._replay", "fastad.functional", "fastad.compiled",
+           "fastad.array", "fastad.explain", "fastad.dot", "fastad.check", "fastad.cli"]
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
+    import fastad
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(module, extraglobs={"fad": fastad, "np": np},
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 0, f"{name} has no examples"
+
+
+def test_every_public_name_has_an_example():
+    import fastad
+    missing = [n for n in fastad.__all__ if ">>>" not in (getattr(fastad, n).__doc__ or "")]
+    assert missing == []
 
 
 def readme_snippets():
