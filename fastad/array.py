@@ -136,8 +136,6 @@ def _einsum_spec(subscripts, ndim_x, ndim_y):
     if len(parts) != 2:
         raise ValueError(f"einsum subscripts {subscripts!r} do not name two operands")
     xs, ys = parts
-    if ys == "" and ndim_y == 0:
-        pass
     if len(xs) != ndim_x or len(ys) != ndim_y:
         raise ValueError(f"einsum subscripts {subscripts!r} do not match operands of {ndim_x} and {ndim_y} dims")
     if len(set(xs)) != len(xs) or len(set(ys)) != len(ys):

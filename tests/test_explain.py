@@ -4,7 +4,6 @@ import math
 
 import pytest
 
-import fastad.reference as ref
 from fastad import ops
 from fastad.explain import explain, explain_tape, local_partials, trace
 
