@@ -45,6 +45,9 @@ cdef class Tape:
     cdef set elem_targets(self, node_t out)
     cdef int sweep_arrays(self, node_t out) except -1
     cdef int find_nan_adjoint(self, node_t out) except -1
+    cdef list arg_rows(self, node_t i)
+    cdef bint adjoint_has_nan(self, node_t r)
+    cdef int array_nan_adjoint(self, node_t i, list clean) except -1
     cdef void shrink(self)
     cdef void reset(self)
 

@@ -279,7 +279,11 @@ cdef class Tape:
                 if i < 0:
                     break
                 if self.op[i] != OP_ARRAY_INPUT:
+                    if _debug_nans:
+                        clean = [r for r in self.arg_rows(i) if not self.adjoint_has_nan(r)]
                     array_backward(self, i, self.arr_adj)
+                    if _debug_nans:
+                        self.array_nan_adjoint(i, clean)
                 i -= 1
         finally:
             free(elem_adj)
@@ -298,6 +302,8 @@ cdef class Tape:
                 continue
             x = self.val[ia] if ia >= 0 else self.c[i]
             y = self.val[ib] if ib >= 0 else self.c[i]
+            if x != x or y != y:
+                continue  # a nan value in: its nan partial is not this row's making
             d = op_partials(self.op[i], x, y, self.val[i], ib >= 0)
             if (ia >= 0 and g * d.dx != g * d.dx) or (ib >= 0 and g * d.dy != g * d.dy):
                 args = (x, y)
@@ -306,6 +312,29 @@ cdef class Tape:
                 raise FloatingPointError(
                     f"fastad: the reverse sweep made nan at op '{_ops_table.OPS[self.op[i]].name}' "
                     f"(row {i}) with inputs {args} and adjoint {g}")
+        return 0
+
+    cdef list arg_rows(self, node_t i):
+        """The argument rows of row i (variadic array ops keep theirs in aux)."""
+        if _ops_table.OPS[self.op[i]].arity == -1:
+            return [r for r in self.aux[i][0] if r >= 0]
+        return [r for r in (self.a[i], self.b[i]) if r >= 0]
+
+    cdef bint adjoint_has_nan(self, node_t r):
+        g = self._adjoint(r)
+        return g is not None and bool(np.isnan(g).any())
+
+    cdef int array_nan_adjoint(self, node_t i, list clean) except -1:
+        """debug_nans, reverse: array row i's rule just ran; if an argument
+        whose adjoint was nan-free (`clean`) now has a nan, while row i's own
+        adjoint has none, the rule made it: raise, naming the op."""
+        if self.adjoint_has_nan(i) or any(np.isnan(self._value(r)).any() for r in self.arg_rows(i)):
+            return 0  # nan in (adjoint or value), nan out
+        for r in clean:
+            if self.adjoint_has_nan(r):
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan at op '{array_op_name(self.op[i], self.c[i])}' "
+                    f"(row {i})")
         return 0
 
     # -- for the array rules (fastad/array_rules.py): one row at a time --
@@ -1383,6 +1412,25 @@ cdef node_t row_of(Tape t, object h) except -2:
     return -1
 
 
+cdef str array_op_name(int op, double c):
+    """An array row's name for messages: a `map` row is named by its scalar op."""
+    spec = _ops_table.OPS[op]
+    return _ops_table.OPS[<int>c].name if spec.name == "map" else spec.name
+
+
+cdef int array_nan_check(int op, tuple args, value, double c, aux) except -1:
+    """debug_nans, forward: an array op whose value has a nan that its
+    arguments (handles, and constants in aux) do not have raises."""
+    if not np.isnan(value).any():
+        return 0
+    inputs = [h.value for h in args if type(h) is Var or type(h) is Array]
+    if type(aux) is tuple:
+        inputs += [v for v in aux if isinstance(v, (float, np.ndarray))]
+    if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs):
+        return 0  # nan in, nan out: reported where it was first made
+    raise FloatingPointError(f"fastad: op '{array_op_name(op, c)}' made nan from finite inputs")
+
+
 def record_array(int op, tuple args, value, double c=0.0, aux=None):
     """Append one array row: op (an array op code) of the handles in args
     (Var, Array, or None for a constant kept in c or aux), with its value
@@ -1397,6 +1445,8 @@ def record_array(int op, tuple args, value, double c=0.0, aux=None):
             value.flags.writeable = False
     if _no_grad_threads and thread_state().no_grad:
         return new_array_leaf(value) if is_array else new_leaf(value)
+    if _debug_nans:
+        array_nan_check(op, args, value, c, aux)
     cdef Tape t = tape_of(args)
     cdef node_t a = -1, b = -1, i
     if _ops_table.OPS[op].arity == -1:

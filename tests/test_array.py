@@ -1178,3 +1178,20 @@ def test_reference_engine_arrays(name):
     assert any(np.any(g != 0) for g in g1)
     for p, q in zip(g1, g2):
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_debug_nans_names_array_ops_forward_and_reverse():
+    fad.debug_nans(True)
+    try:
+        with np.errstate(invalid="ignore"):
+            with pytest.raises(FloatingPointError, match="op 'log' made nan"):
+                fad.log(fad.Array(np.array([-1.0, 2.0])))
+            # (-2) ** 2 is fine forward; d/dy = f log(-2) is nan in the reverse sweep
+            z = (fad.Array(np.array([-2.0, 3.0])) ** fad.Array(np.array([2.0, 1.0]))).sum()
+            with pytest.raises(FloatingPointError, match="reverse sweep made nan at op 'power'"):
+                z.backward()
+            a = fad.Array(np.array([1.0, np.nan]))
+            (fad.log(a) * 2.0).sum().backward()  # nan in, nan out: not an error
+    finally:
+        fad.debug_nans(False)
+    assert np.isnan(a.grad[1]) and a.grad[0] == 2.0
