@@ -410,7 +410,7 @@ cdef class Tape:
             self.adj_cap = 0
         self.n = 0
         self.adj_n = 0
-        del self.leaves[:]
+        self.leaves.clear()
         if self.has_arrays:
             self.obj = {}
             self.aux = {}
