@@ -1,4 +1,6 @@
 """Builds the compiled core, fastad._core, from Cython (metadata is in pyproject.toml)."""
+import sys
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -8,7 +10,7 @@ extensions = [
         f"fastad.{name}",
         [f"fastad/{name}.pyx"],
         include_dirs=[np.get_include()],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in ("_core", "_replay")  # recording and the reverse sweep; replay of a trace
