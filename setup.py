@@ -1,4 +1,4 @@
-"""Builds the compiled core, fastad._core, from Cython (metadata is in pyproject.toml)."""
+"""Builds the compiled extensions fastad._core and fastad._replay from Cython (metadata is in pyproject.toml)."""
 import sys
 
 import numpy as np
