@@ -22,6 +22,7 @@ from fastad import _tree
 from fastad import ops as _ops
 from fastad._core import FastADError, Tape, Var, _object_scalar
 from fastad._replay import BranchChanged, Trace, pack_numbers
+from fastad.functional import _Argnums
 
 
 class _Scalarized(np.ndarray):
@@ -123,12 +124,9 @@ class CompiledFunction:
         self.on_branch_change = on_branch_change
         self.cache_size = cache_size
         parts, self.treedef = _tree.flatten(tuple(example_args), "the arguments")
-        self.single = isinstance(argnums, int)
-        nargs = len(example_args)
-        nums = (argnums,) if self.single else tuple(argnums)
-        if not nums or not all(isinstance(k, int) and -nargs <= k < nargs for k in nums):
-            raise ValueError(f"argnums {argnums!r} does not fit {nargs} example argument(s)")
-        self.argnums = tuple(k % nargs for k in nums)
+        nums = _Argnums(argnums)  # the same checks as fad.grad's
+        self.single = nums.single
+        self.argnums = nums(len(example_args))
         sizes = [_tree.size(td) for td in self.treedef[1]]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._slices = [slice(starts[k], starts[k + 1]) for k in self.argnums]
