@@ -18,6 +18,7 @@ from fastad.compiled import compile
 from fastad.check import check_grad
 from fastad.dot import to_dot, render
 from fastad.explain import explain
+from fastad import reference  # the pure-Python engine, as fad.reference (it never imports _core)
 
 __version__ = "0.1.0"
 

@@ -1195,3 +1195,13 @@ def test_debug_nans_names_array_ops_forward_and_reverse():
     finally:
         fad.debug_nans(False)
     assert np.isnan(a.grad[1]) and a.grad[0] == 2.0
+
+
+def test_truth_value_and_item_of_a_multi_element_array_are_errors():
+    a = fad.Array(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(a)
+    with pytest.raises(ValueError, match="one-element array"):
+        a.item()
+    one = fad.Array(np.array([3.0]))
+    assert bool(one) is True and one.item().value == 3.0

@@ -364,3 +364,8 @@ def test_reference_does_not_import_the_core():
     source = pathlib.Path(ref.__file__).read_text()
     assert "_core" not in source
     assert "from . import ops" in source
+
+
+def test_reference_is_reachable_as_an_attribute_of_the_package():
+    import fastad as fad
+    assert fad.reference is ref and fad.reference.grad(lambda x: x * x)(3.0) == 6.0
