@@ -9,6 +9,7 @@ without the GIL, multiplying each row's partials by its adjoint.
 cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_REFCNT
+from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uint8_t, uint64_t, INT32_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
@@ -17,6 +18,7 @@ from libc.math cimport pow, NAN
 import threading
 
 import numpy as np
+cimport numpy as cnp
 
 from fastad._ops cimport *
 from fastad._rules cimport op_value, op_partials, Partials
@@ -54,6 +56,7 @@ cdef enum:
 
 cdef uint64_t _next_serial = 1
 cdef bint _debug_nans = False
+cdef object _array_backward = None  # fastad.array_rules.backward, imported on first use
 cdef int _no_grad_threads = 0  # threads inside `no_grad`: 0 skips the per-op check
 
 
@@ -260,9 +263,13 @@ cdef class Tape:
 
     cdef int sweep_arrays(self, node_t out) except -1:
         """The reverse sweep of a tape with array rows: the C loop runs
-        until it meets an array row, that row's NumPy rule runs
-        (fastad/array_rules.py), and the C loop resumes below it."""
-        from fastad.array_rules import backward as array_backward
+        until it meets an array row, that row's rule runs (a `map` row of
+        same-shape operands in C, map_backward; any other by its NumPy rule
+        in fastad/array_rules.py), and the C loop resumes below it."""
+        global _array_backward
+        if _array_backward is None:
+            from fastad.array_rules import backward
+            _array_backward = backward
         cdef double** elem_adj = <double**>calloc(out + 1, sizeof(double*))
         cdef double[::1] buf
         cdef node_t i = out
@@ -273,15 +280,16 @@ cdef class Tape:
                 if g.size:
                     buf = g.reshape(-1)
                     elem_adj[row] = &buf[0]
-            while True:
-                with nogil:
-                    i = reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, i, elem_adj)
-                if i < 0:
-                    break
+            while i >= 0:
+                if self.op[i] < FIRST_ARRAY_OP or self.op[i] == OP_ELEM:
+                    with nogil:
+                        i = reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, i, elem_adj)
+                    continue
                 if self.op[i] != OP_ARRAY_INPUT:
                     if _debug_nans:
                         clean = [r for r in self.arg_rows(i) if not self.adjoint_has_nan(r)]
-                    array_backward(self, i, self.arr_adj)
+                    if self.op[i] != OP_MAP or not map_backward(self, i):
+                        _array_backward(self, i, self.arr_adj)
                     if _debug_nans:
                         self.array_nan_adjoint(i, clean)
                 i -= 1
@@ -410,7 +418,7 @@ cdef class Tape:
             self.adj_cap = 0
         self.n = 0
         self.adj_n = 0
-        self.leaves.clear()
+        del self.leaves[:]  # list.clear(), without looking the method up by name
         if self.has_arrays:
             self.obj = {}
             self.aux = {}
@@ -628,23 +636,13 @@ cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
 cdef Var record(op_t op, Var x, Var y, double c, double v):
     """Append op(x, y) with value v and return its handle. x or y may be None:
     that argument is the constant c (or absent, for a unary op)."""
-    cdef Tape t = None
+    cdef Tape t
     cdef node_t ia = -1, ib = -1
     if _no_grad_threads and thread_state().no_grad:
         return new_leaf(v)
     if _debug_nans and v != v:
         raise_nan(op, x, y, c)
-    if x is not None and x.tape is not None:
-        t = x.tape
-    if y is not None and y.tape is not None:
-        if t is None:
-            t = y.tape
-        elif y.tape is not t:
-            raise FastADError(MIXED_TAPES)
-    if t is None:
-        t = current_tape()
-    elif t.consumed:
-        raise FastADError(CONSUMED)
+    t = usable_tape(join_tapes(x.tape if x is not None else None, y.tape if y is not None else None))
     if x is not None:
         ia = x.idx if x.tape is not None else t.input_row(x)
     if y is not None:
@@ -905,6 +903,37 @@ def _object_scalar(v):
     return box
 
 
+cdef extern from *:
+    """
+    static void fastad_set_vectorcall(PyTypeObject *t, void *f) {
+        t->tp_vectorcall = (vectorcallfunc)f;
+    }
+    """
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    void fastad_set_vectorcall(PyTypeObject* t, void* f)
+
+
+cdef object var_vectorcall(object cls, PyObject** args, size_t nargsf, PyObject* kwnames):
+    """Var(value) without type_call's argument tuple and __init__ lookup:
+    leaf creation is a third of recording a small function (`list(map(Var,
+    xs))`). Any other call form takes the ordinary route."""
+    cdef Var r
+    cdef Py_ssize_t n = PyVectorcall_NARGS(nargsf)
+    if kwnames == NULL and n == 1:
+        value = <object>args[0]
+        if type(value) is float or (type(value) is not Var and is_number(value)):
+            r = Var.__new__(Var)
+            r.val = value
+            return r
+    r = Var.__new__(Var)
+    r.__init__(*[<object>args[k] for k in range(n)],
+               **{kw: <object>args[n + k] for k, kw in enumerate(<tuple>kwnames)} if kwnames != NULL else {})
+    return r
+
+
+fastad_set_vectorcall(<PyTypeObject*>Var, <void*>var_vectorcall)
+
+
 def _leaf(value, grad):
     v = Var(value)
     v.grad_ = grad
@@ -939,7 +968,7 @@ cdef object unary(op_t op, object x):
     if type(x) is Var:
         return unop(op, <Var>x)
     if type(x) is Array:
-        return front().unary(op, x)
+        return array_unary(op, x)
     if is_number(x):
         return op_value(op, <double>x, 0.0)
     return elementwise(op, x, None, _ops_table.OPS[op].name)
@@ -948,7 +977,7 @@ cdef object unary(op_t op, object x):
 cdef object binary(op_t op, object x, object y):
     cdef object r = NotImplemented
     if type(x) is Array or type(y) is Array:
-        return front().binary(op, x, y)
+        return array_binary(op, x, y)
     if type(x) is Var:
         r = binop(op, <Var>x, y)
     elif type(y) is Var:
@@ -1370,6 +1399,16 @@ cdef object as_value(object v):
     return a
 
 
+cdef object array_unary(op_t op, object x):
+    r = map_record(op, x, None, False)
+    return r if r is not None else front().unary(op, x)
+
+
+cdef object array_binary(op_t op, object x, object y):
+    r = map_record(op, x, y, True)
+    return r if r is not None else front().binary(op, x, y)
+
+
 cdef inline Array new_array_node(Tape t, node_t i, object value):
     cdef Array r = Array.__new__(Array)
     r.tape = t
@@ -1384,23 +1423,39 @@ cdef inline object new_array_leaf(object value):
     return r
 
 
-cdef Tape tape_of(tuple handles):
-    """The tape an op on these handles (Var, Array or constants) records on."""
-    cdef Tape t = None, ht
-    for h in handles:
-        if type(h) is Var or type(h) is Array:
-            ht = (<Var>h).tape if type(h) is Var else (<Array>h).tape
-            if ht is None:
-                continue
-            if t is None:
-                t = ht
-            elif ht is not t:
-                raise FastADError(MIXED_TAPES)
+cdef inline Tape handle_tape(object h):
+    """The tape a Var or Array records on (None for leaves and constants)."""
+    if type(h) is Var:
+        return (<Var>h).tape
+    if type(h) is Array:
+        return (<Array>h).tape
+    return None
+
+
+cdef inline Tape join_tapes(Tape t, Tape u):
+    """The one tape of two handles' tapes (None: no tape yet)."""
+    if t is None:
+        return u
+    if u is not None and u is not t:
+        raise FastADError(MIXED_TAPES)
+    return t
+
+
+cdef inline Tape usable_tape(Tape t):
+    """t, or the thread's current tape for ops on leaves only; never a consumed tape."""
     if t is None:
         return current_tape()
     if t.consumed:
         raise FastADError(CONSUMED)
     return t
+
+
+cdef Tape tape_of(tuple handles):
+    """The tape an op on these handles (Var, Array or constants) records on."""
+    cdef Tape t = None
+    for h in handles:
+        t = join_tapes(t, handle_tape(h))
+    return usable_tape(t)
 
 
 cdef node_t row_of(Tape t, object h) except -2:
@@ -1477,11 +1532,7 @@ cdef object record_elem(Array x, Py_ssize_t k):
     cdef double v = x.flat[k]
     if _no_grad_threads and thread_state().no_grad:
         return new_leaf(v)
-    cdef Tape t = x.tape
-    if t is None:
-        t = current_tape()
-    elif t.consumed:
-        raise FastADError(CONSUMED)
+    cdef Tape t = usable_tape(x.tape)
     cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
     cdef node_t i = t.push(OP_ELEM, row, -1, <double>k, v)
     t.has_arrays = True
@@ -1615,6 +1666,13 @@ cdef class Array:
                         "drop its derivatives); use .value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if _ufunc_code is None:
+            load_ufuncs()
+        code = _ufunc_code.get(ufunc)
+        if code is not None and method == "__call__" and not kwargs and len(inputs) <= 2:
+            r = map_record(code, inputs[0], inputs[1] if len(inputs) == 2 else None, len(inputs) == 2)
+            if r is not None:
+                return r
         return front().array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -1627,21 +1685,21 @@ cdef class Array:
 
     # -- operators: NumPy semantics, recorded --
 
-    def __add__(self, other): return front().binary(OP_ADD, self, other)
-    def __radd__(self, other): return front().binary(OP_ADD, other, self)
-    def __sub__(self, other): return front().binary(OP_SUB, self, other)
-    def __rsub__(self, other): return front().binary(OP_SUB, other, self)
-    def __mul__(self, other): return front().binary(OP_MUL, self, other)
-    def __rmul__(self, other): return front().binary(OP_MUL, other, self)
-    def __truediv__(self, other): return front().binary(OP_DIV, self, other)
-    def __rtruediv__(self, other): return front().binary(OP_DIV, other, self)
+    def __add__(self, other): return array_binary(OP_ADD, self, other)
+    def __radd__(self, other): return array_binary(OP_ADD, other, self)
+    def __sub__(self, other): return array_binary(OP_SUB, self, other)
+    def __rsub__(self, other): return array_binary(OP_SUB, other, self)
+    def __mul__(self, other): return array_binary(OP_MUL, self, other)
+    def __rmul__(self, other): return array_binary(OP_MUL, other, self)
+    def __truediv__(self, other): return array_binary(OP_DIV, self, other)
+    def __rtruediv__(self, other): return array_binary(OP_DIV, other, self)
     def __pow__(self, other, mod): return front().power(self, other)
     def __rpow__(self, other, mod): return front().power(other, self)
     def __matmul__(self, other): return front().matmul(self, other)
     def __rmatmul__(self, other): return front().matmul(other, self)
-    def __neg__(self): return front().unary(OP_NEG, self)
+    def __neg__(self): return array_unary(OP_NEG, self)
     def __pos__(self): return self
-    def __abs__(self): return front().unary(OP_ABS, self)
+    def __abs__(self): return array_unary(OP_ABS, self)
     def __lt__(self, other): return self.value < front().value_of(other)
     def __le__(self, other): return self.value <= front().value_of(other)
     def __gt__(self, other): return self.value > front().value_of(other)
@@ -1733,3 +1791,212 @@ def map_vjp(int op, x, y, f, g):
             gxv[i] = gv[i] * d.dx
             gyv[i] = gv[i] * d.dy
     return gx, gy
+
+
+# ==== elementwise ops on same-shape arrays, in C ==============================
+# The common case of an elementwise op, operands that are Arrays of one shape
+# or Python numbers, records and sweeps here without fastad/array.py: the
+# value still comes from NumPy's ufunc (NumPy's numbers, NumPy's warnings),
+# the row is pushed directly, and the backward pass runs the scalar rules
+# in one C loop, adding into the arguments' adjoints in place. Every other
+# case (broadcasting, plain ndarrays, Vars, 0-d arrays, no_grad, debug_nans)
+# takes the general route, which gives the same numbers more slowly
+# (tests/test_array.py checks both routes against each other).
+
+cnp.import_array()
+
+cdef signed char _arity[256]  # scalar op code -> 1 or 2 (map rows: unary or binary)
+for _spec in _ops_table.OPS:
+    _arity[_spec.code] = _spec.arity
+
+cdef bint _fast = True  # tests switch the C route off to compare it with the general one
+cdef list _map_ufunc = None   # scalar op code -> NumPy ufunc computing it, or None
+cdef dict _ufunc_code = None  # NumPy ufunc -> scalar op code (np.sin -> OP_SIN)
+
+
+def _fast_elementwise(bint on):
+    """Switch the same-shape C route on or off (for tests: both routes must agree)."""
+    global _fast
+    _fast = on
+
+
+cdef int load_ufuncs() except -1:
+    global _map_ufunc, _ufunc_code
+    _map_ufunc = [front()._NUMPY.get(k) for k in range(FIRST_ARRAY_OP)]
+    _ufunc_code = front()._UFUNC_CODE
+    return 0
+
+
+cdef inline bint is_plain_number(object v):
+    return type(v) is float or type(v) is int
+
+
+cdef inline bint same_shape(object x, object y):
+    """Whether two ndarrays have one shape (without building shape tuples)."""
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    if nd != cnp.PyArray_NDIM(y):
+        return False
+    cdef cnp.npy_intp* dx = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp* dy = cnp.PyArray_DIMS(y)
+    for k in range(nd):
+        if dx[k] != dy[k]:
+            return False
+    return True
+
+
+cdef inline bint is_buffer_like(object v, object like):
+    """v is a C-contiguous float64 ndarray of like's shape."""
+    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE
+            and cnp.PyArray_IS_C_CONTIGUOUS(v) and same_shape(v, like))
+
+
+cdef inline bint is_adjoint_buffer(object v, object like):
+    """v is an adjoint array map_backward can add into in place."""
+    return is_buffer_like(v, like) and cnp.PyArray_ISWRITEABLE(v)
+
+
+cdef object map_record(op_t code, object x, object y, bint binary):
+    """op(x) or op(x, y) on the fast route, or None where it does not apply."""
+    if _map_ufunc is None:
+        load_ufuncs()
+    ufunc = _map_ufunc[code]
+    if ufunc is None or not _fast or _debug_nans or _no_grad_threads:
+        return None
+    shape = None
+    cx = cy = None
+    if type(x) is Array:
+        vx = shape = (<Array>x).value
+    elif is_plain_number(x):
+        vx = cx = float(x)
+    else:
+        return None
+    vy = None
+    if binary:
+        if type(y) is Array:
+            vy = (<Array>y).value
+            if shape is None:
+                shape = vy
+            elif not same_shape(vx, vy):
+                return None
+        elif is_plain_number(y):
+            vy = cy = float(y)
+        else:
+            return None
+    if shape is None or cnp.PyArray_NDIM(shape) == 0:
+        return None
+    value = ufunc(vx, vy) if binary else ufunc(vx)
+    if not is_buffer_like(value, shape):
+        return None  # not expected of a ufunc on float64 arrays, but never assumed
+    cnp.PyArray_CLEARFLAGS(value, cnp.NPY_ARRAY_WRITEABLE)
+    cdef Tape t = usable_tape(join_tapes(handle_tape(x), handle_tape(y)))
+    cdef node_t ia = row_of(t, x)
+    cdef node_t ib = row_of(t, y) if binary else -1
+    cdef node_t i = t.push(OP_MAP, ia, ib, code, NAN)
+    t.has_arrays = True
+    if cx is not None or cy is not None:
+        t.aux[i] = (cx, cy)
+    t.obj[i] = value
+    return new_array_node(t, i, value)
+
+
+cdef object map_operand(Tape t, node_t row, object key, object const, object f):
+    """A map row's argument for map_backward: its ndarray (of f's shape), a
+    float constant, or None where the fast route does not apply."""
+    if row < 0:
+        return const if type(const) is float else None
+    v = t.obj.get(key)
+    return v if v is not None and is_buffer_like(v, f) else None
+
+
+cdef object zeros_like(object f):
+    return cnp.PyArray_ZEROS(cnp.PyArray_NDIM(f), cnp.PyArray_DIMS(f), cnp.NPY_DOUBLE, 0)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef bint map_backward(Tape t, node_t i) except -1:
+    """Row i, a `map` row, swept in C when its operands are arrays of its
+    shape or numbers: False leaves it to the NumPy rule (array_rules._map).
+    Dicts are keyed by row: each row number is boxed once."""
+    if not _fast:
+        return False
+    key = i
+    f = t.obj.get(key)
+    if f is None:
+        return False  # a scalar result (of a 0-d array): the NumPy rule
+    g = t.arr_adj.get(key)
+    if g is None:
+        return True  # nothing reached this row
+    cdef node_t ia = t.a[i], ib = t.b[i]
+    cdef op_t code = <op_t>t.c[i]
+    cdef bint binary = _arity[code] == 2
+    ka = ia
+    kb = ib
+    cx = cy = None
+    if ia < 0 or (ib < 0 and binary):  # a constant operand, kept in aux
+        cx, cy = t.aux[key]
+    x = map_operand(t, ia, ka, cx, f)
+    y = map_operand(t, ib, kb, cy, f) if binary else x
+    if x is None or y is None or not is_buffer_like(g, f):
+        return False
+    gx = t.arr_adj.get(ka) if ia >= 0 else None
+    gy = t.arr_adj.get(kb) if ib >= 0 and ib != ia else None
+    if (gx is not None and not is_adjoint_buffer(gx, f)) or \
+            (gy is not None and not is_adjoint_buffer(gy, f)):
+        return False
+    # Checks done: from here on this row is swept here.
+    if ia >= 0 and gx is None:  # the first contribution to that argument
+        gx = zeros_like(f)
+        t.arr_adj[ka] = gx
+    if ib >= 0 and gy is None:
+        if ib == ia:
+            gy = gx  # x * x: one buffer takes both contributions
+        else:
+            gy = zeros_like(f)
+            t.arr_adj[kb] = gy
+
+    cdef double cx_, cy_
+    cdef const double* xp
+    cdef const double* yp
+    cdef Py_ssize_t sx = 1, sy = 1, n = cnp.PyArray_SIZE(f)
+    if type(x) is float:
+        cx_ = x
+        xp, sx = &cx_, 0
+    else:
+        xp = <const double*>cnp.PyArray_DATA(x)
+    if type(y) is float:
+        cy_ = y
+        yp, sy = &cy_, 0
+    else:
+        yp = <const double*>cnp.PyArray_DATA(y)
+    cdef const double* fp = <const double*>cnp.PyArray_DATA(f)
+    cdef const double* gp = <const double*>cnp.PyArray_DATA(g)
+    cdef double* dxp = <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL
+    cdef double* dyp = <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL
+    if n > 4096:  # releasing the GIL costs more than a small array's loop
+        with nogil:
+            map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    else:
+        map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    return True
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                       const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
+                       double* dxp, double* dyp) noexcept nogil:
+    """dx += g * df/dx, dy += g * df/dy elementwise, by the scalar rules (a
+    stride of 0 repeats a constant; a NULL target is a constant argument)."""
+    cdef Py_ssize_t k
+    cdef double gk
+    cdef Partials d
+    for k in range(n):
+        gk = gp[k]
+        if gk == 0.0:
+            continue  # the absolute-zero rule, as in the scalar sweep
+        d = op_partials(code, xp[k * sx], yp[k * sy], fp[k], dyp != NULL)
+        if dxp != NULL:
+            dxp[k] += gk * d.dx
+        if dyp != NULL:
+            dyp[k] += gk * d.dy

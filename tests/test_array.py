@@ -8,6 +8,7 @@ a random output cotangent u and a random input direction v,
 hypothesis; values from a NumPy generator seeded by hypothesis, so a failure
 reproduces.
 """
+import contextlib
 import gc
 import math
 import os
@@ -250,6 +251,130 @@ def test_binary_with_scalars(name, kinds):
     assert_value(out, want, rtol=1e-14)
     if other == "Var":
         assert isinstance(grads[1 if array_first else 0], float)
+
+
+# Same-shape elementwise ops (the common case) record and sweep in C
+# (fastad/_core.pyx: map_record, map_backward); everything else goes through
+# fastad/array.py and array_rules._map. Both give the same numbers.
+
+FAST_KINDS = ["Array,Array", "Array,float", "float,Array", "Array,int", "x,x"]
+
+
+@contextlib.contextmanager
+def route(fast):
+    """fast=True: make the general route raise, so the test proves the C
+    route ran; fast=False: switch the C route off, so the general one runs."""
+    import fastad.array as front
+    import fastad.array_rules as rules
+    from fastad import _core
+    saved = front.binary, front.unary, rules.RULES[_ops.BY_NAME["map"].code]
+    if fast:
+        def refuse(*args):
+            raise AssertionError("the general route ran for a same-shape elementwise op")
+        front.binary = front.unary = rules.RULES[_ops.BY_NAME["map"].code] = refuse
+    else:
+        _core._fast_elementwise(False)
+    try:
+        yield
+    finally:
+        front.binary, front.unary, rules.RULES[_ops.BY_NAME["map"].code] = saved
+        _core._fast_elementwise(True)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["C route", "general route"])
+@pytest.mark.parametrize("kinds", FAST_KINDS)
+@pytest.mark.parametrize("name", sorted(UFUNC2))
+def test_same_shape_binary_routes_agree_with_the_reference(name, kinds, fast):
+    from fastad import reference as ref
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{kinds}".encode()))
+    x, y = _binary_inputs(name, rng, (2, 3), (2, 3))
+    c = float(y[0, 0]) if kinds != "Array,int" else (int(round(y[0, 0])) or 1)
+    if kinds == "Array,int" and name in KINKS:
+        x = draw(rng, (2, 3), _ops.BY_NAME[name].domain, 0.05)
+    forms = {"Array,Array": (lambda M, a, b: UFUNC2[name](a, b), [x, y]),
+             "Array,float": (lambda M, a: UFUNC2[name](a, c), [x]),
+             "float,Array": (lambda M, b: UFUNC2[name](c, b), [y]),
+             "Array,int": (lambda M, a: UFUNC2[name](a, c), [x]),
+             "x,x": (lambda M, a: UFUNC2[name](a, a), [x])}
+    f, xs = forms[kinds]
+    seed = rng.standard_normal((2, 3))
+    results = []
+    for M in (fad, ref):
+        with route(fast) if M is fad else contextlib.nullcontext():
+            leaves = [M.Array(v) for v in xs]
+            out = f(M, *leaves)
+            out.backward(seed=seed)
+        results.append((out.value, [lf.grad for lf in leaves]))
+    (v1, g1), (v2, g2) = results
+    np.testing.assert_array_equal(v1, UFUNC2[name](*[c if isinstance(v, (int, float)) else v for v in
+                                                     {"Array,Array": (x, y), "Array,float": (x, c),
+                                                      "float,Array": (c, y), "Array,int": (x, c),
+                                                      "x,x": (x, x)}[kinds]]))
+    np.testing.assert_allclose(v1, v2, rtol=1e-14)
+    for p, q in zip(g1, g2):
+        np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["C route", "general route"])
+@pytest.mark.parametrize("name", sorted(UNARY_UFUNC))
+def test_same_shape_unary_routes_agree_with_the_reference(name, fast):
+    from fastad import reference as ref
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = draw(rng, (3, 2), _ops.BY_NAME[name].domain, 0.05 if name in KINKS else None)
+    seed = rng.standard_normal((3, 2))
+    results = []
+    for M in (fad, ref):
+        with route(fast) if M is fad else contextlib.nullcontext():
+            a = M.Array(x)
+            out = UNARY_UFUNC[name](a) if M is fad else getattr(M, name)(a)
+            out.backward(seed=seed)
+        results.append((out.value, a.grad))
+    np.testing.assert_array_equal(results[0][0], UNARY_UFUNC[name](x))
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-13, atol=1e-300)
+
+
+def test_same_shape_route_accumulates_in_place_beside_other_rules():
+    """One array read by C-swept rows, an element loop (whose adjoint the C
+    sweep writes through a pointer), a transpose (whose adjoint arrives
+    F-ordered, which the C route declines) and a broadcast: every
+    contribution lands once."""
+    from fastad import reference as ref
+    rng = np.random.default_rng(11)
+    x0, y0 = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+
+    def f(M, x, y):
+        z = M.sin(x * y) + x          # C route, x read twice
+        t = (z * 2.0).T               # the adjoint of z * 2.0 arrives F-ordered
+        e = x.reshape(-1)[4] * 3.0    # an element of a reshaped x
+        b = x * np.ones((2, 3, 3))    # broadcasting: the general route
+        return (t * y).sum() + e + b.sum() + (x * x).sum()
+
+    grads = []
+    for M in (fad, ref):
+        x, y = M.Array(x0), M.Array(y0)
+        f(M, x, y).backward()
+        grads.append((x.grad, y.grad))
+    for p, q in zip(*grads):
+        np.testing.assert_allclose(p, q, rtol=1e-13)
+    with fad.Tape() as t:
+        a = fad.Array(np.arange(4.0))
+        s = a[1] * a[2] + (a * a).sum()  # elem rows and a map row on one array
+    s.backward()
+    np.testing.assert_array_equal(a.grad, 2 * np.arange(4.0) + [0.0, 2.0, 1.0, 0.0])
+
+
+def test_same_shape_route_is_off_under_no_grad_and_debug_nans():
+    a = fad.Array(np.array([1.0, 2.0]))
+    with fad.no_grad():
+        y = a * a
+    assert y.is_leaf
+    np.testing.assert_array_equal(y.value, [1.0, 4.0])
+    fad.debug_nans(True)
+    try:
+        with np.errstate(invalid="ignore"), pytest.raises(FloatingPointError, match="op 'log' made nan"):
+            fad.Array(np.array([-1.0, 2.0])) * 0.0 + np.log(fad.Array(np.array([-1.0, 2.0])))
+    finally:
+        fad.debug_nans(False)
 
 
 def test_power_two_is_square_and_integer_powers():
