@@ -137,7 +137,13 @@ def describe(treedef):
     if treedef[0] is dict:
         return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in zip(treedef[1], treedef[2])) + "}"
     kind, kids = treedef
-    inner = ", ".join(describe(k) for k in kids)
+    parts = [describe(k) for k in kids]
+    if len(parts) > 3 and len(set(parts)) == 1:  # [10000 x float], not ten thousand names
+        inner = f"{len(parts)} x {parts[0]}"
+    else:
+        inner = ", ".join(parts)
+        if len(inner) > 200:
+            inner = inner[:200] + f"... ({len(parts)} items)"
     return f"[{inner}]" if kind is list else f"({inner})"
 
 

@@ -431,6 +431,10 @@ def test_wrong_argument_count_and_structure():
         cf()
     with pytest.raises(TypeError):
         cf.grad((1.0, 2.0, 3.0))  # a tuple is not a list
+    cf = fad.compile(f_list, [1.0] * 1000)  # a long argument is described in a few characters
+    with pytest.raises(TypeError, match=r"^this compiled function takes arguments shaped like "
+                                        r"\(\[1000 x float\]\), got \(array\(1000,\)\)$"):
+        cf.grad(np.ones(1000))
     cf = fad.compile(f_dict, {"w": 1.0, "b": 2.0})
     with pytest.raises(TypeError, match=r"'w': float, 'b': float"):
         cf.grad({"w": 1.0, "c": 2.0})
