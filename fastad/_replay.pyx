@@ -12,11 +12,21 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 import numpy as np
+cimport numpy as cnp
 
 from fastad._ops cimport *
 from fastad._rules cimport op_branch
 from fastad._sweeps cimport forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
 from fastad import ops as _ops_table
+
+
+cnp.import_array()
+
+
+cdef inline object empty(Py_ssize_t n):
+    """A new float64 vector of n numbers (the C API: no Python call)."""
+    cdef cnp.npy_intp dim = n
+    return cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
 
 
 class BranchChanged(Exception):
@@ -187,38 +197,49 @@ cdef class Trace:
             raise IndexError(f"output number {out_k} does not exist; the function has {self.n_out}")
         return 0
 
-    cdef double[::1] _inputs(self, x):
-        cdef double[::1] xv = np.ascontiguousarray(x, np.float64)
-        if xv.shape[0] != self.n_in:
-            raise ValueError(f"expected {self.n_in} input numbers, got {xv.shape[0]}")
-        return xv
+    cdef object _inputs(self, x):
+        """x as a C-contiguous float64 vector of n_in numbers (no copy when it is one)."""
+        if not (type(x) is cnp.ndarray and cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+                and cnp.PyArray_IS_C_CONTIGUOUS(x)):
+            x = np.ascontiguousarray(x, np.float64)
+        if cnp.PyArray_NDIM(x) != 1:
+            raise ValueError(f"expected a vector of {self.n_in} input numbers, got shape {np.shape(x)}")
+        if cnp.PyArray_DIMS(x)[0] != self.n_in:
+            raise ValueError(f"expected {self.n_in} input numbers, got {cnp.PyArray_DIMS(x)[0]}")
+        return x
+
+    # values and value_and_grad are the per-call paths of cf(x) and cf.grad(x):
+    # they reach their arrays' data directly, not through memoryviews.
 
     def values(self, x):
         """(outputs (n_out,), changed row or -1)."""
-        cdef double[::1] xv = self._inputs(x)
-        y = np.empty(self.n_out)
-        cdef double[::1] yv = y
+        xv = self._inputs(x)
+        y = empty(self.n_out)
+        cdef const double* xp = <const double*>cnp.PyArray_DATA(xv)
+        cdef double* yp = <double*>cnp.PyArray_DATA(y)
         cdef Buffers buf = self.take(1)
         cdef node_t changed
         with nogil:
-            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
-            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
+            changed = self.forward(xp, buf.val)
+            self.outputs(buf.val, yp)
         self.give(buf)
         return y, changed
 
     def value_and_grad(self, x, Py_ssize_t out_k=0):
         """(outputs, gradient of output out_k (n_in,), changed row or -1)."""
         self._check_out(out_k)
-        cdef double[::1] xv = self._inputs(x)
-        y = np.empty(self.n_out)
-        g = np.empty(self.n_in)
-        cdef double[::1] yv = y, gv = g
+        xv = self._inputs(x)
+        y = empty(self.n_out)
+        g = empty(self.n_in)
+        cdef const double* xp = <const double*>cnp.PyArray_DATA(xv)
+        cdef double* yp = <double*>cnp.PyArray_DATA(y)
+        cdef double* gp = <double*>cnp.PyArray_DATA(g)
         cdef Buffers buf = self.take(2)
         cdef node_t changed
         with nogil:
-            changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
-            self.outputs(buf.val, &yv[0] if self.n_out else NULL)
-            self.reverse(buf.val, buf.adj, out_k, &gv[0] if self.n_in else NULL)
+            changed = self.forward(xp, buf.val)
+            self.outputs(buf.val, yp)
+            self.reverse(buf.val, buf.adj, out_k, gp)
         self.give(buf)
         return y, g, changed
 

@@ -360,6 +360,8 @@ def test_input_lengths_are_checked():
                           ("vjp", ([1.0, 1.0],)), ("jvp", (np.eye(2),)), ("hvp", (np.eye(2),))]:
         with pytest.raises(ValueError, match="expected 2 input numbers, got 3"):
             getattr(t, method)(np.ones(3), *extra)
+        with pytest.raises(ValueError, match=r"expected a vector of 2 input numbers, got shape \(1, 2\)"):
+            getattr(t, method)(np.ones((1, 2)), *extra)
     with pytest.raises(ValueError, match="cotangent has 3 numbers, the output 2"):
         t.vjp(np.ones(2), [1.0, 2.0, 3.0])
     with pytest.raises(ValueError):
