@@ -1,0 +1,275 @@
+# Part of fastad/_core.pyx (included there).
+# Elementwise ops on arrays in C: the map rule over whole arrays, and the same-shape route.
+
+# ==== elementwise ops on arrays, in C ========================================
+# An elementwise op on arrays is one `map` row whose c is the scalar op code,
+# so its derivative is the scalar rule of fastad/_rules.pxd, applied per
+# element. Two routes reach it:
+#
+# * the same-shape route (map_record, map_backward): operands that are
+#   Arrays of one shape or Python numbers, the common case. The value still
+#   comes from NumPy's ufunc (NumPy's numbers, NumPy's warnings), the row is
+#   pushed directly, and the backward pass adds into the arguments' adjoints
+#   in place, in one C loop.
+# * the general route (fastad/array.py, array_rules._map): broadcasting,
+#   plain ndarrays, Vars, 0-d arrays, no_grad and debug_nans. It calls
+#   map_value and map_vjp below and sums adjoints back to shape with NumPy.
+#
+# Both give the same numbers (tests/test_array.py runs each against the
+# reference and proves which one ran).
+
+@cython.boundscheck(False)  # the loops run over arrays made here, of one size
+@cython.wraparound(False)
+def map_value(int op, x, y=None):
+    """op (a scalar op code) applied elementwise with broadcasting, by the
+    same C rule as for Vars: float64 result."""
+    xs = np.asarray(x, np.float64)
+    ys = xs if y is None else np.asarray(y, np.float64)
+    xb, yb = np.broadcast_arrays(xs, ys)
+    out = np.empty(xb.shape)
+    cdef double[::1] o = out.reshape(-1)
+    cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
+    cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
+    cdef Py_ssize_t i
+    cdef op_t code = op
+    with nogil:
+        for i in range(o.shape[0]):
+            o[i] = op_value(code, xv[i], yv[i])
+    return out
+
+
+cdef object _as_shape(object v, tuple shape):
+    """v as a C-contiguous float64 array of `shape` (broadcast); no copy
+    when it already is one, the common case of same-shape operands."""
+    if type(v) is np.ndarray and (<object>v).shape == shape and v.dtype == np.float64 \
+            and v.flags.c_contiguous:
+        return v
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), shape))
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def map_vjp(int op, x, y, f, g):
+    """(g * df/dx, g * df/dy) elementwise, broadcast to f's shape: an array
+    row's backward pass, by the same C rules as the scalar sweep and with its
+    absolute-zero rule per element (a zero adjoint passes exactly 0)."""
+    shape = np.shape(f)
+    xb, yb, fb, gb = [_as_shape(v, shape) for v in (x, x if y is None else y, f, g)]
+    gx = np.empty(shape)
+    gy = np.empty(shape)
+    cdef double[::1] gxv = gx.reshape(-1), gyv = gy.reshape(-1)
+    cdef const double[::1] xv = xb.reshape(-1)
+    cdef const double[::1] yv = yb.reshape(-1)
+    cdef const double[::1] fv = fb.reshape(-1)
+    cdef const double[::1] gv = gb.reshape(-1)
+    cdef Py_ssize_t i
+    cdef op_t code = op
+    cdef Partials d
+    cdef bint need_dy = y is not None
+    with nogil:
+        for i in range(gxv.shape[0]):
+            if gv[i] == 0.0:
+                gxv[i] = 0.0
+                gyv[i] = 0.0
+                continue
+            d = op_partials(code, xv[i], yv[i], fv[i], need_dy)
+            gxv[i] = gv[i] * d.dx
+            gyv[i] = gv[i] * d.dy
+    return gx, gy
+
+
+cdef signed char _arity[256]  # scalar op code -> 1 or 2 (map rows: unary or binary)
+for _spec in _ops_table.OPS:
+    _arity[_spec.code] = _spec.arity
+
+cdef bint _fast = True  # tests switch the C route off to compare it with the general one
+cdef list _map_ufunc = None   # scalar op code -> NumPy ufunc computing it, or None
+cdef dict _ufunc_code = None  # NumPy ufunc -> scalar op code (np.sin -> OP_SIN)
+
+
+def _fast_elementwise(bint on):
+    """Switch the same-shape C route on or off (for tests: both routes must agree)."""
+    global _fast
+    _fast = on
+
+
+cdef int load_ufuncs() except -1:
+    global _map_ufunc, _ufunc_code
+    _map_ufunc = [front()._NUMPY.get(k) for k in range(FIRST_ARRAY_OP)]
+    _ufunc_code = front()._UFUNC_CODE
+    return 0
+
+
+cdef inline bint is_plain_number(object v):
+    return type(v) is float or type(v) is int
+
+
+cdef inline bint same_shape(object x, object y):
+    """Whether two ndarrays have one shape (without building shape tuples)."""
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    if nd != cnp.PyArray_NDIM(y):
+        return False
+    cdef cnp.npy_intp* dx = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp* dy = cnp.PyArray_DIMS(y)
+    for k in range(nd):
+        if dx[k] != dy[k]:
+            return False
+    return True
+
+
+cdef inline bint is_buffer_like(object v, object like):
+    """v is a C-contiguous float64 ndarray of like's shape."""
+    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE
+            and cnp.PyArray_IS_C_CONTIGUOUS(v) and same_shape(v, like))
+
+
+cdef inline bint is_adjoint_buffer(object v, object like):
+    """v is an adjoint array map_backward can add into in place."""
+    return is_buffer_like(v, like) and cnp.PyArray_ISWRITEABLE(v)
+
+
+cdef object map_record(op_t code, object x, object y, bint binary):
+    """op(x) or op(x, y) on the fast route, or None where it does not apply."""
+    if _map_ufunc is None:
+        load_ufuncs()
+    ufunc = _map_ufunc[code]
+    if ufunc is None or not _fast or _debug_nans or _no_grad_threads:
+        return None
+    shape = None
+    cx = cy = None
+    if type(x) is Array:
+        vx = shape = (<Array>x).value
+    elif is_plain_number(x):
+        vx = cx = float(x)
+    else:
+        return None
+    vy = None
+    if binary:
+        if type(y) is Array:
+            vy = (<Array>y).value
+            if shape is None:
+                shape = vy
+            elif not same_shape(vx, vy):
+                return None
+        elif is_plain_number(y):
+            vy = cy = float(y)
+        else:
+            return None
+    if shape is None or cnp.PyArray_NDIM(shape) == 0:
+        return None
+    value = ufunc(vx, vy) if binary else ufunc(vx)
+    if not is_buffer_like(value, shape):
+        return None  # not expected of a ufunc on float64 arrays, but never assumed
+    cnp.PyArray_CLEARFLAGS(value, cnp.NPY_ARRAY_WRITEABLE)
+    cdef Tape t = usable_tape(join_tapes(handle_tape(x), handle_tape(y)))
+    cdef node_t ia = row_of(t, x)
+    cdef node_t ib = row_of(t, y) if binary else -1
+    cdef node_t i = t.push(OP_MAP, ia, ib, code, NAN)
+    t.has_arrays = True
+    if cx is not None or cy is not None:
+        t.aux[i] = (cx, cy)
+    t.obj[i] = value
+    return new_array_node(t, i, value)
+
+
+cdef object map_operand(Tape t, node_t row, object key, object const, object f):
+    """A map row's argument for map_backward: its ndarray (of f's shape), a
+    float constant, or None where the fast route does not apply."""
+    if row < 0:
+        return const if type(const) is float else None
+    v = t.obj.get(key)
+    return v if v is not None and is_buffer_like(v, f) else None
+
+
+cdef object zeros_like(object f):
+    return cnp.PyArray_ZEROS(cnp.PyArray_NDIM(f), cnp.PyArray_DIMS(f), cnp.NPY_DOUBLE, 0)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef bint map_backward(Tape t, node_t i) except -1:
+    """Row i, a `map` row, swept in C when its operands are arrays of its
+    shape or numbers: False leaves it to the NumPy rule (array_rules._map).
+    Dicts are keyed by row: each row number is boxed once."""
+    if not _fast:
+        return False
+    key = i
+    f = t.obj.get(key)
+    if f is None:
+        return False  # a scalar result (of a 0-d array): the NumPy rule
+    g = t.arr_adj.get(key)
+    if g is None:
+        return True  # nothing reached this row
+    cdef node_t ia = t.a[i], ib = t.b[i]
+    cdef op_t code = <op_t>t.c[i]
+    cdef bint binary = _arity[code] == 2
+    ka = ia
+    kb = ib
+    cx = cy = None
+    if ia < 0 or (ib < 0 and binary):  # a constant operand, kept in aux
+        cx, cy = t.aux[key]
+    x = map_operand(t, ia, ka, cx, f)
+    y = map_operand(t, ib, kb, cy, f) if binary else x
+    if x is None or y is None or not is_buffer_like(g, f):
+        return False
+    gx = t.arr_adj.get(ka) if ia >= 0 else None
+    gy = t.arr_adj.get(kb) if ib >= 0 and ib != ia else None
+    if (gx is not None and not is_adjoint_buffer(gx, f)) or \
+            (gy is not None and not is_adjoint_buffer(gy, f)):
+        return False
+    # Checks done: from here on this row is swept here.
+    if ia >= 0 and gx is None:  # the first contribution to that argument
+        gx = zeros_like(f)
+        t.arr_adj[ka] = gx
+    if ib >= 0 and gy is None:
+        if ib == ia:
+            gy = gx  # x * x: one buffer takes both contributions
+        else:
+            gy = zeros_like(f)
+            t.arr_adj[kb] = gy
+
+    cdef double cx_, cy_
+    cdef const double* xp
+    cdef const double* yp
+    cdef Py_ssize_t sx = 1, sy = 1, n = cnp.PyArray_SIZE(f)
+    if type(x) is float:
+        cx_ = x
+        xp, sx = &cx_, 0
+    else:
+        xp = <const double*>cnp.PyArray_DATA(x)
+    if type(y) is float:
+        cy_ = y
+        yp, sy = &cy_, 0
+    else:
+        yp = <const double*>cnp.PyArray_DATA(y)
+    cdef const double* fp = <const double*>cnp.PyArray_DATA(f)
+    cdef const double* gp = <const double*>cnp.PyArray_DATA(g)
+    cdef double* dxp = <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL
+    cdef double* dyp = <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL
+    if n > 4096:  # releasing the GIL costs more than a small array's loop
+        with nogil:
+            map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    else:
+        map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    return True
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                       const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
+                       double* dxp, double* dyp) noexcept nogil:
+    """dx += g * df/dx, dy += g * df/dy elementwise, by the scalar rules (a
+    stride of 0 repeats a constant; a NULL target is a constant argument)."""
+    cdef Py_ssize_t k
+    cdef double gk
+    cdef Partials d
+    for k in range(n):
+        gk = gp[k]
+        if gk == 0.0:
+            continue  # the absolute-zero rule, as in the scalar sweep
+        d = op_partials(code, xp[k * sx], yp[k * sy], fp[k], dyp != NULL)
+        if dxp != NULL:
+            dxp[k] += gk * d.dx
+        if dyp != NULL:
+            dyp[k] += gk * d.dy

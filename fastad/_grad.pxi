@@ -1,0 +1,99 @@
+# Part of fastad/_core.pyx (included there).
+# grad()'s hot path for flat float arguments.
+
+# ==== grad's hot path ========================================================
+
+cdef object leaves_of(object arg):
+    """Leaves for an argument that is a number or a flat list / tuple of
+    numbers (the common cases, made here without Python per element), or
+    None for anything else (the general tree code in fastad/_tree.py)."""
+    cdef Py_ssize_t i, n
+    if type(arg) is float or type(arg) is int:
+        return new_leaf(<double>arg)
+    if type(arg) is list or type(arg) is tuple:
+        n = len(arg)
+        out = [None] * n
+        for i in range(n):
+            v = arg[i]
+            if type(v) is not float and type(v) is not int:
+                return None
+            out[i] = new_leaf(<double>v)
+        return out if type(arg) is list else tuple(out)
+    return None
+
+
+cdef object grads_of(object leaves, Tape t):
+    """The adjoints of these leaves' INPUT rows on t (0 for unused leaves)."""
+    cdef Py_ssize_t i, n
+    if type(leaves) is Var:
+        return leaf_adjoint(<Var>leaves, t)
+    n = len(leaves)
+    out = [None] * n
+    for i in range(n):
+        out[i] = leaf_adjoint(<Var>leaves[i], t)
+    return out if type(leaves) is list else tuple(out)
+
+
+cdef inline double leaf_adjoint(Var leaf, Tape t):
+    if t is not None and leaf.serial == t.serial and leaf.idx < t.adj_n:
+        return t.adj[leaf.idx]
+    return leaf.grad_  # the output was the leaf itself (or did not use it: 0)
+
+
+def sweep_for(Var out):
+    """Sweep from `out` without touching any leaf's grad (grad() reads the
+    adjoints of its own leaves with input_adjoints); returns out's tape."""
+    cdef Tape t = out.tape
+    if t is None:
+        out.grad_ += 1.0
+        return None
+    if t.consumed:
+        raise FastADError("the function returned a value from a graph that was already swept")
+    t.sweep(out.idx, 1.0, False)
+    return t
+
+
+def input_adjoints(Tape t, list leaves):
+    """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array leaves)."""
+    out = []
+    for leaf in leaves:
+        if type(leaf) is Var:
+            out.append(leaf_adjoint(<Var>leaf, t))
+        elif t is not None and (<Array>leaf).serial == t.serial and t.arr_adj is not None:
+            g = t.arr_adj.get((<Array>leaf).idx)  # no copy: the next sweep makes new arrays
+            out.append(np.zeros((<Array>leaf).value.shape) if g is None else g)
+        else:
+            out.append(np.zeros((<Array>leaf).value.shape))
+    return out
+
+
+def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
+    """(value, [grad per argnum]) when every differentiated argument is a
+    number or a flat list / tuple of numbers; None otherwise."""
+    cdef list call_args = list(args)
+    cdef list leaves = []
+    for k in nums:
+        made = leaves_of(args[k])
+        if made is None:
+            return None
+        call_args[k] = made
+        leaves.append(made)
+    cdef _ThreadState st = thread_state()
+    cdef Tape t = Tape()  # its arrays come from the last tape's (the spare slot)
+    st.saved.append((st.tape, st.implicit))
+    st.tape = t
+    st.implicit = False
+    try:
+        out = f(*call_args, **kwargs)
+        if type(out) is not Var:
+            from fastad._tree import scalar_output
+            out = scalar_output(out, "grad")
+        t = None
+        if type(out) is Var:
+            value = (<Var>out).val
+            t = sweep_for(out)
+        else:
+            value = out
+    finally:
+        st.tape, st.implicit = st.saved.pop()
+    return value, [grads_of(made, t) for made in leaves]

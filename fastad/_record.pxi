@@ -1,0 +1,124 @@
+# Part of fastad/_core.pyx (included there).
+# Recording: a row appended per op, on the one tape its arguments share.
+
+# ==== recording ==============================================================
+
+cdef inline Var new_node(Tape t, node_t i, double v):
+    cdef Var r = Var.__new__(Var)
+    r.tape = t
+    r.idx = i
+    r.val = v
+    return r
+
+
+cdef inline Var new_leaf(double v):
+    cdef Var r = Var.__new__(Var)
+    r.val = v
+    return r
+
+
+cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
+    args = tuple(v.val if v is not None else c for v in (x, y)
+                 if v is not None or _ops_table.OPS[op].arity == 2)
+    if any(a != a for a in args):
+        return 0  # nan in, nan out: reported where it was first made
+    raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from finite inputs {args}")
+
+
+cdef Var record(op_t op, Var x, Var y, double c, double v):
+    """Append op(x, y) with value v and return its handle. x or y may be None:
+    that argument is the constant c (or absent, for a unary op)."""
+    cdef Tape t
+    cdef node_t ia = -1, ib = -1
+    if _no_grad_threads and thread_state().no_grad:
+        return new_leaf(v)
+    if _debug_nans and v != v:
+        raise_nan(op, x, y, c)
+    t = usable_tape(join_tapes(x.tape if x is not None else None, y.tape if y is not None else None))
+    if x is not None:
+        ia = x.idx if x.tape is not None else t.input_row(x)
+    if y is not None:
+        ib = y.idx if y.tape is not None else t.input_row(y)
+    return new_node(t, t.push(op, ia, ib, c, v), v)
+
+
+cdef inline bint is_number(object v):
+    if type(v) is float or type(v) is int:
+        return True
+    return isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, np.bool_)
+
+
+cdef object binop(op_t op, Var x, object y):
+    """op(x, y) for a Var x and anything y."""
+    cdef double cy
+    if type(y) is Var:
+        return record(op, x, <Var>y, 0.0, op_value(op, x.val, (<Var>y).val))
+    if is_number(y):
+        cy = y
+        return record(op, x, None, cy, op_value(op, x.val, cy))
+    return NotImplemented
+
+
+cdef object rbinop(op_t op, Var y, object x):
+    """op(x, y) for anything x and a Var y (a reflected operator)."""
+    cdef double cx
+    if is_number(x):
+        cx = x
+        return record(op, None, y, cx, op_value(op, cx, y.val))
+    return NotImplemented
+
+
+cdef inline object unop(op_t op, Var x):
+    return record(op, x, None, 0.0, op_value(op, x.val, 0.0))
+
+
+cdef object compare(op_t op, Var x, object y, bint reflected):
+    """A comparison: records a guard row (for replays) and returns a bool."""
+    r = rbinop(op, x, y) if reflected else binop(op, x, y)
+    if r is NotImplemented:
+        return r
+    return (<Var>r).val != 0.0
+
+
+cdef inline Tape handle_tape(object h):
+    """The tape a Var or Array records on (None for leaves and constants)."""
+    if type(h) is Var:
+        return (<Var>h).tape
+    if type(h) is Array:
+        return (<Array>h).tape
+    return None
+
+
+cdef inline Tape join_tapes(Tape t, Tape u):
+    """The one tape of two handles' tapes (None: no tape yet)."""
+    if t is None:
+        return u
+    if u is not None and u is not t:
+        raise FastADError(MIXED_TAPES)
+    return t
+
+
+cdef inline Tape usable_tape(Tape t):
+    """t, or the thread's current tape for ops on leaves only; never a consumed tape."""
+    if t is None:
+        return current_tape()
+    if t.consumed:
+        raise FastADError(CONSUMED)
+    return t
+
+
+cdef Tape tape_of(tuple handles):
+    """The tape an op on these handles (Var, Array or constants) records on."""
+    cdef Tape t = None
+    for h in handles:
+        t = join_tapes(t, handle_tape(h))
+    return usable_tape(t)
+
+
+cdef node_t row_of(Tape t, object h) except -2:
+    """h's row on t (INPUT rows for leaves), or -1 for a constant."""
+    if type(h) is Var:
+        return (<Var>h).idx if (<Var>h).tape is not None else t.input_row(<Var>h)
+    if type(h) is Array:
+        return (<Array>h).idx if (<Array>h).tape is not None else t.array_input_row(<Array>h)
+    return -1

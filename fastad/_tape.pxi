@@ -1,0 +1,550 @@
+# Part of fastad/_core.pyx (included there).
+# The Tape (rows as parallel arrays, growth, sweeps, views) and the current tape of each thread.
+
+# ==== Tape ===================================================================
+
+cdef struct Storage:  # a tape's arrays, parked between tapes
+    op_t* op
+    node_t* a
+    node_t* b
+    double* c
+    double* val
+    Py_ssize_t cap
+    double* adj
+    Py_ssize_t adj_cap
+    node_t* in_rows
+    Py_ssize_t in_cap
+
+cdef Storage _spare  # zero: empty
+
+
+cdef class Tape:
+    """A recording: rows of (op, a, b, c, val), and adjoints after a sweep.
+
+    Most code never names a tape: ops on leaves record on the current
+    thread's tape, and ops on recorded values record on theirs. Use one
+    explicitly to collect a computation and look at it:
+
+    >>> import fastad as fad
+    >>> x = fad.Var(2.0)
+    >>> with fad.Tape() as t:
+    ...     y = x * x + 1.0
+    >>> len(t)   # INPUT x, square, add
+    3
+    """
+
+    def __cinit__(self, max_rows=None):
+        global _next_serial
+        if _spare.cap > 0:  # take the parked arrays
+            self.op, self.a, self.b, self.c, self.val = _spare.op, _spare.a, _spare.b, _spare.c, _spare.val
+            self.cap = _spare.cap
+            self.adj, self.adj_cap, self.in_rows, self.in_cap = _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap
+            _spare.cap = 0
+        else:
+            self.op = <op_t*>malloc(FIRST_ROWS * sizeof(op_t))
+            self.a = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
+            self.b = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
+            self.c = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.val = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.cap = FIRST_ROWS
+            if not (self.op and self.a and self.b and self.c and self.val):
+                raise MemoryError("fastad: cannot allocate a tape")
+        self.max_rows = INT32_MAX
+        if max_rows is not None:
+            if max_rows < 1 or max_rows > INT32_MAX:
+                raise ValueError(f"max_rows must be between 1 and {INT32_MAX}, got {max_rows}")
+            self.max_rows = max_rows
+        self.leaves = []
+        self.obj = {}
+        self.aux = {}
+        self.serial = _next_serial
+        _next_serial += 1
+
+    def __dealloc__(self):
+        if self.cap <= SPARE_MAX_ROWS and self.adj_cap <= SPARE_MAX_ROWS and _spare.cap == 0:
+            _spare.op, _spare.a, _spare.b, _spare.c, _spare.val = self.op, self.a, self.b, self.c, self.val
+            _spare.cap = self.cap
+            _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap = self.adj, self.adj_cap, self.in_rows, self.in_cap
+        else:
+            free(self.op); free(self.a); free(self.b); free(self.c); free(self.val)
+            free(self.adj)
+            free(self.in_rows)
+
+    cdef int grow(self) except -1:
+        if self.n >= self.max_rows:
+            raise FastADError(
+                f"the graph has {self.n:,} rows, the most one tape can index "
+                f"(max_rows={self.max_rows:,}); record less per tape, or use fad.compile")
+        cdef Py_ssize_t new_cap = min(2 * self.cap, <Py_ssize_t>self.max_rows)
+        cdef void* p
+        # Each array is replaced as soon as its realloc succeeds, so a failure
+        # half way leaves every pointer valid (with room for at least cap rows).
+        p = realloc(self.op, new_cap * sizeof(op_t))
+        if p == NULL: raise MemoryError()
+        self.op = <op_t*>p
+        p = realloc(self.a, new_cap * sizeof(node_t))
+        if p == NULL: raise MemoryError()
+        self.a = <node_t*>p
+        p = realloc(self.b, new_cap * sizeof(node_t))
+        if p == NULL: raise MemoryError()
+        self.b = <node_t*>p
+        p = realloc(self.c, new_cap * sizeof(double))
+        if p == NULL: raise MemoryError()
+        self.c = <double*>p
+        p = realloc(self.val, new_cap * sizeof(double))
+        if p == NULL: raise MemoryError()
+        self.val = <double*>p
+        self.cap = new_cap
+        return 0
+
+    cdef inline node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1:
+        cdef node_t i = <node_t>self.n
+        if self.n == self.cap or self.n == self.max_rows:
+            self.grow()
+        self.op[i] = op
+        self.a[i] = a
+        self.b[i] = b
+        self.c[i] = c
+        self.val[i] = v
+        self.n = i + 1
+        return i
+
+    cdef node_t input_row(self, Var leaf) except -1:
+        """The leaf's INPUT row on this tape, appended on first use."""
+        if leaf.serial == self.serial:
+            return leaf.idx
+        cdef node_t i = self.push(OP_INPUT, -1, -1, 0.0, leaf.val)
+        self.add_leaf(leaf, i)
+        leaf.serial = self.serial
+        leaf.idx = i
+        return i
+
+    cdef node_t array_input_row(self, Array leaf) except -1:
+        """The Array leaf's INPUT row on this tape, appended on first use."""
+        if leaf.serial == self.serial:
+            return leaf.idx
+        cdef node_t i = self.push(OP_ARRAY_INPUT, -1, -1, 0.0, NAN)
+        self.obj[i] = leaf.value
+        self.has_arrays = True
+        self.add_leaf(leaf, i)
+        leaf.serial = self.serial
+        leaf.idx = i
+        return i
+
+    cdef int add_leaf(self, object leaf, node_t row) except -1:
+        cdef void* p
+        cdef Py_ssize_t k = len(self.leaves)
+        if k == self.in_cap:
+            p = realloc(self.in_rows, (2 * k + 8) * sizeof(node_t))
+            if p == NULL: raise MemoryError()
+            self.in_rows = <node_t*>p
+            self.in_cap = 2 * k + 8
+        self.in_rows[k] = row
+        self.leaves.append(leaf)
+        return 0
+
+    cdef int sweep(self, node_t out, object seed, bint deposit) except -1:
+        """Reverse sweep from row `out`; with `deposit`, add the inputs'
+        adjoints into their leaves' grads (backward() does, grad() reads
+        its own leaves' adjoints and leaves other leaves alone)."""
+        cdef Py_ssize_t n = out + 1, k
+        cdef node_t r
+        cdef Var leaf
+        cdef Array aleaf
+        if self.cap > self.n + self.n // 4:
+            self.shrink()  # a swept tape keeps at most 25% spare rows: under 40 bytes a row
+        if self.adj_cap < n:
+            free(self.adj)
+            self.adj = <double*>malloc(n * sizeof(double))
+            self.adj_cap = n if self.adj else 0
+            if self.adj == NULL:
+                raise MemoryError("fastad: cannot allocate adjoints")
+        memset(self.adj, 0, n * sizeof(double))
+        self.adj_n = n
+        if self.has_arrays:
+            # Array adjoints are made when the first contribution arrives (a
+            # row nothing reached has none, and its rule is skipped), except
+            # for arrays that `elem` rows read: the C loop adds into those.
+            self.arr_adj = {row: np.zeros(self.obj[row].shape) for row in self.elem_targets(out)}
+            if out in self.obj:
+                self.arr_adj[out] = np.array(np.broadcast_to(seed, self.obj[out].shape), np.float64)
+            else:
+                self.adj[out] = seed
+            self.sweep_arrays(out)
+        else:
+            self.adj[out] = seed
+            with nogil:
+                reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, NULL)
+        if _debug_nans:
+            self.find_nan_adjoint(out)
+        if not deposit:
+            return 0
+        for k in range(len(self.leaves)):
+            r = self.in_rows[k]
+            if r >= n:
+                continue
+            if type(self.leaves[k]) is Var:
+                leaf = <Var>self.leaves[k]
+                leaf.grad_ += self.adj[r]
+            else:
+                aleaf = <Array>self.leaves[k]
+                g = self.arr_adj.get(r)
+                if g is not None:
+                    aleaf.grad_ = g.copy() if aleaf.grad_ is None else aleaf.grad_ + g
+        return 0
+
+    cdef set elem_targets(self, node_t out):
+        """The array rows that `elem` rows at or below `out` read."""
+        cdef node_t i
+        cdef set rows = set()
+        for i in range(out + 1):
+            if self.op[i] == OP_ELEM:
+                rows.add(self.a[i])
+        return rows
+
+    cdef int sweep_arrays(self, node_t out) except -1:
+        """The reverse sweep of a tape with array rows: the C loop runs
+        until it meets an array row, that row's rule runs (a `map` row of
+        same-shape operands in C, map_backward; any other by its NumPy rule
+        in fastad/array_rules.py), and the C loop resumes below it."""
+        global _array_backward
+        if _array_backward is None:
+            from fastad.array_rules import backward
+            _array_backward = backward
+        cdef double** elem_adj = <double**>calloc(out + 1, sizeof(double*))
+        cdef double[::1] buf
+        cdef node_t i = out
+        if elem_adj == NULL:
+            raise MemoryError()
+        try:
+            for row, g in self.arr_adj.items():  # zeros, contiguous; rules add into them in place
+                if g.size:
+                    buf = g.reshape(-1)
+                    elem_adj[row] = &buf[0]
+            while i >= 0:
+                if self.op[i] < FIRST_ARRAY_OP or self.op[i] == OP_ELEM:
+                    with nogil:
+                        i = reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, i, elem_adj)
+                    continue
+                if self.op[i] != OP_ARRAY_INPUT:
+                    if _debug_nans:
+                        clean = [r for r in self.arg_rows(i) if not self.adjoint_has_nan(r)]
+                    if self.op[i] != OP_MAP or not map_backward(self, i):
+                        _array_backward(self, i, self.arr_adj)
+                    if _debug_nans:
+                        self.array_nan_adjoint(i, clean)
+                i -= 1
+        finally:
+            free(elem_adj)
+        return 0
+
+    cdef int find_nan_adjoint(self, node_t out) except -1:
+        """debug_nans: walking rows in sweep order, the first scalar row whose
+        adjoint is a number but which passed a nan to an argument raises."""
+        cdef node_t i, ia, ib
+        cdef double g, x, y
+        cdef Partials d
+        for i in range(out, -1, -1):
+            g = self.adj[i]
+            ia, ib = self.a[i], self.b[i]
+            if g != g or g == 0.0 or self.op[i] >= FIRST_ARRAY_OP or (ia < 0 and ib < 0):
+                continue
+            x = self.val[ia] if ia >= 0 else self.c[i]
+            y = self.val[ib] if ib >= 0 else self.c[i]
+            if x != x or y != y:
+                continue  # a nan value in: its nan partial is not this row's making
+            d = op_partials(self.op[i], x, y, self.val[i], ib >= 0)
+            if (ia >= 0 and g * d.dx != g * d.dx) or (ib >= 0 and g * d.dy != g * d.dy):
+                args = (x, y)
+                if _ops_table.OPS[self.op[i]].arity == 1:
+                    args = (x,)
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan at op '{_ops_table.OPS[self.op[i]].name}' "
+                    f"(row {i}) with inputs {args} and adjoint {g}")
+        return 0
+
+    cdef list arg_rows(self, node_t i):
+        """The argument rows of row i (variadic array ops keep theirs in aux)."""
+        if _ops_table.OPS[self.op[i]].arity == -1:
+            return [r for r in self.aux[i][0] if r >= 0]
+        return [r for r in (self.a[i], self.b[i]) if r >= 0]
+
+    cdef bint adjoint_has_nan(self, node_t r):
+        g = self._adjoint(r)
+        return g is not None and bool(np.isnan(g).any())
+
+    cdef int array_nan_adjoint(self, node_t i, list clean) except -1:
+        """debug_nans, reverse: array row i's rule just ran; if an argument
+        whose adjoint was nan-free (`clean`) now has a nan, while row i's own
+        adjoint has none, the rule made it: raise, naming the op."""
+        if self.adjoint_has_nan(i) or any(np.isnan(self._value(r)).any() for r in self.arg_rows(i)):
+            return 0  # nan in (adjoint or value), nan out
+        for r in clean:
+            if self.adjoint_has_nan(r):
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan at op '{array_op_name(self.op[i], self.c[i])}' "
+                    f"(row {i})")
+        return 0
+
+    # -- for the array rules (fastad/array_rules.py): one row at a time --
+
+    def _row(self, Py_ssize_t i):
+        """(op, a, b, c, aux) of row i."""
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.op[i], self.a[i], self.b[i], self.c[i], self.aux.get(i)
+
+    def _value(self, Py_ssize_t r):
+        """Row r's value: its ndarray, or its float."""
+        if not 0 <= r < self.n:
+            raise IndexError(r)
+        v = self.obj.get(r)
+        return self.val[r] if v is None else v
+
+    def _adjoint(self, Py_ssize_t r):
+        """Row r's adjoint in the current sweep: ndarray or float; None for
+        an array row that nothing reached."""
+        if not 0 <= r < self.adj_n:
+            raise IndexError(r)
+        if r in self.obj:
+            return self.arr_adj.get(r)
+        return self.adj[r]
+
+    def _add_adjoint(self, Py_ssize_t r, g):
+        """Add g into row r's adjoint (g has r's shape; a float for scalar rows)."""
+        if not 0 <= r < self.adj_n:
+            raise IndexError(r)
+        v = self.obj.get(r)
+        if v is None:
+            self.adj[r] += <double>g
+            return
+        a = self.arr_adj.get(r)
+        if a is None:  # the first contribution: an array of its own (g may be a view)
+            a = np.array(g, dtype=np.float64)
+            self.arr_adj[r] = a if a.shape == v.shape else np.array(np.broadcast_to(a, v.shape))
+        else:
+            a += g
+
+    cdef void shrink(self):
+        """Give back the capacity beyond the rows in use (a realloc that
+        shrinks keeps the block where it is, or moves it: both are fine)."""
+        cdef Py_ssize_t n = self.n if self.n > 1 else 1
+        cdef void* p
+        if self.cap <= FIRST_ROWS or n == self.cap:
+            return
+        p = realloc(self.op, n * sizeof(op_t))
+        if p != NULL: self.op = <op_t*>p
+        p = realloc(self.a, n * sizeof(node_t))
+        if p != NULL: self.a = <node_t*>p
+        p = realloc(self.b, n * sizeof(node_t))
+        if p != NULL: self.b = <node_t*>p
+        p = realloc(self.c, n * sizeof(double))
+        if p != NULL: self.c = <double*>p
+        p = realloc(self.val, n * sizeof(double))
+        if p != NULL: self.val = <double*>p
+        self.cap = n  # if a realloc failed, its block is simply larger than cap says
+
+    cdef void reset(self):
+        """Forget every row (no Var refers to this tape any more)."""
+        global _next_serial
+        if self.cap > SPARE_MAX_ROWS:  # do not keep a huge tape's memory forever
+            self.op = <op_t*>realloc(self.op, FIRST_ROWS * sizeof(op_t))
+            self.a = <node_t*>realloc(self.a, FIRST_ROWS * sizeof(node_t))
+            self.b = <node_t*>realloc(self.b, FIRST_ROWS * sizeof(node_t))
+            self.c = <double*>realloc(self.c, FIRST_ROWS * sizeof(double))
+            self.val = <double*>realloc(self.val, FIRST_ROWS * sizeof(double))
+            self.cap = FIRST_ROWS  # shrinking realloc keeps the block on failure... and returns it
+            free(self.adj)
+            self.adj = NULL
+            self.adj_cap = 0
+        self.n = 0
+        self.adj_n = 0
+        del self.leaves[:]  # list.clear(), without looking the method up by name
+        if self.has_arrays:
+            self.obj = {}
+            self.aux = {}
+            self.arr_adj = None
+            self.has_arrays = False
+        self.consumed = False
+        self.serial = _next_serial
+        _next_serial += 1
+
+    # -- looking at a tape (Python speed; for explain, tests, pickling) --
+
+    def __len__(self):
+        return self.n
+
+    @property
+    def nbytes(self):
+        """Bytes allocated for this tape's rows, adjoints and input table."""
+        return (self.cap * (sizeof(op_t) + 2 * sizeof(node_t) + 2 * sizeof(double))
+                + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t))
+
+    def rows(self):
+        """Copies of the row arrays: dict of op, a, b, c, val, adj (None before a sweep)."""
+        cdef Py_ssize_t n = self.n
+        out = {"op": np.empty(n, np.uint8), "a": np.empty(n, np.int32), "b": np.empty(n, np.int32),
+               "c": np.empty(n, np.float64), "val": np.empty(n, np.float64), "adj": None}
+        cdef uint8_t[::1] op_v = out["op"]
+        cdef node_t[::1] a_v = out["a"], b_v = out["b"]
+        cdef double[::1] c_v = out["c"], val_v = out["val"], adj_v
+        if n:
+            memcpy(&op_v[0], self.op, n * sizeof(op_t))
+            memcpy(&a_v[0], self.a, n * sizeof(node_t))
+            memcpy(&b_v[0], self.b, n * sizeof(node_t))
+            memcpy(&c_v[0], self.c, n * sizeof(double))
+            memcpy(&val_v[0], self.val, n * sizeof(double))
+        if self.adj_n:
+            out["adj"] = np.zeros(n, np.float64)
+            adj_v = out["adj"]
+            memcpy(&adj_v[0], self.adj, min(n, self.adj_n) * sizeof(double))
+        return out
+
+    def inputs(self):
+        """[(row, leaf Var)] for every INPUT row, in row order."""
+        return [(self.in_rows[k], self.leaves[k]) for k in range(len(self.leaves))]
+
+    def watch(self, *leaves):
+        """Give these leaves (Var or Array) their INPUT rows now, in this
+        order, instead of at first use: traces then list inputs first."""
+        for leaf in leaves:
+            if type(leaf) is Var and (<Var>leaf).tape is None:
+                self.input_row(<Var>leaf)
+            elif type(leaf) is Array and (<Array>leaf).tape is None:
+                self.array_input_row(<Array>leaf)
+            else:
+                raise TypeError(f"watch() takes leaf Vars and Arrays, got {leaf!r}")
+
+    def explain(self, fmt="text"):
+        """The evaluation trace as a table; see fastad.explain."""
+        from fastad.explain import explain_tape
+        return explain_tape(self, fmt)
+
+    def __enter__(self):
+        cdef _ThreadState st = thread_state()
+        st.saved.append((st.tape, st.implicit))
+        st.tape = self
+        st.implicit = False
+        return self
+
+    def __exit__(self, *exc):
+        cdef _ThreadState st = thread_state()
+        st.tape, st.implicit = st.saved.pop()
+        return False
+
+    def __repr__(self):
+        state = ", consumed" if self.consumed else ""
+        return f"<fastad.Tape {self.n:,} rows, {self.nbytes:,} bytes{state}>"
+
+
+# ==== the current tape of each thread ========================================
+
+cdef class _ThreadState:
+    cdef Tape tape      # where ops on leaves record; None until the first
+    cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
+    cdef int no_grad    # depth of `with no_grad()` blocks
+    cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
+
+    def __cinit__(self):
+        self.implicit = True
+        self.saved = []
+
+
+_local = threading.local()
+# A thread-local lookup costs tens of ns; ops on leaves need the state often,
+# so remember the last thread's. Safe under the GIL: nothing between the
+# check and the use can switch threads.
+cdef unsigned long _cached_ident = 0
+cdef _ThreadState _cached_state = None
+
+
+cdef _ThreadState thread_state():
+    global _cached_ident, _cached_state
+    cdef unsigned long ident = PyThread_get_thread_ident()
+    if ident == _cached_ident and _cached_state is not None:
+        return _cached_state
+    st = getattr(_local, "state", None)
+    if st is None:
+        st = _ThreadState()
+        _local.state = st
+    _cached_ident = ident
+    _cached_state = st
+    return st
+
+
+cdef Tape current_tape():
+    """The tape ops on leaves record on. The thread's implicit tape is reused
+    in place when no Var refers to it any more (so a loop of `y = f(x).value`
+    keeps memory flat), and replaced when a backward() consumed it."""
+    cdef _ThreadState st = thread_state()
+    cdef Tape t = st.tape
+    if t is None:
+        t = Tape()
+        st.tape = t
+    elif st.implicit:
+        if Py_REFCNT(t) == 2:  # st.tape and t: no Var points into it
+            if t.n:
+                t.reset()
+        elif t.consumed:
+            t = Tape()
+            st.tape = t
+    elif t.consumed:
+        raise FastADError("this `with fad.Tape()` block's tape was already swept by backward(); "
+                          "pass retain_graph=True to keep recording on it")
+    return t
+
+
+cdef void consume(Tape t):
+    """backward() without retain_graph: no more ops or sweeps on t. The
+    thread lets go of it too, so its memory goes with the user's last handle,
+    and the rows it keeps for .value / .grad / explain shrink to fit (a
+    consumed tape never grows again)."""
+    t.consumed = True
+    t.shrink()
+    cdef _ThreadState st = thread_state()
+    if st.implicit and st.tape is t:
+        st.tape = None
+
+
+class no_grad:
+    """Compute values without recording: ops on Vars return new leaves.
+
+    >>> import fastad as fad
+    >>> x = fad.Var(3.0)
+    >>> with fad.no_grad():
+    ...     y = x * x
+    >>> y.value, y.tape is None
+    (9.0, True)
+    """
+
+    def __enter__(self):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        if st.no_grad == 0:
+            _no_grad_threads += 1
+        st.no_grad += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        st.no_grad -= 1
+        if st.no_grad == 0:
+            _no_grad_threads -= 1
+        return False
+
+
+def debug_nans(bint enable=True):
+    """Raise FloatingPointError at the first op whose value is nan while its
+    inputs are not, naming the op. Off by default (IEEE results instead).
+
+    >>> import fastad as fad
+    >>> fad.debug_nans(True)
+    >>> fad.log(fad.Var(-1.0))
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: fastad: op 'log' made nan from finite inputs (-1.0,)
+    >>> fad.debug_nans(False)
+    """
+    global _debug_nans
+    _debug_nans = enable
