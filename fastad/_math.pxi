@@ -4,25 +4,18 @@
 # ==== the math functions =====================================================
 
 cdef object elementwise(op_t op, object x, object y, str name):
-    """An op over ndarrays: float arrays in a C loop (same rule as for Vars),
-    object arrays (of Vars) element by element through the public function."""
-    fn = globals()[name]
+    """An op over ndarrays: float arrays in a C loop (map_value, the same rule
+    as for Vars), object arrays (of Vars) element by element."""
     arrays = [np.asarray(v) for v in ((x,) if y is None else (x, y))]
     if any(a.dtype == object for a in arrays):
-        return np.frompyfunc(fn, len(arrays), 1)(*arrays)
+        if y is None:
+            return np.frompyfunc(lambda u: unary(op, u), 1, 1)(*arrays)
+        return np.frompyfunc(lambda u, v: binary(op, u, v), 2, 1)(*arrays)
     for v, a in zip((x, y), arrays):
         if a.dtype.kind not in "fiub":
             raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"
                             + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
-    arrays = np.broadcast_arrays(*[a.astype(np.float64) for a in arrays])
-    cdef double[::1] xs = np.ascontiguousarray(arrays[0]).ravel()
-    cdef double[::1] ys = np.ascontiguousarray(arrays[-1]).ravel()
-    out = np.empty(xs.shape[0], np.float64)
-    cdef double[::1] o = out
-    cdef Py_ssize_t i
-    for i in range(xs.shape[0]):
-        o[i] = op_value(op, xs[i], ys[i])
-    return out.reshape(arrays[0].shape)
+    return map_value(op, *arrays)
 
 
 cdef object unary(op_t op, object x):
