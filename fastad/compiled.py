@@ -327,9 +327,15 @@ class CompiledFunction:
         if len(chunks) == 1:
             trace.grad_rows(Xf, G, Y, changed, 0, B)
         else:
-            pool = _executor(len(chunks))
-            for fut in [pool.submit(trace.grad_rows, Xf, G, Y, changed, lo, hi) for lo, hi in chunks]:
-                fut.result()
+            # The caller sweeps the first chunk itself (it is already running;
+            # an idle worker takes a while to be scheduled), the pool the rest.
+            pool = _executor(len(chunks) - 1)
+            futures = [pool.submit(trace.grad_rows, Xf, G, Y, changed, lo, hi) for lo, hi in chunks[1:]]
+            try:
+                trace.grad_rows(Xf, G, Y, changed, *chunks[0])
+            finally:
+                for fut in futures:
+                    fut.result()
         arg_td = self.treedef[1][0]
         for i in np.flatnonzero(changed):  # another branch: replay (or retrace) that row alone
             G[i] = _tree.numbers(_tree.flatten(self.grad(_tree.unflatten(arg_td, Xf[i])))[0])
