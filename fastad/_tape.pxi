@@ -3,6 +3,28 @@
 
 # ==== Tape ===================================================================
 
+cdef extern from *:
+    """
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    /* Ask for transparent huge pages on the 2 MiB-aligned interior of a big
+       array. A tape's arrays are written once, then read at random by the
+       sweep: with 4 KiB pages, a fresh 16 MB adjoint array costs 4,096 page
+       faults (about 8 ms on a VM, a third of a 2M-row sweep) and a TLB miss
+       per random access. A hint only: nothing changes where it is ignored. */
+    static void fastad_advise_huge(void *p, size_t size) {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        const size_t huge = (size_t)2 << 20;
+        size_t start = ((size_t)p + huge - 1) & ~(huge - 1);
+        size_t end = ((size_t)p + size) & ~(huge - 1);
+        if (p != NULL && end > start)
+            madvise((void *)start, end - start, MADV_HUGEPAGE);
+    #endif
+    }
+    """
+    void fastad_advise_huge(void* p, size_t size) nogil
+
 cdef struct Storage:  # a tape's arrays, parked between tapes
     op_t* op
     node_t* a
@@ -95,6 +117,10 @@ cdef class Tape:
         if p == NULL: raise MemoryError()
         self.val = <double*>p
         self.cap = new_cap
+        fastad_advise_huge(self.a, new_cap * sizeof(node_t))
+        fastad_advise_huge(self.b, new_cap * sizeof(node_t))
+        fastad_advise_huge(self.c, new_cap * sizeof(double))
+        fastad_advise_huge(self.val, new_cap * sizeof(double))
         return 0
 
     cdef inline node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1:
@@ -156,6 +182,7 @@ cdef class Tape:
         if self.adj_cap < n:
             free(self.adj)
             self.adj = <double*>malloc(n * sizeof(double))
+            fastad_advise_huge(self.adj, n * sizeof(double))
             self.adj_cap = n if self.adj else 0
             if self.adj == NULL:
                 raise MemoryError("fastad: cannot allocate adjoints")
