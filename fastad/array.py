@@ -147,11 +147,22 @@ def _einsum_spec(subscripts, ndim_x, ndim_y):
 
 # -- reductions --
 
+_AxisError = getattr(np, "exceptions", np).AxisError
+
+
 def _axis(axis, ndim):
+    """axis (None, int or tuple) as a tuple of non-negative axes, checked as NumPy does."""
     if axis is None:
         return None
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(int(a) % ndim if ndim else int(a) for a in axes)
+    out = []
+    for a in axes:
+        if not -ndim <= int(a) < ndim:
+            raise _AxisError(int(a), ndim)
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError("repeated axis")
+    return tuple(out)
 
 
 def _reduce(name, fn, x, axis, keepdims):
@@ -168,7 +179,7 @@ def sum(x, axis=None, keepdims=False):
 def mean(x, axis=None, keepdims=False):
     total = sum(x, axis, keepdims)
     count = np.size(value_of(x)) / max(np.size(value_of(total)), 1)
-    return binary(CODE["mul"], total, 1.0 / count) if count else binary(CODE["mul"], total, np.nan)
+    return total * (1.0 / count if count else np.nan)  # a scalar row when total is a Var
 
 
 def amax(x, axis=None, keepdims=False):

@@ -1171,6 +1171,18 @@ def test_backward_of_multi_element_array_needs_seed():
     np.testing.assert_array_equal(a.grad, [[2.0, 0.0], [0.0, 0.0]])
 
 
+@pytest.mark.parametrize("fn", ["sum", "mean", "max", "min", "prod"])
+def test_reduction_axes_are_checked_as_numpy_does(fn):
+    a = fad.Array(np.ones((2, 3)))
+    for axis in (2, -3, 5, (0, 2)):
+        with pytest.raises(np.exceptions.AxisError if hasattr(np, "exceptions") else np.AxisError,
+                           match="out of bounds for array of dimension 2"):
+            getattr(a, fn)(axis=axis)
+    with pytest.raises(ValueError, match="repeated axis"):
+        getattr(a, fn)(axis=(0, -2))
+    assert_value(getattr(a, fn)(axis=(0, -1)), getattr(np.ones((2, 3)), fn)(axis=(0, 1)))
+
+
 def test_mixing_tapes_raises():
     a = fad.Array(np.ones(2))
     with fad.Tape():
