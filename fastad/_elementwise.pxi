@@ -135,27 +135,22 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     ufunc = _map_ufunc[code]
     if ufunc is None or not _fast or _debug_nans or _no_grad_threads:
         return None
+    # Operands: Arrays of one shape (at least 1-d), Python numbers, and plain
+    # real ndarrays of that shape (constants, copied as the general route does).
     shape = None
-    cx = cy = None
-    if type(x) is Array:
-        vx = shape = (<Array>x).value
-    elif is_plain_number(x):
-        vx = cx = float(x)
-    else:
-        return None
-    vy = None
-    if binary:
-        if type(y) is Array:
-            vy = (<Array>y).value
+    for v in ((x, y) if binary else (x,)):
+        if type(v) is Array:
             if shape is None:
-                shape = vy
-            elif not same_shape(vx, vy):
+                shape = (<Array>v).value
+                if cnp.PyArray_NDIM(shape) == 0:
+                    return None
+            elif not same_shape(shape, (<Array>v).value):
                 return None
-        elif is_plain_number(y):
-            vy = cy = float(y)
-        else:
-            return None
-    if shape is None or cnp.PyArray_NDIM(shape) == 0:
+    if shape is None:
+        return None
+    vx = map_constant(x, shape)
+    vy = map_constant(y, shape) if binary else None
+    if vx is None or (binary and vy is None):
         return None
     value = ufunc(vx, vy) if binary else ufunc(vx)
     if not is_buffer_like(value, shape):
@@ -166,17 +161,31 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     cdef node_t ib = row_of(t, y) if binary else -1
     cdef node_t i = t.push(OP_MAP, ia, ib, code, NAN)
     t.has_arrays = True
-    if cx is not None or cy is not None:
-        t.aux[i] = (cx, cy)
+    if ia < 0 or (binary and ib < 0):  # a constant operand: the backward pass reads it here
+        t.aux[i] = (vx if ia < 0 else None, vy if binary and ib < 0 else None)
     t.obj[i] = value
     return new_array_node(t, i, value)
+
+
+cdef object map_constant(object v, object shape):
+    """A map_record operand's value: an Array's ndarray, a Python number as a
+    float, a real ndarray of `shape` as a float64 copy; None for anything else."""
+    if type(v) is Array:
+        return (<Array>v).value
+    if is_plain_number(v):
+        return float(v)
+    if type(v) is cnp.ndarray and same_shape(v, shape) and (<cnp.ndarray>v).dtype.kind in "fiub":
+        v = np.array(v, dtype=np.float64, order="C")
+        cnp.PyArray_CLEARFLAGS(v, cnp.NPY_ARRAY_WRITEABLE)
+        return v
+    return None
 
 
 cdef object map_operand(Tape t, node_t row, object key, object const, object f):
     """A map row's argument for map_backward: its ndarray (of f's shape), a
     float constant, or None where the fast route does not apply."""
     if row < 0:
-        return const if type(const) is float else None
+        return const if type(const) is float or is_buffer_like(const, f) else None
     v = t.obj.get(key)
     return v if v is not None and is_buffer_like(v, f) else None
 

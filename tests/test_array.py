@@ -257,7 +257,8 @@ def test_binary_with_scalars(name, kinds):
 # (fastad/_core.pyx: map_record, map_backward); everything else goes through
 # fastad/array.py and array_rules._map. Both give the same numbers.
 
-FAST_KINDS = ["Array,Array", "Array,float", "float,Array", "Array,int", "x,x"]
+FAST_KINDS = ["Array,Array", "Array,float", "float,Array", "Array,int", "x,x",
+              "Array,ndarray", "ndarray,Array"]
 
 
 @contextlib.contextmanager
@@ -295,7 +296,9 @@ def test_same_shape_binary_routes_agree_with_the_reference(name, kinds, fast):
              "Array,float": (lambda M, a: UFUNC2[name](a, c), [x]),
              "float,Array": (lambda M, b: UFUNC2[name](c, b), [y]),
              "Array,int": (lambda M, a: UFUNC2[name](a, c), [x]),
-             "x,x": (lambda M, a: UFUNC2[name](a, a), [x])}
+             "x,x": (lambda M, a: UFUNC2[name](a, a), [x]),
+             "Array,ndarray": (lambda M, a: UFUNC2[name](a, y), [x]),
+             "ndarray,Array": (lambda M, b: UFUNC2[name](x, b), [y])}
     f, xs = forms[kinds]
     seed = rng.standard_normal((2, 3))
     results = []
@@ -309,7 +312,8 @@ def test_same_shape_binary_routes_agree_with_the_reference(name, kinds, fast):
     np.testing.assert_array_equal(v1, UFUNC2[name](*[c if isinstance(v, (int, float)) else v for v in
                                                      {"Array,Array": (x, y), "Array,float": (x, c),
                                                       "float,Array": (c, y), "Array,int": (x, c),
-                                                      "x,x": (x, x)}[kinds]]))
+                                                      "x,x": (x, x), "Array,ndarray": (x, y),
+                                                      "ndarray,Array": (x, y)}[kinds]]))
     np.testing.assert_allclose(v1, v2, rtol=1e-14)
     for p, q in zip(g1, g2):
         np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-300)
@@ -361,6 +365,21 @@ def test_same_shape_route_accumulates_in_place_beside_other_rules():
         s = a[1] * a[2] + (a * a).sum()  # elem rows and a map row on one array
     s.backward()
     np.testing.assert_array_equal(a.grad, 2 * np.arange(4.0) + [0.0, 2.0, 1.0, 0.0])
+
+
+def test_same_shape_route_copies_ndarray_constants():
+    c = np.array([1.0, 2.0, 3.0])
+    a = fad.Array(np.array([4.0, 5.0, 6.0]))
+    with route(True):
+        out = (a * c).sum()
+    c[:] = 100.0  # changing the caller's array after recording changes nothing
+    out.backward()
+    np.testing.assert_array_equal(a.grad, [1.0, 2.0, 3.0])
+    assert out.value == 32.0
+    with route(True):
+        b = fad.Array(np.ones(3))
+        ((np.arange(3) + b) * b).sum().backward()  # an int ndarray is a float64 constant
+    np.testing.assert_array_equal(b.grad, np.arange(3) + 2.0)
 
 
 def test_same_shape_route_is_off_under_no_grad_and_debug_nans():
