@@ -26,10 +26,8 @@ def unbroadcast(g, shape):
 def _expand(g, x_shape, axis, keepdims):
     """A reduction's adjoint broadcast back over the reduced axes."""
     g = np.asarray(g, np.float64)
-    if axis is not None and not keepdims:
-        g = np.expand_dims(g, axis)
-    elif axis is None and not keepdims:
-        g = g.reshape((1,) * len(x_shape))
+    if not keepdims:  # put the reduced axes back, as length 1 (axis is normalised: a tuple or None)
+        g = g.reshape([1 if axis is None or k in axis else n for k, n in enumerate(x_shape)])
     return np.broadcast_to(g, x_shape)
 
 
@@ -80,7 +78,7 @@ def _matmul(tape, i, a, b, c, aux, g):
 
 def _sum(tape, i, a, b, c, aux, g):
     x = tape._value(a)
-    _add(tape, a, _expand(g, x.shape, *aux).copy())
+    _add(tape, a, _expand(g, x.shape, *aux))  # a view: the first contribution is copied in _add_adjoint
 
 
 def _extremum(tape, i, a, b, c, aux, g):
