@@ -436,3 +436,29 @@ def pack_numbers(list values, list layout):
                 return None
             pos += 1
     return out
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def live_rows(const op_t[::1] op, const node_t[::1] a, const node_t[::1] b, roots):
+    """Which rows the root rows depend on, roots included: a bool mask.
+
+    One backward pass (creation order is topological). compile keeps only
+    these rows: work nothing reads is not replayed. Arguments must be
+    earlier rows, as on a tape (records made by fastad are)."""
+    cdef Py_ssize_t n = op.shape[0], i
+    if a.shape[0] != n or b.shape[0] != n:
+        raise ValueError("op, a and b differ in length")
+    live = np.zeros(n, np.uint8)
+    cdef unsigned char[::1] lv = live
+    for r in roots:
+        if not 0 <= r < n:
+            raise IndexError(f"root row {r} is outside the {n} rows")
+        lv[r] = 1
+    for i in range(n - 1, -1, -1):
+        if lv[i]:
+            if 0 <= a[i] < i:
+                lv[a[i]] = 1
+            if 0 <= b[i] < i:
+                lv[b[i]] = 1
+    return live.view(bool)

@@ -21,7 +21,7 @@ import numpy as np
 from fastad import _tree
 from fastad import ops as _ops
 from fastad._core import FastADError, Tape, Var, _object_scalar
-from fastad._replay import BranchChanged, Trace, pack_numbers
+from fastad._replay import BranchChanged, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
 
@@ -90,8 +90,29 @@ def record(f, treedef, x):
             out_rows[k] = v.index
         else:  # a number, or a value from outside f: a constant of this trace
             out_const[k] = float(v)
+    rows, in_rows, out_rows = _live_only(rows, in_rows, out_rows)
     trace = Trace(rows["op"], rows["a"], rows["b"], rows["c"], rows["val"], in_rows, out_rows, out_const)
     return trace, out_treedef
+
+
+_GUARD_CODES = np.array([s.code for s in _ops.OPS if s.kind == "guard"], np.uint8)
+
+
+def _live_only(rows, in_rows, out_rows):
+    """Drop the rows that neither an output nor a guard depends on (dead
+    code: CasADi's SX functions drop it too) and renumber the rest. A guard
+    (a comparison whose bool steered Python) stays, so a replay still
+    checks its branch; a kink nothing reads does not change the outputs."""
+    roots = np.concatenate([out_rows[out_rows >= 0], np.flatnonzero(np.isin(rows["op"], _GUARD_CODES))])
+    live = live_rows(rows["op"], rows["a"], rows["b"], roots)
+    if live.all():
+        return rows, in_rows, out_rows
+    new_index = np.cumsum(live, dtype=np.int64).astype(np.int32) - 1
+    renumber = lambda idx: np.where(idx >= 0, new_index[np.maximum(idx, 0)], -1).astype(np.int32)
+    kept = {k: v[live] for k, v in rows.items() if v is not None}
+    kept["a"], kept["b"] = renumber(kept["a"]), renumber(kept["b"])
+    in_rows = np.where((in_rows >= 0) & live[np.maximum(in_rows, 0)], renumber(in_rows), -1).astype(np.int32)
+    return kept, in_rows, renumber(out_rows)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1013,3 +1013,21 @@ def test_grad_batch_does_not_modify_input():
     G = cf.grad_batch(Xf, threads=2)  # a non-contiguous layout works too
     assert np.array_equal(X, X0)
     assert np.array_equal(G, cf.grad_batch(X0, threads=1))
+
+
+def test_dead_rows_are_not_replayed_but_guards_are():
+    def f(x):
+        unused = fad.sin(x[0]) * x[3] + fad.abs(x[3])  # nothing reads it: dropped, kink and all
+        if x[0] < x[1]:                                 # a guard: kept, and still checked
+            return x[0] * x[2]
+        return x[1] * x[1]
+
+    cf = fad.compile(f, [1.0, 2.0, 3.0, 4.0])
+    ops = [fad.ops.OPS[k].name for k in cf.traces[0].op]
+    assert "sin" not in ops and "abs" not in ops and "lt" in ops
+    assert len(ops) == 5  # three inputs, the guard, the product
+    assert cf.traces[0].in_rows[3] == -1  # x[3] reaches nothing: its gradient is 0
+    for x in ([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, -4.0], [3.0, 2.0, 1.0, 4.0]):
+        assert cf.grad(x) == fad.grad(f)(x)
+        assert cf(x) == f(x)
+    assert len(cf.traces) == 2  # the other branch of the guard was recorded

@@ -500,3 +500,17 @@ def _restore(state):
     cf = CompiledFunction.__new__(CompiledFunction)
     cf.__dict__.update(state)
     return cf
+
+
+def test_live_rows_marks_what_the_roots_depend_on():
+    from fastad._replay import live_rows
+    op = np.array([0, 0, 3, 16, 1], np.uint8)        # x, y, x*y, sin(x), x*y + y
+    a = np.array([-1, -1, 0, 0, 2], np.int32)
+    b = np.array([-1, -1, 1, -1, 1], np.int32)
+    assert live_rows(op, a, b, [4]).tolist() == [True, True, True, False, True]
+    assert live_rows(op, a, b, [3]).tolist() == [True, False, False, True, False]
+    assert live_rows(op, a, b, []).tolist() == [False] * 5
+    with pytest.raises(IndexError, match="root row 5 is outside the 5 rows"):
+        live_rows(op, a, b, [5])
+    with pytest.raises(ValueError, match="differ in length"):
+        live_rows(op, a[:4], b, [0])
