@@ -215,9 +215,9 @@ cdef class Tape:
                 leaf.grad_ += self.adj[r]
             else:
                 aleaf = <Array>self.leaves[k]
-                g = self.arr_adj.get(r)
+                g = self.arr_adj.pop(r, None)  # the leaf takes the array over: no copy
                 if g is not None:
-                    aleaf.grad_ = g.copy() if aleaf.grad_ is None else aleaf.grad_ + g
+                    aleaf.grad_ = g if aleaf.grad_ is None else aleaf.grad_ + g
         return 0
 
     cdef set elem_targets(self, node_t out):
@@ -337,8 +337,10 @@ cdef class Tape:
             return self.arr_adj.get(r)
         return self.adj[r]
 
-    def _add_adjoint(self, Py_ssize_t r, g):
-        """Add g into row r's adjoint (g has r's shape; a float for scalar rows)."""
+    def _add_adjoint(self, Py_ssize_t r, g, bint fresh=False):
+        """Add g into row r's adjoint (g has r's shape; a float for scalar rows).
+        fresh: g is a new array the caller gives up, kept as it is when it is
+        the first contribution (a weight matrix's adjoint is not copied)."""
         if not 0 <= r < self.adj_n:
             raise IndexError(r)
         v = self.obj.get(r)
@@ -347,6 +349,9 @@ cdef class Tape:
             return
         a = self.arr_adj.get(r)
         if a is None:  # the first contribution: an array of its own (g may be a view)
+            if fresh and is_adjoint_buffer(g, v):
+                self.arr_adj[r] = g
+                return
             a = np.array(g, dtype=np.float64)
             self.arr_adj[r] = a if a.shape == v.shape else np.array(np.broadcast_to(a, v.shape))
         else:

@@ -37,9 +37,11 @@ def _args(tape, a, b, aux_x=None, aux_y=None):
     return x, y
 
 
-def _add(tape, row, g):
+def _add(tape, row, g, fresh=False):
+    """Add g into row's adjoint; fresh: g is a new array this rule made, which
+    the tape may keep without a copy."""
     if row >= 0:
-        tape._add_adjoint(row, g)
+        tape._add_adjoint(row, g, fresh)
 
 
 def _map(tape, i, a, b, c, aux, g):
@@ -48,9 +50,9 @@ def _map(tape, i, a, b, c, aux, g):
     gx, gy = map_vjp(int(c), x, y if b >= 0 or aux is not None and aux[1] is not None else None,
                      tape._value(i), g)
     if a >= 0:
-        _add(tape, a, unbroadcast(gx, np.shape(x)))
+        _add(tape, a, unbroadcast(gx, np.shape(x)), fresh=True)
     if b >= 0:
-        _add(tape, b, unbroadcast(gy, np.shape(y)))
+        _add(tape, b, unbroadcast(gy, np.shape(y)), fresh=True)
 
 
 def _matmul(tape, i, a, b, c, aux, g):
@@ -69,11 +71,11 @@ def _matmul(tape, i, a, b, c, aux, g):
     if a >= 0:
         gx = g2 @ np.swapaxes(y2, -1, -2)
         gx = gx[..., 0, :] if x.ndim == 1 else gx
-        _add(tape, a, unbroadcast(gx, x.shape))
+        _add(tape, a, unbroadcast(gx, x.shape), fresh=True)
     if b >= 0:
         gy = np.swapaxes(x2, -1, -2) @ g2
         gy = gy[..., 0] if y.ndim == 1 else gy
-        _add(tape, b, unbroadcast(gy, y.shape))
+        _add(tape, b, unbroadcast(gy, y.shape), fresh=True)
 
 
 def _sum(tape, i, a, b, c, aux, g):
@@ -88,7 +90,7 @@ def _extremum(tape, i, a, b, c, aux, g):
     f = _expand(tape._value(i), x.shape, axis, keepdims)
     hit = (x == f)
     count = hit.sum(axis=axis, keepdims=True)
-    _add(tape, a, hit * _expand(g, x.shape, axis, keepdims) / count)
+    _add(tape, a, hit * _expand(g, x.shape, axis, keepdims) / count, fresh=True)
 
 
 def _prod(tape, i, a, b, c, aux, g):
@@ -107,7 +109,7 @@ def _prod(tape, i, a, b, c, aux, g):
                 if k not in axis:
                     sel[k] = idx[k]
         others[idx] = np.prod(np.where(keep, x, 1.0)[tuple(sel)])
-    _add(tape, a, g * others)
+    _add(tape, a, g * others, fresh=True)
 
 
 def _reshape(tape, i, a, b, c, aux, g):
@@ -121,7 +123,7 @@ def _transpose(tape, i, a, b, c, aux, g):
 def _getitem(tape, i, a, b, c, aux, g):
     gx = np.zeros(tape._value(a).shape)
     np.add.at(gx, aux, g)  # repeated indices accumulate
-    _add(tape, a, gx)
+    _add(tape, a, gx, fresh=True)
 
 
 def _concatenate(tape, i, a, b, c, aux, g):
@@ -174,7 +176,7 @@ def _logsumexp(tape, i, a, b, c, aux, g):
     x = tape._value(a)
     axis, keepdims = aux
     f = _expand(tape._value(i), x.shape, axis, keepdims)
-    _add(tape, a, _expand(g, x.shape, axis, keepdims) * np.exp(x - f))
+    _add(tape, a, _expand(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)
 
 
 RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
