@@ -1266,6 +1266,28 @@ def test_zeroing_grad_by_assignment():
     np.testing.assert_array_equal(a.grad, [2.0, 4.0])
 
 
+def test_adjoint_arrays_handed_over_without_copies_are_not_shared():
+    # backward() gives each leaf its adjoint array and keeps a rule's fresh
+    # result without copying it: no two rows or leaves may end up sharing one.
+    W = fad.Array(np.arange(6.0).reshape(2, 3))
+    x = fad.Array(np.array([1.0, -1.0, 2.0]))
+    with fad.Tape():
+        y = W @ x                     # matmul: fresh adjoints for W and x
+        z = (y * y).sum() + (W * 2.0).sum() + (x @ x)
+    z.backward(retain_graph=True)
+    gW, gx, gy = W.grad, x.grad, y.grad
+    want_W = 2 * np.outer(W.value @ x.value, x.value) + 2.0
+    want_x = 2 * W.value.T @ (W.value @ x.value) + 2 * x.value
+    np.testing.assert_allclose(gW, want_W)
+    np.testing.assert_allclose(gx, want_x)
+    gW[:] = 0.0                       # the user's array: changing it touches nothing else
+    np.testing.assert_allclose(y.grad, gy)
+    z.backward()                      # a second sweep accumulates into new arrays
+    np.testing.assert_allclose(W.grad, want_W)  # 0 (set above) + want_W
+    np.testing.assert_allclose(x.grad, 2 * want_x)
+    assert W.grad is not gW and x.grad is not gx
+
+
 def test_numpy_mlp_training_memory_is_flat():
     rng = np.random.default_rng(22)
     X = rng.standard_normal((32, 4))
