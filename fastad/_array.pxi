@@ -276,8 +276,14 @@ cdef class Array:
     def __rmul__(self, other): return array_binary(OP_MUL, other, self)
     def __truediv__(self, other): return array_binary(OP_DIV, self, other)
     def __rtruediv__(self, other): return array_binary(OP_DIV, other, self)
-    def __pow__(self, other, mod): return front().power(self, other)
-    def __rpow__(self, other, mod): return front().power(other, self)
+    def __pow__(self, other, mod):
+        if is_plain_number(other) and other == 2:
+            return array_unary(OP_SQUARE, self)  # x ** 2 is square, as in front().power
+        r = map_record(OP_POWER, self, other, True)
+        return r if r is not None else front().power(self, other)
+    def __rpow__(self, other, mod):
+        r = map_record(OP_POWER, other, self, True)
+        return r if r is not None else front().power(other, self)
     def __matmul__(self, other): return front().matmul(self, other)
     def __rmatmul__(self, other): return front().matmul(other, self)
     def __neg__(self): return array_unary(OP_NEG, self)

@@ -382,6 +382,19 @@ def test_same_shape_route_copies_ndarray_constants():
     np.testing.assert_array_equal(b.grad, np.arange(3) + 2.0)
 
 
+def test_powers_take_the_same_shape_route():
+    x = np.array([0.5, 1.5, 2.5])
+    with route(True):
+        a = fad.Array(x)
+        with fad.Tape() as t:
+            out = (a ** 2 + a ** 3 + 2.0 ** a).sum()
+        out.backward()
+    names = [fad.ops.OPS[int(c)].name for op, c in zip(t.rows()["op"], t.rows()["c"])
+             if fad.ops.OPS[op].name == "map"]
+    assert names == ["square", "power", "add", "power", "add"]
+    np.testing.assert_allclose(a.grad, 2 * x + 3 * x ** 2 + np.log(2.0) * 2.0 ** x, rtol=1e-15)
+
+
 def test_same_shape_route_is_off_under_no_grad_and_debug_nans():
     a = fad.Array(np.array([1.0, 2.0]))
     with fad.no_grad():
