@@ -47,34 +47,19 @@ cdef object _as_shape(object v, tuple shape):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), shape))
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def map_vjp(int op, x, y, f, g):
     """(g * df/dx, g * df/dy) elementwise, broadcast to f's shape: an array
     row's backward pass, by the same C rules as the scalar sweep and with its
-    absolute-zero rule per element (a zero adjoint passes exactly 0)."""
+    absolute-zero rule per element (a zero adjoint passes exactly 0). The
+    loop is map_adjoints, adding into zeros."""
     shape = np.shape(f)
     xb, yb, fb, gb = [_as_shape(v, shape) for v in (x, x if y is None else y, f, g)]
-    gx = np.empty(shape)
-    gy = np.empty(shape)
-    cdef double[::1] gxv = gx.reshape(-1), gyv = gy.reshape(-1)
-    cdef const double[::1] xv = xb.reshape(-1)
-    cdef const double[::1] yv = yb.reshape(-1)
-    cdef const double[::1] fv = fb.reshape(-1)
-    cdef const double[::1] gv = gb.reshape(-1)
-    cdef Py_ssize_t i
-    cdef op_t code = op
-    cdef Partials d
-    cdef bint need_dy = y is not None
-    with nogil:
-        for i in range(gxv.shape[0]):
-            if gv[i] == 0.0:
-                gxv[i] = 0.0
-                gyv[i] = 0.0
-                continue
-            d = op_partials(code, xv[i], yv[i], fv[i], need_dy)
-            gxv[i] = gv[i] * d.dx
-            gyv[i] = gv[i] * d.dy
+    gx = np.zeros(shape)
+    gy = np.zeros(shape)
+    map_adjoints(<op_t>op, gx.size, <const double*>cnp.PyArray_DATA(xb), 1,
+                 <const double*>cnp.PyArray_DATA(yb), 1, <const double*>cnp.PyArray_DATA(fb),
+                 <const double*>cnp.PyArray_DATA(gb), <double*>cnp.PyArray_DATA(gx),
+                 <double*>cnp.PyArray_DATA(gy) if y is not None else NULL)
     return gx, gy
 
 
@@ -255,21 +240,29 @@ cdef bint map_backward(Tape t, node_t i) except -1:
     cdef const double* gp = <const double*>cnp.PyArray_DATA(g)
     cdef double* dxp = <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL
     cdef double* dyp = <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL
-    if n > 4096:  # releasing the GIL costs more than a small array's loop
-        with nogil:
-            map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
-    else:
-        map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
     return True
+
+
+cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                       const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
+                       double* dxp, double* dyp) noexcept:
+    """dx += g * df/dx, dy += g * df/dy elementwise, by the scalar rules (a
+    stride of 0 repeats a constant; a NULL target is a constant argument).
+    Called with the GIL, which it lets go of for a big array only: for a
+    small one, releasing it costs more than the loop."""
+    if n > 4096:
+        with nogil:
+            map_adjoints_loop(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    else:
+        map_adjoints_loop(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
-                       const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
-                       double* dxp, double* dyp) noexcept nogil:
-    """dx += g * df/dx, dy += g * df/dy elementwise, by the scalar rules (a
-    stride of 0 repeats a constant; a NULL target is a constant argument)."""
+cdef void map_adjoints_loop(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
+                            const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
+                            double* dxp, double* dyp) noexcept nogil:
     cdef Py_ssize_t k
     cdef double gk
     cdef Partials d
