@@ -108,7 +108,10 @@ def _live_only(rows, in_rows, out_rows):
     if live.all():
         return rows, in_rows, out_rows
     new_index = np.cumsum(live, dtype=np.int64).astype(np.int32) - 1
-    renumber = lambda idx: np.where(idx >= 0, new_index[np.maximum(idx, 0)], -1).astype(np.int32)
+
+    def renumber(idx):  # old row numbers -> new ones; -1 stays -1
+        return np.where(idx >= 0, new_index[np.maximum(idx, 0)], -1).astype(np.int32)
+
     kept = {k: v[live] for k, v in rows.items() if v is not None}
     kept["a"], kept["b"] = renumber(kept["a"]), renumber(kept["b"])
     in_rows = np.where((in_rows >= 0) & live[np.maximum(in_rows, 0)], renumber(in_rows), -1).astype(np.int32)
