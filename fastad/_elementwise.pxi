@@ -1,18 +1,19 @@
 # Part of fastad/_core.pyx (included there).
-# Elementwise ops on arrays in C: the map rule over whole arrays, and the same-shape route.
+# Elementwise ops on arrays in C: the map rule over whole arrays, and the C route that records and sweeps the common cases.
 
 # ==== elementwise ops on arrays, in C ========================================
 # An elementwise op on arrays is one `map` row whose c is the scalar op code,
 # so its derivative is the scalar rule of fastad/_rules.pxd, applied per
 # element. Two routes reach it:
 #
-# * the same-shape route (map_record, map_backward): operands that are
-#   Arrays of one shape or Python numbers, the common case. The value still
-#   comes from NumPy's ufunc (NumPy's numbers, NumPy's warnings), the row is
-#   pushed directly, and the backward pass adds into the arguments' adjoints
-#   in place, in one C loop.
-# * the general route (fastad/array.py, array_rules._map): broadcasting,
-#   plain ndarrays, Vars, 0-d arrays, no_grad and debug_nans. It calls
+# * the C route (map_record, map_backward), for the common cases: operands
+#   that are Python numbers, or Arrays and real ndarrays of the result's
+#   shape or of its last axes (a bias row: (n,) against (m, n); see fits).
+#   The value still comes from NumPy's ufunc (NumPy's numbers, NumPy's
+#   warnings), the row is pushed directly, and the backward pass adds into
+#   the arguments' adjoints in place, in one C loop (map_adjoints).
+# * the general route (fastad/array.py, array_rules._map): any other
+#   broadcasting, Vars, 0-d arrays, no_grad and debug_nans. It calls
 #   map_value and map_vjp below and sums adjoints back to shape with NumPy.
 #
 # Both give the same numbers (tests/test_array.py runs each against the
@@ -56,8 +57,8 @@ def map_vjp(int op, x, y, f, g):
     xb, yb, fb, gb = [_as_shape(v, shape) for v in (x, x if y is None else y, f, g)]
     gx = np.zeros(shape)
     gy = np.zeros(shape)
-    map_adjoints(<op_t>op, gx.size, <const double*>cnp.PyArray_DATA(xb), 1,
-                 <const double*>cnp.PyArray_DATA(yb), 1, <const double*>cnp.PyArray_DATA(fb),
+    map_adjoints(<op_t>op, gx.size, <const double*>cnp.PyArray_DATA(xb), gx.size,
+                 <const double*>cnp.PyArray_DATA(yb), gx.size, <const double*>cnp.PyArray_DATA(fb),
                  <const double*>cnp.PyArray_DATA(gb), <double*>cnp.PyArray_DATA(gx),
                  <double*>cnp.PyArray_DATA(gy) if y is not None else NULL)
     return gx, gy
@@ -73,7 +74,7 @@ cdef dict _ufunc_code = None  # NumPy ufunc -> scalar op code (np.sin -> OP_SIN)
 
 
 def _fast_elementwise(bint on):
-    """Switch the same-shape C route on or off (for tests: both routes must agree)."""
+    """Switch the C route on or off (for tests: both routes must agree)."""
     global _fast
     _fast = on
 
@@ -114,28 +115,25 @@ cdef inline bint is_adjoint_buffer(object v, object like):
 
 
 cdef object map_record(op_t code, object x, object y, bint binary):
-    """op(x) or op(x, y) on the fast route, or None where it does not apply."""
+    """op(x) or op(x, y) by the C route, or None where it does not apply."""
     if _map_ufunc is None:
         load_ufuncs()
     ufunc = _map_ufunc[code]
     if ufunc is None or not _fast or _debug_nans or _no_grad_threads:
         return None
-    # Operands: Arrays of one shape (at least 1-d), Python numbers, and plain
-    # real ndarrays of that shape (constants, copied as the general route does).
-    shape = None
+    # Operands: Python numbers, and Arrays or plain real ndarrays (constants,
+    # copied as the general route does) of the result's shape, or of a
+    # trailing part of it (a bias row: (n,) or (1, n) against (m, n)).
+    shape = None  # the operand whose shape the result has
     for v in ((x, y) if binary else (x,)):
-        if type(v) is Array:
-            if shape is None:
-                shape = (<Array>v).value
-                if cnp.PyArray_NDIM(shape) == 0:
-                    return None
-            elif not same_shape(shape, (<Array>v).value):
-                return None
-    if shape is None:
+        w = (<Array>v).value if type(v) is Array else (v if type(v) is cnp.ndarray else None)
+        if w is not None and (shape is None or cnp.PyArray_SIZE(w) > cnp.PyArray_SIZE(shape)):
+            shape = w
+    if shape is None or cnp.PyArray_NDIM(shape) == 0:
         return None
     vx = map_constant(x, shape)
     vy = map_constant(y, shape) if binary else None
-    if vx is None or (binary and vy is None):
+    if vx is None or (binary and vy is None) or not (type(x) is Array or type(y) is Array):
         return None
     value = ufunc(vx, vy) if binary else ufunc(vx)
     if not is_buffer_like(value, shape):
@@ -153,26 +151,44 @@ cdef object map_record(op_t code, object x, object y, bint binary):
 
 
 cdef object map_constant(object v, object shape):
-    """A map_record operand's value: an Array's ndarray, a Python number as a
-    float, a real ndarray of `shape` as a float64 copy; None for anything else."""
+    """A map_record operand's value: an Array's ndarray or a real ndarray (a
+    float64 copy) of `shape` or of a trailing part of it, a Python number as
+    a float; None for anything else."""
     if type(v) is Array:
-        return (<Array>v).value
+        return (<Array>v).value if fits(v.value, shape) else None
     if is_plain_number(v):
         return float(v)
-    if type(v) is cnp.ndarray and same_shape(v, shape) and (<cnp.ndarray>v).dtype.kind in "fiub":
+    if type(v) is cnp.ndarray and (<cnp.ndarray>v).dtype.kind in "fiub" and fits(v, shape):
         v = np.array(v, dtype=np.float64, order="C")
         cnp.PyArray_CLEARFLAGS(v, cnp.NPY_ARRAY_WRITEABLE)
         return v
     return None
 
 
+cdef bint fits(object v, object f):
+    """Whether ndarray v, broadcast against f, repeats with period v.size in
+    f's flat order: leading 1s, then exactly f's last axes ((n,) or (1, n)
+    against (m, n); f's own shape). Element k of f then meets v's k % v.size."""
+    cdef int nv = cnp.PyArray_NDIM(v), nf = cnp.PyArray_NDIM(f), j = 0, m
+    cdef cnp.npy_intp* dv = cnp.PyArray_DIMS(v)
+    cdef cnp.npy_intp* df = cnp.PyArray_DIMS(f)
+    if nv > nf:
+        return False
+    while j < nv and dv[j] == 1:
+        j += 1
+    for m in range(j, nv):
+        if dv[m] != df[nf - nv + m]:
+            return False
+    return True
+
+
 cdef object map_operand(Tape t, node_t row, object key, object const, object f):
-    """A map row's argument for map_backward: its ndarray (of f's shape), a
-    float constant, or None where the fast route does not apply."""
-    if row < 0:
-        return const if type(const) is float or is_buffer_like(const, f) else None
-    v = t.obj.get(key)
-    return v if v is not None and is_buffer_like(v, f) else None
+    """A map row's argument for map_backward: its ndarray (C-contiguous,
+    fitting f), a float constant, or None where the fast route does not apply."""
+    v = const if row < 0 else t.obj.get(key)
+    if type(v) is float:
+        return v
+    return v if v is not None and is_buffer_like(v, v) and fits(v, f) else None
 
 
 cdef object zeros_like(object f):
@@ -182,8 +198,8 @@ cdef object zeros_like(object f):
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef bint map_backward(Tape t, node_t i) except -1:
-    """Row i, a `map` row, swept in C when its operands are arrays of its
-    shape or numbers: False leaves it to the NumPy rule (array_rules._map).
+    """Row i, a `map` row, swept in C when its operands fit its shape (see
+    map_record): False leaves it to the NumPy rule (array_rules._map).
     Dicts are keyed by row: each row number is boxed once."""
     if not _fast:
         return False
@@ -206,56 +222,80 @@ cdef bint map_backward(Tape t, node_t i) except -1:
     y = map_operand(t, ib, kb, cy, f) if binary else x
     if x is None or y is None or not is_buffer_like(g, f):
         return False
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(f)
+    cdef Py_ssize_t px = 1 if type(x) is float else cnp.PyArray_SIZE(x)
+    cdef Py_ssize_t py = 1 if type(y) is float else cnp.PyArray_SIZE(y)
+    if 1 < px < n and 1 < py < n and px != py:
+        return False  # two different periods: not a case map_record makes
     gx = t.arr_adj.get(ka) if ia >= 0 else None
     gy = t.arr_adj.get(kb) if ib >= 0 and ib != ia else None
-    if (gx is not None and not is_adjoint_buffer(gx, f)) or \
-            (gy is not None and not is_adjoint_buffer(gy, f)):
+    if (gx is not None and not is_adjoint_buffer(gx, x)) or \
+            (gy is not None and not is_adjoint_buffer(gy, y)):
         return False
     # Checks done: from here on this row is swept here.
     if ia >= 0 and gx is None:  # the first contribution to that argument
-        gx = zeros_like(f)
+        gx = zeros_like(x)
         t.arr_adj[ka] = gx
     if ib >= 0 and gy is None:
         if ib == ia:
             gy = gx  # x * x: one buffer takes both contributions
         else:
-            gy = zeros_like(f)
+            gy = zeros_like(y)
             t.arr_adj[kb] = gy
 
     cdef double cx_, cy_
     cdef const double* xp
     cdef const double* yp
-    cdef Py_ssize_t sx = 1, sy = 1, n = cnp.PyArray_SIZE(f)
     if type(x) is float:
         cx_ = x
-        xp, sx = &cx_, 0
+        xp = &cx_
     else:
         xp = <const double*>cnp.PyArray_DATA(x)
     if type(y) is float:
         cy_ = y
-        yp, sy = &cy_, 0
+        yp = &cy_
     else:
         yp = <const double*>cnp.PyArray_DATA(y)
-    cdef const double* fp = <const double*>cnp.PyArray_DATA(f)
-    cdef const double* gp = <const double*>cnp.PyArray_DATA(g)
-    cdef double* dxp = <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL
-    cdef double* dyp = <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL
-    map_adjoints(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+    map_adjoints(code, n, xp, px, yp, py, <const double*>cnp.PyArray_DATA(f),
+                 <const double*>cnp.PyArray_DATA(g),
+                 <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL,
+                 <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL)
     return True
 
 
-cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
-                       const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
+cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t px,
+                       const double* yp, Py_ssize_t py, const double* fp, const double* gp,
                        double* dxp, double* dyp) noexcept:
-    """dx += g * df/dx, dy += g * df/dy elementwise, by the scalar rules (a
-    stride of 0 repeats a constant; a NULL target is a constant argument).
-    Called with the GIL, which it lets go of for a big array only: for a
-    small one, releasing it costs more than the loop."""
+    """dx += g * df/dx, dy += g * df/dy over f's n elements, by the scalar
+    rules. An argument of period p (its size: n, 1 for a constant or a
+    one-element array, or a bias row's length) meets f's element k at its
+    k % p, and its adjoint takes that element's contribution there. A NULL
+    target is a constant argument. Called with the GIL, which it lets go of
+    for a big array only: for a small one, releasing it costs more."""
+    cdef Py_ssize_t block = n
+    if 1 < px < n:
+        block = px
+    elif 1 < py < n:
+        block = py
     if n > 4096:
         with nogil:
-            map_adjoints_loop(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+            map_blocks(code, n, block, xp, px, yp, py, fp, gp, dxp, dyp)
     else:
-        map_adjoints_loop(code, n, xp, sx, yp, sy, fp, gp, dxp, dyp)
+        map_blocks(code, n, block, xp, px, yp, py, fp, gp, dxp, dyp)
+
+
+cdef void map_blocks(op_t code, Py_ssize_t n, Py_ssize_t block, const double* xp, Py_ssize_t px,
+                     const double* yp, Py_ssize_t py, const double* fp, const double* gp,
+                     double* dxp, double* dyp) noexcept nogil:
+    """f in blocks of one period: a full argument moves along with f, a
+    periodic one starts again at each block, a constant stays put."""
+    cdef Py_ssize_t base = 0, ox, oy
+    while base < n:
+        ox = base if px == n else 0
+        oy = base if py == n else 0
+        map_adjoints_loop(code, block, xp + ox, px != 1, yp + oy, py != 1, fp + base, gp + base,
+                          dxp + ox if dxp != NULL else NULL, dyp + oy if dyp != NULL else NULL)
+        base += block
 
 
 @cython.boundscheck(False)
@@ -263,6 +303,7 @@ cdef void map_adjoints(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
 cdef void map_adjoints_loop(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t sx,
                             const double* yp, Py_ssize_t sy, const double* fp, const double* gp,
                             double* dxp, double* dyp) noexcept nogil:
+    """One block: element k reads x[k * sx], y[k * sy] and adds into dx, dy at the same place."""
     cdef Py_ssize_t k
     cdef double gk
     cdef Partials d
@@ -272,6 +313,6 @@ cdef void map_adjoints_loop(op_t code, Py_ssize_t n, const double* xp, Py_ssize_
             continue  # the absolute-zero rule, as in the scalar sweep
         d = op_partials(code, xp[k * sx], yp[k * sy], fp[k], dyp != NULL)
         if dxp != NULL:
-            dxp[k] += gk * d.dx
+            dxp[k * sx] += gk * d.dx
         if dyp != NULL:
-            dyp[k] += gk * d.dy
+            dyp[k * sy] += gk * d.dy

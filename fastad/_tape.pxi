@@ -231,9 +231,9 @@ cdef class Tape:
 
     cdef int sweep_arrays(self, node_t out) except -1:
         """The reverse sweep of a tape with array rows: the C loop runs
-        until it meets an array row, that row's rule runs (a `map` row of
-        same-shape operands in C, map_backward; any other by its NumPy rule
-        in fastad/array_rules.py), and the C loop resumes below it."""
+        until it meets an array row, that row's rule runs (a `map` row whose
+        operands fit its shape in C, map_backward; any other by its NumPy
+        rule in fastad/array_rules.py), and the C loop resumes below it."""
         global _array_backward
         if _array_backward is None:
             from fastad.array_rules import backward

@@ -337,6 +337,45 @@ def test_same_shape_unary_routes_agree_with_the_reference(name, fast):
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-13, atol=1e-300)
 
 
+BIAS_SHAPES = {"row (3,)": (3,), "row (1, 3)": (1, 3), "one (1,)": (1,), "same (2, 3)": (2, 3)}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["C route", "general route"])
+@pytest.mark.parametrize("order", ["full,bias", "bias,full"])
+@pytest.mark.parametrize("bias", sorted(BIAS_SHAPES))
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "maximum", "arctan2"])
+def test_bias_broadcasting_routes_agree_with_the_reference(name, bias, order, fast):
+    # A bias row, (n,) or (1, n) against (m, n), repeats with a period in
+    # flat order: the C route sweeps it, accumulating the bias's adjoint.
+    from fastad import reference as ref
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{bias}/{order}".encode()))
+    x, y = _binary_inputs(name, rng, (2, 3), BIAS_SHAPES[bias])
+    args = (x, y) if order == "full,bias" else (y, x)
+    seed = rng.standard_normal((2, 3))
+    results = []
+    for M in (fad, ref):
+        with route(fast) if M is fad else contextlib.nullcontext():
+            leaves = [M.Array(v) for v in args]
+            out = UFUNC2[name](*leaves)
+            out.backward(seed=seed)
+            results.append((out.value, [lf.grad for lf in leaves]))
+    np.testing.assert_array_equal(results[0][0], UFUNC2[name](*args))
+    for p, q in zip(results[0][1], results[1][1]):
+        assert p.shape == q.shape
+        np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-300)
+
+
+def test_a_column_is_not_a_period_and_takes_the_general_route():
+    a = fad.Array(np.arange(6.0).reshape(2, 3))
+    c = fad.Array(np.array([[1.0], [2.0]]))
+    with pytest.raises(AssertionError, match="the general route ran"):
+        with route(True):
+            a * c
+    (a * c).sum().backward()
+    np.testing.assert_array_equal(c.grad, [[3.0], [12.0]])
+    np.testing.assert_array_equal(a.grad, [[1.0] * 3, [2.0] * 3])
+
+
 def test_same_shape_route_accumulates_in_place_beside_other_rules():
     """One array read by C-swept rows, an element loop (whose adjoint the C
     sweep writes through a pointer), a transpose (whose adjoint arrives
