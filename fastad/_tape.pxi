@@ -413,7 +413,9 @@ cdef class Tape:
                 + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t))
 
     def rows(self):
-        """Copies of the row arrays: dict of op, a, b, c, val, adj (None before a sweep)."""
+        """Copies of the row arrays: dict of op, a, b, c, val, adj (None before
+        a sweep). An array row's value and adjoint do not fit a float column:
+        they read nan there (the arrays are in tape.obj / tape.arr_adj)."""
         cdef Py_ssize_t n = self.n
         out = {"op": np.empty(n, np.uint8), "a": np.empty(n, np.int32), "b": np.empty(n, np.int32),
                "c": np.empty(n, np.float64), "val": np.empty(n, np.float64), "adj": None}
@@ -430,6 +432,8 @@ cdef class Tape:
             out["adj"] = np.zeros(n, np.float64)
             adj_v = out["adj"]
             memcpy(&adj_v[0], self.adj, min(n, self.adj_n) * sizeof(double))
+            for r in self.obj:
+                adj_v[<Py_ssize_t>r] = NAN
         return out
 
     def inputs(self):

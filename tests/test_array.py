@@ -1435,3 +1435,22 @@ def test_truth_value_and_item_of_a_multi_element_array_are_errors():
         a.item()
     one = fad.Array(np.array([3.0]))
     assert bool(one) is True and one.item().value == 3.0
+
+
+def test_rows_of_a_mixed_tape_agree_between_engines():
+    # An array row's value and adjoint read nan in the float columns of both
+    # engines; scalar rows agree.
+    from fastad import reference as ref
+    out = []
+    for M in (fad, ref):
+        with M.Tape() as t:
+            a = M.Array(np.array([1.0, 2.0, 3.0]))
+            s = (a * a).sum() * M.Var(2.0)
+        s.backward(retain_graph=True)
+        out.append(t.rows())
+    (c, r) = out
+    assert np.isnan(c["adj"]).tolist() == np.isnan(r["adj"]).tolist()
+    assert np.isnan(c["val"]).tolist() == np.isnan(r["val"]).tolist()
+    assert np.isnan(c["adj"]).any()
+    np.testing.assert_array_equal(c["adj"][~np.isnan(c["adj"])], r["adj"][~np.isnan(r["adj"])])
+    np.testing.assert_array_equal(c["op"], r["op"])
