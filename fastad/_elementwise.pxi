@@ -124,11 +124,10 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     # Operands: Python numbers, and Arrays or plain real ndarrays (constants,
     # copied as the general route does) of the result's shape, or of a
     # trailing part of it (a bias row: (n,) or (1, n) against (m, n)).
-    shape = None  # the operand whose shape the result has
-    for v in ((x, y) if binary else (x,)):
-        w = (<Array>v).value if type(v) is Array else (v if type(v) is cnp.ndarray else None)
-        if w is not None and (shape is None or cnp.PyArray_SIZE(w) > cnp.PyArray_SIZE(shape)):
-            shape = w
+    shape = array_of(x)  # then the operand whose shape the result has
+    wy = array_of(y) if binary else None
+    if wy is not None and (shape is None or cnp.PyArray_SIZE(wy) > cnp.PyArray_SIZE(shape)):
+        shape = wy
     if shape is None or cnp.PyArray_NDIM(shape) == 0:
         return None
     vx = map_constant(x, shape)
@@ -150,12 +149,20 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     return new_array_node(t, i, value)
 
 
+cdef inline object array_of(object v):
+    """An Array's value, a plain ndarray itself, None for anything else."""
+    if type(v) is Array:
+        return (<Array>v).value
+    return v if type(v) is cnp.ndarray else None
+
+
 cdef object map_constant(object v, object shape):
     """A map_record operand's value: an Array's ndarray or a real ndarray (a
     float64 copy) of `shape` or of a trailing part of it, a Python number as
     a float; None for anything else."""
     if type(v) is Array:
-        return (<Array>v).value if fits(v.value, shape) else None
+        w = (<Array>v).value
+        return w if w is shape or fits(w, shape) else None
     if is_plain_number(v):
         return float(v)
     if type(v) is cnp.ndarray and (<cnp.ndarray>v).dtype.kind in "fiub" and fits(v, shape):
