@@ -300,6 +300,24 @@ def test_var_of_a_non_number_raises(bad):
         fad.Var(bad)
 
 
+def test_var_call_forms():
+    # Var(x) has a fast constructor (vectorcall); every other call form takes
+    # the ordinary route with the same checks.
+    assert fad.Var(value=2.5).value == 2.5
+    assert fad.Var(True).value == 1.0 and fad.Var(3).value == 3.0
+    assert list(map(fad.Var, [1.0, 2.0]))[1].value == 2.0
+    with pytest.raises(TypeError, match="Var\\(\\) takes a real number, got Var"):
+        fad.Var(fad.Var(1.0))
+    with pytest.raises(TypeError, match="Var\\(\\) takes a real number, got str"):
+        fad.Var(value="a")
+    with pytest.raises(TypeError):
+        fad.Var()
+    with pytest.raises(TypeError):
+        fad.Var(1.0, 2.0)
+    with pytest.raises(TypeError):
+        fad.Var(1.0, value=2.0)
+
+
 def test_var_of_numpy_scalars():
     assert fad.Var(np.float64(2.5)).value == 2.5
     assert fad.Var(np.int64(3)).value == 3.0 and type(fad.Var(np.int64(3)).value) is float
