@@ -118,8 +118,7 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     """op(x) or op(x, y) by the C route, or None where it does not apply."""
     if _map_ufunc is None:
         load_ufuncs()
-    ufunc = _map_ufunc[code]
-    if ufunc is None or not _fast or _debug_nans or _no_grad_threads:
+    if not _fast or _debug_nans or _no_grad_threads:
         return None
     # Operands: Python numbers, and Arrays or plain real ndarrays (constants,
     # copied as the general route does) of the result's shape, or of a
@@ -134,7 +133,11 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     vy = map_constant(y, shape) if binary else None
     if vx is None or (binary and vy is None) or not (type(x) is Array or type(y) is Array):
         return None
-    value = ufunc(vx, vy) if binary else ufunc(vx)
+    ufunc = _map_ufunc[code]
+    if ufunc is not None:
+        value = ufunc(vx, vy) if binary else ufunc(vx)
+    else:  # sigmoid, relu, erf: no NumPy ufunc, the value by the C rule
+        value = map_values(code, shape, vx, vy if binary else vx)
     if not is_buffer_like(value, shape):
         return None  # not expected of a ufunc on float64 arrays, but never assumed
     cnp.PyArray_CLEARFLAGS(value, cnp.NPY_ARRAY_WRITEABLE)
@@ -154,6 +157,28 @@ cdef inline object array_of(object v):
     if type(v) is Array:
         return (<Array>v).value
     return v if type(v) is cnp.ndarray else None
+
+
+cdef object map_values(op_t code, object shape, object x, object y):
+    """op(x, y) elementwise by the C rule, for map_record: x, y are floats or
+    C-contiguous float64 arrays that fit `shape`."""
+    out = zeros_like(shape)
+    cdef double cx, cy
+    cdef const double* xp = &cx
+    cdef const double* yp = &cy
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out), px = 1, py = 1, k
+    if type(x) is float:
+        cx = x
+    else:
+        xp, px = <const double*>cnp.PyArray_DATA(x), cnp.PyArray_SIZE(x)
+    if type(y) is float:
+        cy = y
+    else:
+        yp, py = <const double*>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(y)
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    for k in range(n):  # a period p < n repeats: element k meets x[k % p]
+        o[k] = op_value(code, xp[k if px == n else k % px], yp[k if py == n else k % py])
+    return out
 
 
 cdef object map_constant(object v, object shape):

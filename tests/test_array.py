@@ -376,6 +376,29 @@ def test_a_column_is_not_a_period_and_takes_the_general_route():
     np.testing.assert_array_equal(a.grad, [[1.0] * 3, [2.0] * 3])
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["C route", "general route"])
+@pytest.mark.parametrize("name", ["sigmoid", "relu", "erf"])
+def test_functions_without_a_ufunc_take_the_c_route_too(name, fast):
+    # NumPy has no ufunc for these: the C route computes the value by the
+    # scalar rule, as the general route does.
+    from fastad import reference as ref
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = draw(rng, (3, 4), offset=0.05)
+    x[0, 0] = np.nan
+    seed = rng.standard_normal((3, 4))
+    results = []
+    for M in (fad, ref):
+        with route(fast) if M is fad else contextlib.nullcontext():
+            a = M.Array(x)
+            out = getattr(M, name)(a)
+            out.backward(seed=seed)
+        results.append((out.value, a.grad))
+    np.testing.assert_allclose(results[0][0], UNARY_NUMPY[name](x), rtol=1e-15)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-15)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-13, atol=1e-300)
+    assert np.isnan(results[0][0][0, 0])  # nan in, nan out (its gradient: as the reference says)
+
+
 def test_same_shape_route_accumulates_in_place_beside_other_rules():
     """One array read by C-swept rows, an element loop (whose adjoint the C
     sweep writes through a pointer), a transpose (whose adjoint arrives
