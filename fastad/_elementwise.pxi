@@ -19,24 +19,13 @@
 # Both give the same numbers (tests/test_array.py runs each against the
 # reference and proves which one ran).
 
-@cython.boundscheck(False)  # the loops run over arrays made here, of one size
-@cython.wraparound(False)
 def map_value(int op, x, y=None):
     """op (a scalar op code) applied elementwise with broadcasting, by the
-    same C rule as for Vars: float64 result."""
+    same C rule as for Vars: float64 result (the loop is map_values)."""
     xs = np.asarray(x, np.float64)
     ys = xs if y is None else np.asarray(y, np.float64)
-    xb, yb = np.broadcast_arrays(xs, ys)
-    out = np.empty(xb.shape)
-    cdef double[::1] o = out.reshape(-1)
-    cdef const double[::1] xv = np.ascontiguousarray(xb).reshape(-1)
-    cdef const double[::1] yv = np.ascontiguousarray(yb).reshape(-1)
-    cdef Py_ssize_t i
-    cdef op_t code = op
-    with nogil:
-        for i in range(o.shape[0]):
-            o[i] = op_value(code, xv[i], yv[i])
-    return out
+    xb, yb = [np.asarray(v, order="C") for v in np.broadcast_arrays(xs, ys)]  # 0-d stays 0-d
+    return map_values(<op_t>op, xb, xb, yb)
 
 
 cdef object _as_shape(object v, tuple shape):
@@ -103,10 +92,15 @@ cdef inline bint same_shape(object x, object y):
     return True
 
 
+cdef inline bint is_doubles(object v):
+    """v is a C-contiguous float64 ndarray."""
+    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE
+            and cnp.PyArray_IS_C_CONTIGUOUS(v))
+
+
 cdef inline bint is_buffer_like(object v, object like):
     """v is a C-contiguous float64 ndarray of like's shape."""
-    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE
-            and cnp.PyArray_IS_C_CONTIGUOUS(v) and same_shape(v, like))
+    return is_doubles(v) and same_shape(v, like)
 
 
 cdef inline bint is_adjoint_buffer(object v, object like):
@@ -160,13 +154,13 @@ cdef inline object array_of(object v):
 
 
 cdef object map_values(op_t code, object shape, object x, object y):
-    """op(x, y) elementwise by the C rule, for map_record: x, y are floats or
-    C-contiguous float64 arrays that fit `shape`."""
+    """op(x, y) elementwise by the C rule: x, y are floats or C-contiguous
+    float64 arrays that fit `shape` (see fits); the result has its shape."""
     out = zeros_like(shape)
     cdef double cx, cy
     cdef const double* xp = &cx
     cdef const double* yp = &cy
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(out), px = 1, py = 1, k
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out), px = 1, py = 1
     if type(x) is float:
         cx = x
     else:
@@ -176,9 +170,21 @@ cdef object map_values(op_t code, object shape, object x, object y):
     else:
         yp, py = <const double*>cnp.PyArray_DATA(y), cnp.PyArray_SIZE(y)
     cdef double* o = <double*>cnp.PyArray_DATA(out)
+    if n > 4096:  # as in map_adjoints: the GIL goes for a big array only
+        with nogil:
+            map_values_loop(code, n, xp, px, yp, py, o)
+    else:
+        map_values_loop(code, n, xp, px, yp, py, o)
+    return out
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void map_values_loop(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t px,
+                          const double* yp, Py_ssize_t py, double* o) noexcept nogil:
+    cdef Py_ssize_t k
     for k in range(n):  # a period p < n repeats: element k meets x[k % p]
         o[k] = op_value(code, xp[k if px == n else k % px], yp[k if py == n else k % py])
-    return out
 
 
 cdef object map_constant(object v, object shape):
@@ -220,7 +226,7 @@ cdef object map_operand(Tape t, node_t row, object key, object const, object f):
     v = const if row < 0 else t.obj.get(key)
     if type(v) is float:
         return v
-    return v if v is not None and is_buffer_like(v, v) and fits(v, f) else None
+    return v if is_doubles(v) and fits(v, f) else None
 
 
 cdef object zeros_like(object f):

@@ -208,6 +208,10 @@ cdef class Trace:
             raise ValueError(f"expected {self.n_in} input numbers, got {cnp.PyArray_DIMS(x)[0]}")
         return x
 
+    cdef object _columns(self, V):
+        """Directions V as a C-contiguous (n_in, m) float64 array: one per column."""
+        return np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
+
     # values and value_and_grad are the per-call paths of cf(x) and cf.grad(x):
     # they reach their arrays' data directly, not through memoryviews.
 
@@ -297,7 +301,7 @@ cdef class Trace:
     def jvp(self, x, V):
         """(outputs, J @ V for V (n_in, m): one tangent sweep per column, changed)."""
         cdef double[::1] xv = self._inputs(x)
-        cdef double[:, ::1] Vv = np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
+        cdef double[:, ::1] Vv = self._columns(V)
         cdef Py_ssize_t m = Vv.shape[1], j, k
         y = np.empty(self.n_out)
         JV = np.zeros((self.n_out, m))
@@ -323,7 +327,7 @@ cdef class Trace:
         one tangent sweep and one second-order reverse sweep per column."""
         self._check_out(out_k)
         cdef double[::1] xv = self._inputs(x)
-        cdef double[:, ::1] Vv = np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
+        cdef double[:, ::1] Vv = self._columns(V)
         cdef Py_ssize_t m = Vv.shape[1], j, k
         g = np.zeros(self.n_in)
         HV = np.zeros((self.n_in, m))
