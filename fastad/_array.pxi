@@ -94,7 +94,7 @@ def record_array(int op, tuple args, value, double c=0.0, aux=None):
             a = row_of(t, args[0])
         if len(args) > 1:
             b = row_of(t, args[1])
-    i = t.push(op, a, b, c, NAN if is_array else <double>value)
+    i = t.push(op, a, b, NAN if is_array else <double>value, c)
     t.has_arrays = True
     if aux is not None:
         t.aux[i] = aux
@@ -117,7 +117,7 @@ cdef object record_elem(Array x, Py_ssize_t k):
         return new_leaf(v)
     cdef Tape t = usable_tape(x.tape)
     cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
-    cdef node_t i = t.push(OP_ELEM, row, -1, <double>k, v)
+    cdef node_t i = t.push(OP_ELEM, row, -1, v, <double>k)
     t.has_arrays = True
     return new_node(t, i, v)
 

@@ -9,6 +9,10 @@ from fastad._ops cimport node_t, op_t
 cdef class Tape:
     """A Wengert list as a struct of arrays: row i is one elementary op.
 
+    A Jacobian tape: each row keeps its op's partial derivatives, worked
+    out when it was recorded, so the reverse sweep is multiply-and-add with
+    no op to dispatch on. Values are not kept (each Var holds its own); they
+    can be recomputed from the rows (value_sweep), for replays and explain.
     Creation order is a topological order (an op's arguments exist before
     it), so the reverse sweep is one backward loop. Rows are appended by the
     Var operators with the GIL held; the sweeps run over the raw arrays
@@ -16,14 +20,19 @@ cdef class Tape:
     that points into it goes.
     """
     cdef op_t* op          # (cap,) op code of each row, see fastad/ops.py
-    cdef node_t* a         # (cap,) first argument row; -1: none, or the constant c
-    cdef node_t* b         # (cap,) second argument row; -1: none, or the constant c
-    cdef double* c         # (cap,) the folded constant of a row with a -1 argument
-    cdef double* val       # (cap,) forward value of each row
-    cdef double* adj       # (adj_cap,) adjoints of the last sweep; NULL before one
+    cdef node_t* a         # (cap,) first argument row; -1: none, or a constant
+    cdef node_t* b         # (cap,) second argument row; -1: none, or a constant
+    cdef double* da        # (cap,) d row / d a; for a = -1, the constant. INPUT, elem
+                           #        and array rows have no partials: their value (nan
+                           #        for an array value, which tape.obj holds)
+    cdef double* db        # (cap,) d row / d b; for b = -1, the constant. INPUT, elem
+                           #        and array rows: their constant (elem: the flat index)
+    cdef double* adj       # adjoints of the last sweep; NULL before one. Below
+                           #        adj[0], SINKS scratch slots (see jacobian_sweep)
+    cdef double* adj_mem   # the allocation adj points into (adj - SINKS, adj_cap slots)
     cdef node_t* in_rows   # (in_cap,) the INPUT row of each leaf in `leaves`
     cdef Py_ssize_t n      # rows in use
-    cdef Py_ssize_t cap    # rows allocated in op/a/b/c/val
+    cdef Py_ssize_t cap    # rows allocated in op/a/b/da/db
     cdef Py_ssize_t adj_n  # rows the last sweep covered (adj beyond is stale)
     cdef Py_ssize_t adj_cap
     cdef Py_ssize_t in_cap
@@ -32,12 +41,13 @@ cdef class Tape:
     cdef dict obj          # row -> ndarray value, for array rows with an array value
     cdef dict aux          # row -> parameters of an array row (axis, shape, index, constants)
     cdef dict arr_adj      # row -> ndarray adjoint of an array row, after a sweep
+    cdef object vals       # recomputed values of the first len(vals) rows (or None)
     cdef bint has_arrays   # any array row: the sweep hands those to fastad/array_rules.py
     cdef uint64_t serial   # unique per tape (and per reset): leaves cache rows by it
     cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
 
     cdef int grow(self) except -1
-    cdef node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1
+    cdef node_t push(self, op_t op, node_t a, node_t b, double da, double db) except -1
     cdef node_t input_row(self, Var leaf) except -1
     cdef node_t array_input_row(self, Array leaf) except -1
     cdef int add_leaf(self, object leaf, node_t row) except -1
@@ -45,6 +55,8 @@ cdef class Tape:
     cdef set elem_targets(self, node_t out)
     cdef int sweep_arrays(self, node_t out) except -1
     cdef int find_nan_adjoint(self, node_t out) except -1
+    cdef object values(self)
+    cdef double constant(self, node_t i)
     cdef list arg_rows(self, node_t i)
     cdef bint adjoint_has_nan(self, node_t r)
     cdef int array_nan_adjoint(self, node_t i, list clean) except -1
@@ -61,7 +73,7 @@ cdef class Var:
     cdef readonly Tape tape  # None for a leaf
     cdef node_t idx       # node: its row; leaf: its INPUT row on the tape whose serial is `serial`
     cdef uint64_t serial  # leaf only: which tape `idx` refers to (0: none)
-    cdef double val       # the value (a node's copy of tape.val[idx])
+    cdef double val       # the value (the tape keeps partials, not values)
     cdef double grad_     # leaf only: the accumulated gradient
 
 

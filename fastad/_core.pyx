@@ -1,11 +1,12 @@
 # cython: language_level=3, embedsignature=True, cdivision=True
 """fastad's compiled core: the tape, the Var and Array handles, recording.
 
-Recording: every operator on a Var computes its value with the op's rule
-(fastad/_rules.pxd) and appends one row (op, a, b, c, val) to a Tape.
-Sweeping: `reverse_sweep` (fastad/_sweeps.pxd) walks the rows backwards from
-the output in C, without the GIL, multiplying each row's partials by its
-adjoint; an array row's rule runs where the loop meets it.
+Recording: every operator on a Var computes its value and its partial
+derivatives with the op's rules (fastad/_rules.pxd) and appends one row
+(op, a, b, da, db) to a Tape. Sweeping: `jacobian_sweep` (fastad/_sweeps.pxd)
+walks the rows backwards from the output in C, without the GIL, multiplying
+each row's stored partials by its adjoint; an array row's rule runs where
+the loop meets it.
 
 One extension module, in these parts (textual includes, so calls between
 them are plain C calls):
@@ -33,8 +34,8 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport *
-from fastad._rules cimport op_value, op_partials, Partials
-from fastad._sweeps cimport reverse_sweep
+from fastad._rules cimport op_value, op_partials, op_record, Partials
+from fastad._sweeps cimport jacobian_sweep, value_sweep, SINKS
 from fastad import ops as _ops_table
 
 

@@ -138,7 +138,7 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     cdef Tape t = usable_tape(join_tapes(handle_tape(x), handle_tape(y)))
     cdef node_t ia = row_of(t, x)
     cdef node_t ib = row_of(t, y) if binary else -1
-    cdef node_t i = t.push(OP_MAP, ia, ib, code, NAN)
+    cdef node_t i = t.push(OP_MAP, ia, ib, NAN, code)
     t.has_arrays = True
     if ia < 0 or (binary and ib < 0):  # a constant operand: the backward pass reads it here
         t.aux[i] = (vx if ia < 0 else None, vy if binary and ib < 0 else None)
@@ -249,7 +249,7 @@ cdef bint map_backward(Tape t, node_t i) except -1:
     if g is None:
         return True  # nothing reached this row
     cdef node_t ia = t.a[i], ib = t.b[i]
-    cdef op_t code = <op_t>t.c[i]
+    cdef op_t code = <op_t>t.db[i]
     cdef bint binary = _arity[code] == 2
     ka = ia
     kb = ib

@@ -25,21 +25,31 @@ cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
     raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from finite inputs {args}")
 
 
-cdef Var record(op_t op, Var x, Var y, double c, double v):
-    """Append op(x, y) with value v and return its handle. x or y may be None:
-    that argument is the constant c (or absent, for a unary op)."""
+cdef Var record(op_t op, Var x, Var y, double c):
+    """Append op(x, y) and return its handle. x or y may be None: that
+    argument is the constant c (or absent, for a unary op)."""
     cdef Tape t
     cdef node_t ia = -1, ib = -1
+    cdef Partials d
+    cdef double xv = x.val if x is not None else c
+    cdef double yv = y.val if y is not None else c
     if _no_grad_threads and thread_state().no_grad:
-        return new_leaf(v)
+        return new_leaf(op_value(op, xv, yv))
+    # The partials now, while the arguments' values are at hand: the sweep
+    # then only multiplies. A constant (or absent) argument's slot keeps c.
+    cdef double v = op_record(op, xv, yv, y is not None, &d)
     if _debug_nans and v != v:
         raise_nan(op, x, y, c)
     t = usable_tape(join_tapes(x.tape if x is not None else None, y.tape if y is not None else None))
     if x is not None:
         ia = x.idx if x.tape is not None else t.input_row(x)
+    else:
+        d.dx = c
     if y is not None:
         ib = y.idx if y.tape is not None else t.input_row(y)
-    return new_node(t, t.push(op, ia, ib, c, v), v)
+    else:
+        d.dy = c
+    return new_node(t, t.push(op, ia, ib, d.dx, d.dy), v)
 
 
 cdef inline bint is_number(object v):
@@ -52,10 +62,10 @@ cdef object binop(op_t op, Var x, object y):
     """op(x, y) for a Var x and anything y."""
     cdef double cy
     if type(y) is Var:
-        return record(op, x, <Var>y, 0.0, op_value(op, x.val, (<Var>y).val))
+        return record(op, x, <Var>y, 0.0)
     if is_number(y):
         cy = y
-        return record(op, x, None, cy, op_value(op, x.val, cy))
+        return record(op, x, None, cy)
     return NotImplemented
 
 
@@ -64,12 +74,12 @@ cdef object rbinop(op_t op, Var y, object x):
     cdef double cx
     if is_number(x):
         cx = x
-        return record(op, None, y, cx, op_value(op, cx, y.val))
+        return record(op, None, y, cx)
     return NotImplemented
 
 
 cdef inline object unop(op_t op, Var x):
-    return record(op, x, None, 0.0, op_value(op, x.val, 0.0))
+    return record(op, x, None, 0.0)
 
 
 cdef object compare(op_t op, Var x, object y, bint reflected):

@@ -157,7 +157,7 @@ cdef class Trace:
             return
         memset(adj, 0, (r + 1) * sizeof(double))
         adj[r] = 1.0
-        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r, NULL)
+        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r)
         for k in range(self.n_in):
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
@@ -291,7 +291,7 @@ cdef class Trace:
                     if self.out_v[k] >= 0:
                         buf.adj[self.out_v[k]] += cv[k]
                 reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val,
-                              buf.adj, top, NULL)
+                              buf.adj, top)
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= top:
                         gv[k] = buf.adj[self.in_v[k]]

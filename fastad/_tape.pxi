@@ -29,10 +29,10 @@ cdef struct Storage:  # a tape's arrays, parked between tapes
     op_t* op
     node_t* a
     node_t* b
-    double* c
-    double* val
+    double* da
+    double* db
     Py_ssize_t cap
-    double* adj
+    double* adj_mem
     Py_ssize_t adj_cap
     node_t* in_rows
     Py_ssize_t in_cap
@@ -41,7 +41,7 @@ cdef Storage _spare  # zero: empty
 
 
 cdef class Tape:
-    """A recording: rows of (op, a, b, c, val), and adjoints after a sweep.
+    """A recording: rows of (op, a, b, da, db), and adjoints after a sweep.
 
     Most code never names a tape: ops on leaves record on the current
     thread's tape, and ops on recorded values record on theirs. Use one
@@ -58,18 +58,19 @@ cdef class Tape:
     def __cinit__(self, max_rows=None):
         global _next_serial
         if _spare.cap > 0:  # take the parked arrays
-            self.op, self.a, self.b, self.c, self.val = _spare.op, _spare.a, _spare.b, _spare.c, _spare.val
+            self.op, self.a, self.b, self.da, self.db = _spare.op, _spare.a, _spare.b, _spare.da, _spare.db
             self.cap = _spare.cap
-            self.adj, self.adj_cap, self.in_rows, self.in_cap = _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap
+            self.adj_mem, self.adj_cap, self.in_rows, self.in_cap = _spare.adj_mem, _spare.adj_cap, _spare.in_rows, _spare.in_cap
+            self.adj = self.adj_mem + SINKS if self.adj_mem else NULL
             _spare.cap = 0
         else:
             self.op = <op_t*>malloc(FIRST_ROWS * sizeof(op_t))
             self.a = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
             self.b = <node_t*>malloc(FIRST_ROWS * sizeof(node_t))
-            self.c = <double*>malloc(FIRST_ROWS * sizeof(double))
-            self.val = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.da = <double*>malloc(FIRST_ROWS * sizeof(double))
+            self.db = <double*>malloc(FIRST_ROWS * sizeof(double))
             self.cap = FIRST_ROWS
-            if not (self.op and self.a and self.b and self.c and self.val):
+            if not (self.op and self.a and self.b and self.da and self.db):
                 raise MemoryError("fastad: cannot allocate a tape")
         self.max_rows = INT32_MAX
         if max_rows is not None:
@@ -84,12 +85,12 @@ cdef class Tape:
 
     def __dealloc__(self):
         if self.cap <= SPARE_MAX_ROWS and self.adj_cap <= SPARE_MAX_ROWS and _spare.cap == 0:
-            _spare.op, _spare.a, _spare.b, _spare.c, _spare.val = self.op, self.a, self.b, self.c, self.val
+            _spare.op, _spare.a, _spare.b, _spare.da, _spare.db = self.op, self.a, self.b, self.da, self.db
             _spare.cap = self.cap
-            _spare.adj, _spare.adj_cap, _spare.in_rows, _spare.in_cap = self.adj, self.adj_cap, self.in_rows, self.in_cap
+            _spare.adj_mem, _spare.adj_cap, _spare.in_rows, _spare.in_cap = self.adj_mem, self.adj_cap, self.in_rows, self.in_cap
         else:
-            free(self.op); free(self.a); free(self.b); free(self.c); free(self.val)
-            free(self.adj)
+            free(self.op); free(self.a); free(self.b); free(self.da); free(self.db)
+            free(self.adj_mem)
             free(self.in_rows)
 
     cdef int grow(self) except -1:
@@ -110,28 +111,28 @@ cdef class Tape:
         p = realloc(self.b, new_cap * sizeof(node_t))
         if p == NULL: raise MemoryError()
         self.b = <node_t*>p
-        p = realloc(self.c, new_cap * sizeof(double))
+        p = realloc(self.da, new_cap * sizeof(double))
         if p == NULL: raise MemoryError()
-        self.c = <double*>p
-        p = realloc(self.val, new_cap * sizeof(double))
+        self.da = <double*>p
+        p = realloc(self.db, new_cap * sizeof(double))
         if p == NULL: raise MemoryError()
-        self.val = <double*>p
+        self.db = <double*>p
         self.cap = new_cap
         fastad_advise_huge(self.a, new_cap * sizeof(node_t))
         fastad_advise_huge(self.b, new_cap * sizeof(node_t))
-        fastad_advise_huge(self.c, new_cap * sizeof(double))
-        fastad_advise_huge(self.val, new_cap * sizeof(double))
+        fastad_advise_huge(self.da, new_cap * sizeof(double))
+        fastad_advise_huge(self.db, new_cap * sizeof(double))
         return 0
 
-    cdef inline node_t push(self, op_t op, node_t a, node_t b, double c, double v) except -1:
+    cdef inline node_t push(self, op_t op, node_t a, node_t b, double da, double db) except -1:
         cdef node_t i = <node_t>self.n
         if self.n == self.cap or self.n == self.max_rows:
             self.grow()
         self.op[i] = op
         self.a[i] = a
         self.b[i] = b
-        self.c[i] = c
-        self.val[i] = v
+        self.da[i] = da
+        self.db[i] = db
         self.n = i + 1
         return i
 
@@ -139,7 +140,7 @@ cdef class Tape:
         """The leaf's INPUT row on this tape, appended on first use."""
         if leaf.serial == self.serial:
             return leaf.idx
-        cdef node_t i = self.push(OP_INPUT, -1, -1, 0.0, leaf.val)
+        cdef node_t i = self.push(OP_INPUT, -1, -1, leaf.val, 0.0)
         self.add_leaf(leaf, i)
         leaf.serial = self.serial
         leaf.idx = i
@@ -149,7 +150,7 @@ cdef class Tape:
         """The Array leaf's INPUT row on this tape, appended on first use."""
         if leaf.serial == self.serial:
             return leaf.idx
-        cdef node_t i = self.push(OP_ARRAY_INPUT, -1, -1, 0.0, NAN)
+        cdef node_t i = self.push(OP_ARRAY_INPUT, -1, -1, NAN, 0.0)
         self.obj[i] = leaf.value
         self.has_arrays = True
         self.add_leaf(leaf, i)
@@ -179,14 +180,15 @@ cdef class Tape:
         cdef Array aleaf
         if self.cap > self.n + self.n // 4:
             self.shrink()  # a swept tape keeps at most 25% spare rows: under 40 bytes a row
-        if self.adj_cap < n:
-            free(self.adj)
-            self.adj = <double*>malloc(n * sizeof(double))
-            fastad_advise_huge(self.adj, n * sizeof(double))
-            self.adj_cap = n if self.adj else 0
-            if self.adj == NULL:
+        if self.adj_cap < n + SINKS:
+            free(self.adj_mem)
+            self.adj_mem = <double*>malloc((n + SINKS) * sizeof(double))
+            fastad_advise_huge(self.adj_mem, (n + SINKS) * sizeof(double))
+            self.adj_cap = n + SINKS if self.adj_mem else 0
+            self.adj = self.adj_mem + SINKS if self.adj_mem else NULL
+            if self.adj_mem == NULL:
                 raise MemoryError("fastad: cannot allocate adjoints")
-        memset(self.adj, 0, n * sizeof(double))
+        memset(self.adj_mem, 0, (n + SINKS) * sizeof(double))  # sinks too: no denormal garbage
         self.adj_n = n
         if self.has_arrays:
             # Array adjoints are made when the first contribution arrives (a
@@ -201,7 +203,7 @@ cdef class Tape:
         else:
             self.adj[out] = seed
             with nogil:
-                reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, out, NULL)
+                jacobian_sweep(self.op, self.a, self.b, self.da, self.db, self.adj, out, NULL)
         if _debug_nans:
             self.find_nan_adjoint(out)
         if not deposit:
@@ -251,7 +253,7 @@ cdef class Tape:
             while i >= 0:
                 if self.op[i] < FIRST_ARRAY_OP or self.op[i] == OP_ELEM:
                     with nogil:
-                        i = reverse_sweep(self.op, self.a, self.b, self.c, self.val, self.adj, i, elem_adj)
+                        i = jacobian_sweep(self.op, self.a, self.b, self.da, self.db, self.adj, i, elem_adj)
                     continue
                 if self.op[i] != OP_ARRAY_INPUT:
                     if _debug_nans:
@@ -270,18 +272,17 @@ cdef class Tape:
         adjoint is a number but which passed a nan to an argument raises."""
         cdef node_t i, ia, ib
         cdef double g, x, y
-        cdef Partials d
+        cdef double[::1] val = self.values()
         for i in range(out, -1, -1):
             g = self.adj[i]
             ia, ib = self.a[i], self.b[i]
-            if g != g or g == 0.0 or self.op[i] >= FIRST_ARRAY_OP or (ia < 0 and ib < 0):
+            if g != g or g == 0.0 or self.op[i] == OP_INPUT or self.op[i] >= FIRST_ARRAY_OP:
                 continue
-            x = self.val[ia] if ia >= 0 else self.c[i]
-            y = self.val[ib] if ib >= 0 else self.c[i]
+            x = val[ia] if ia >= 0 else self.da[i]
+            y = val[ib] if ib >= 0 else self.db[i]
             if x != x or y != y:
                 continue  # a nan value in: its nan partial is not this row's making
-            d = op_partials(self.op[i], x, y, self.val[i], ib >= 0)
-            if (ia >= 0 and g * d.dx != g * d.dx) or (ib >= 0 and g * d.dy != g * d.dy):
+            if (ia >= 0 and g * self.da[i] != g * self.da[i]) or (ib >= 0 and g * self.db[i] != g * self.db[i]):
                 args = (x, y)
                 if _ops_table.OPS[self.op[i]].arity == 1:
                     args = (x,)
@@ -309,7 +310,7 @@ cdef class Tape:
         for r in clean:
             if self.adjoint_has_nan(r):
                 raise FloatingPointError(
-                    f"fastad: the reverse sweep made nan at op '{array_op_name(self.op[i], self.c[i])}' "
+                    f"fastad: the reverse sweep made nan at op '{array_op_name(self.op[i], self.db[i])}' "
                     f"(row {i})")
         return 0
 
@@ -319,14 +320,37 @@ cdef class Tape:
         """(op, a, b, c, aux) of row i."""
         if not 0 <= i < self.n:
             raise IndexError(i)
-        return self.op[i], self.a[i], self.b[i], self.c[i], self.aux.get(i)
+        return self.op[i], self.a[i], self.b[i], self.constant(i), self.aux.get(i)
 
     def _value(self, Py_ssize_t r):
         """Row r's value: its ndarray, or its float."""
         if not 0 <= r < self.n:
             raise IndexError(r)
         v = self.obj.get(r)
-        return self.val[r] if v is None else v
+        if v is not None:
+            return v
+        if self.op[r] == OP_INPUT or self.op[r] >= FIRST_ARRAY_OP:
+            return self.da[r]
+        return self.values()[r]
+
+    cdef object values(self):
+        """Every row's value, recomputed (value_sweep) on first need and
+        kept while no row is added: for replays, explain and the array rules
+        that read a scalar argument. nan for an array value."""
+        cdef double[::1] v
+        if self.vals is None or len(self.vals) != self.n:
+            self.vals = np.empty(self.n)
+            if self.n:
+                v = self.vals
+                value_sweep(self.n, self.op, self.a, self.b, self.da, self.db, &v[0])
+        return self.vals
+
+    cdef double constant(self, node_t i):
+        """Row i's constant c: in the slot of its -1 argument (a unary op's
+        b, 0), or an INPUT, elem or array row's db."""
+        if self.op[i] == OP_INPUT or self.op[i] >= FIRST_ARRAY_OP or self.b[i] < 0:
+            return self.db[i]
+        return self.da[i] if self.a[i] < 0 else 0.0
 
     def _adjoint(self, Py_ssize_t r):
         """Row r's adjoint in the current sweep: ndarray or float; None for
@@ -370,10 +394,10 @@ cdef class Tape:
         if p != NULL: self.a = <node_t*>p
         p = realloc(self.b, n * sizeof(node_t))
         if p != NULL: self.b = <node_t*>p
-        p = realloc(self.c, n * sizeof(double))
-        if p != NULL: self.c = <double*>p
-        p = realloc(self.val, n * sizeof(double))
-        if p != NULL: self.val = <double*>p
+        p = realloc(self.da, n * sizeof(double))
+        if p != NULL: self.da = <double*>p
+        p = realloc(self.db, n * sizeof(double))
+        if p != NULL: self.db = <double*>p
         self.cap = n  # if a realloc failed, its block is simply larger than cap says
 
     cdef void reset(self):
@@ -383,14 +407,16 @@ cdef class Tape:
             self.op = <op_t*>realloc(self.op, FIRST_ROWS * sizeof(op_t))
             self.a = <node_t*>realloc(self.a, FIRST_ROWS * sizeof(node_t))
             self.b = <node_t*>realloc(self.b, FIRST_ROWS * sizeof(node_t))
-            self.c = <double*>realloc(self.c, FIRST_ROWS * sizeof(double))
-            self.val = <double*>realloc(self.val, FIRST_ROWS * sizeof(double))
+            self.da = <double*>realloc(self.da, FIRST_ROWS * sizeof(double))
+            self.db = <double*>realloc(self.db, FIRST_ROWS * sizeof(double))
             self.cap = FIRST_ROWS  # shrinking realloc keeps the block on failure... and returns it
-            free(self.adj)
+            free(self.adj_mem)
+            self.adj_mem = NULL
             self.adj = NULL
             self.adj_cap = 0
         self.n = 0
         self.adj_n = 0
+        self.vals = None
         del self.leaves[:]  # list.clear(), without looking the method up by name
         if self.has_arrays:
             self.obj = {}
@@ -413,21 +439,26 @@ cdef class Tape:
                 + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t))
 
     def rows(self):
-        """Copies of the row arrays: dict of op, a, b, c, val, adj (None before
-        a sweep). An array row's value and adjoint do not fit a float column:
-        they read nan there (the arrays are in tape.obj / tape.arr_adj)."""
-        cdef Py_ssize_t n = self.n
+        """Copies of the rows: dict of op, a, b, da, db (the stored columns),
+        c (each row's constant) and val (the values, recomputed), and adj
+        (None before a sweep). An array row's value and adjoint do not fit a
+        float column: they read nan there (the arrays are in tape.obj /
+        tape.arr_adj)."""
+        cdef Py_ssize_t n = self.n, i
         out = {"op": np.empty(n, np.uint8), "a": np.empty(n, np.int32), "b": np.empty(n, np.int32),
-               "c": np.empty(n, np.float64), "val": np.empty(n, np.float64), "adj": None}
+               "da": np.empty(n, np.float64), "db": np.empty(n, np.float64),
+               "c": np.empty(n, np.float64), "val": np.array(self.values()), "adj": None}
         cdef uint8_t[::1] op_v = out["op"]
         cdef node_t[::1] a_v = out["a"], b_v = out["b"]
-        cdef double[::1] c_v = out["c"], val_v = out["val"], adj_v
+        cdef double[::1] da_v = out["da"], db_v = out["db"], c_v = out["c"], adj_v
         if n:
             memcpy(&op_v[0], self.op, n * sizeof(op_t))
             memcpy(&a_v[0], self.a, n * sizeof(node_t))
             memcpy(&b_v[0], self.b, n * sizeof(node_t))
-            memcpy(&c_v[0], self.c, n * sizeof(double))
-            memcpy(&val_v[0], self.val, n * sizeof(double))
+            memcpy(&da_v[0], self.da, n * sizeof(double))
+            memcpy(&db_v[0], self.db, n * sizeof(double))
+        for i in range(n):
+            c_v[i] = self.constant(<node_t>i)
         if self.adj_n:
             out["adj"] = np.zeros(n, np.float64)
             adj_v = out["adj"]

@@ -349,10 +349,14 @@ def test_textbook_rows():
         z = x1 * x2 + fad.sin(x1)
     assert z.tape is t and z.index == 4 and x1.index is None
     r = t.rows()
-    assert set(r) == {"op", "a", "b", "c", "val", "adj"}
+    assert set(r) == {"op", "a", "b", "da", "db", "c", "val", "adj"}
     assert r["op"].tolist() == [CODE[n] for n in ("input", "input", "mul", "sin", "add")]
     assert r["a"].tolist() == [-1, -1, 0, 0, 2]
     assert r["b"].tolist() == [-1, -1, 1, -1, 3]
+    # the partials, stored at recording: mul swaps its inputs' values, sin'
+    # is cos, add passes 1 to both (an INPUT row keeps its value in da)
+    assert r["da"].tolist() == [2.0, 3.0, 3.0, math.cos(2.0), 1.0]
+    assert r["db"].tolist() == [0.0, 0.0, 2.0, 0.0, 1.0]
     assert r["val"].tolist() == [2.0, 3.0, 6.0, math.sin(2.0), z.value]
     assert (r["op"].dtype, r["a"].dtype, r["b"].dtype, r["c"].dtype, r["val"].dtype) == (
         np.uint8, np.int32, np.int32, np.float64, np.float64)
