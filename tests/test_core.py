@@ -370,6 +370,23 @@ def test_textbook_rows():
     assert t.rows()["val"][0] == 2.0
 
 
+def test_rows_recompute_values_through_array_rows():
+    # Values are recomputed from the rows: an elem row and a scalar-valued
+    # array row (a full sum) keep theirs, and scalar rows above them follow.
+    A = fad.Array(np.array([0.5, -1.25, 2.0]))
+    x = fad.Var(0.75)
+    with fad.Tape() as t:
+        e = A[1] * x                 # elem row, then mul
+        s = (A * A).sum()            # array rows, the sum a scalar
+        y = fad.sin(s) + e / 3.0
+    val = t.rows()["val"]
+    for v in (e, s, y):
+        assert val[v.index] == v.value
+    y.backward()
+    assert x.grad == pytest.approx(-1.25 / 3)
+    assert A.grad.tolist() == pytest.approx((2 * math.cos(5.8125) * A.value + [0, 0.75 / 3, 0]).tolist())
+
+
 def test_constant_folding_rows():
     x = fad.Var(2.0)
     with fad.Tape() as t:
