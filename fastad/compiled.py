@@ -120,8 +120,9 @@ def _live_only(rows, in_rows, out_rows):
 
 @functools.lru_cache(maxsize=64)
 def _is_flat(treedef):
-    """Whether treedef is a list or tuple of plain numbers (asked per call:
-    remembered, since walking a 10,000-entry structure each time costs)."""
+    """Whether treedef is a list or tuple of plain numbers. It walks the
+    structure: ask once per compiled function (CompiledFunction._arg_flat),
+    not per call (on a 10,000-float argument, 160 us of cf.grad's 780)."""
     return treedef != "f" and treedef[0] in (list, tuple) and all(k == "f" for k in treedef[1])
 
 
@@ -155,6 +156,7 @@ class CompiledFunction:
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._slices = [slice(starts[k], starts[k + 1]) for k in self.argnums]
         self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
+        self._arg_flat = [_is_flat(td) for td in self._arg_treedefs]
         trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts))
         self.traces = [trace]  # most recently used first
         # Arguments that are numbers or flat lists / tuples of numbers (the
@@ -204,18 +206,19 @@ class CompiledFunction:
         return result[:-1]
 
     @staticmethod
-    def _to_tree(td, vec):
-        """A flat vector -> the structure td (flat lists without a tree walk)."""
+    def _to_tree(td, vec, flat):
+        """A flat vector -> the structure td (flat lists without a tree walk;
+        flat: whether td is one, _arg_flat)."""
         if td == "f":
             return float(vec[0])
-        if _is_flat(td):
+        if flat:
             return vec.tolist() if td[0] is list else tuple(vec.tolist())
         return _tree.unflatten(td, vec)
 
     @staticmethod
-    def _from_tree(td, value, what):
+    def _from_tree(td, value, what, flat):
         """A structure shaped like td -> its flat vector (flat lists fast)."""
-        if _is_flat(td) and type(value) is td[0] and len(value) == len(td[1]):
+        if flat and type(value) is td[0] and len(value) == len(td[1]):
             try:
                 vec = np.array(value, dtype=np.float64)
                 if vec.shape == (len(td[1]),):
@@ -229,7 +232,8 @@ class CompiledFunction:
 
     def _grads(self, g):
         """A flat gradient over all inputs -> the argnums' structures."""
-        per_arg = [self._to_tree(td, g[s]) for td, s in zip(self._arg_treedefs, self._slices)]
+        per_arg = [self._to_tree(td, g[s], flat)
+                   for td, s, flat in zip(self._arg_treedefs, self._slices, self._arg_flat)]
         return per_arg[0] if self.single else tuple(per_arg)
 
     def _scalar_output(self):
@@ -263,8 +267,8 @@ class CompiledFunction:
         x = self._inputs(args)
         V = np.zeros(len(x))
         tangents = (tangents,) if self.single else tuple(tangents)
-        for td, s, t in zip(self._arg_treedefs, self._slices, tangents):
-            V[s] = self._from_tree(td, t, "the tangent")
+        for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
+            V[s] = self._from_tree(td, t, "the tangent", flat)
         y, JV = self._run(x, "jvp", V)
         return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
 
@@ -317,9 +321,9 @@ class CompiledFunction:
         x = self._inputs(args)
         s = self._slices[0]
         V = np.zeros((len(x), 1))
-        V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction")
+        V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
         _, HV = self._run(x, "hvp", V)
-        return self._to_tree(self._arg_treedefs[0], HV[s, 0])
+        return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
 
     def grad_batch(self, X, threads=None):
         """Gradients at B inputs at once: X stacks them on a first axis (the
