@@ -440,9 +440,11 @@ cdef class Tape:
 
     @property
     def nbytes(self):
-        """Bytes allocated for this tape's rows, adjoints and input table."""
+        """Bytes allocated for this tape's rows, adjoints, input table and
+        recomputed values (while it holds some)."""
         return (self.cap * (sizeof(op_t) + 2 * sizeof(node_t) + 2 * sizeof(double))
-                + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t))
+                + self.adj_cap * sizeof(double) + self.in_cap * sizeof(node_t)
+                + (self.vals.nbytes if self.vals is not None else 0))
 
     def rows(self):
         """Copies of the rows: dict of op, a, b, da, db (the stored columns),
@@ -574,6 +576,7 @@ cdef void consume(Tape t):
     consumed tape never grows again)."""
     t.consumed = True
     t.shrink()
+    t.vals = None  # recomputed for the sweep's array rules, perhaps: not kept
     cdef _ThreadState st = thread_state()
     if st.implicit and st.tape is t:
         st.tape = None

@@ -387,6 +387,19 @@ def test_rows_recompute_values_through_array_rows():
     assert A.grad.tolist() == pytest.approx((2 * math.cos(5.8125) * A.value + [0, 0.75 / 3, 0]).tolist())
 
 
+def test_nbytes_counts_recomputed_values_while_the_tape_holds_them():
+    x = fad.Var(1.5)
+    with fad.Tape() as t:
+        y = fad.exp(x) * x + 1.0
+    before = t.nbytes
+    t.rows()  # recomputes the values, and keeps them for the next reader
+    assert t.nbytes == before + 8 * len(t)
+    y.backward()  # consumed: the values go (a later reader recomputes them)
+    after = t.nbytes
+    t.rows()
+    assert t.nbytes == after + 8 * len(t)
+
+
 def test_constant_folding_rows():
     x = fad.Var(2.0)
     with fad.Tape() as t:
