@@ -27,14 +27,16 @@ cdef class Tape:
                            #        for an array value, which tape.obj holds)
     cdef double* db        # (cap,) d row / d b; for b = -1, the constant. INPUT, elem
                            #        and array rows: their constant (elem: the flat index)
-    cdef double* adj       # adjoints of the last sweep; NULL before one. Below
-                           #        adj[0], SINKS scratch slots (see jacobian_sweep)
+    cdef double* adj       # (cap,) adjoints: a column like the others, zeroed as it
+                           #        grows, the last sweep's after one. Below adj[0],
+                           #        SINKS scratch slots (see jacobian_sweep)
     cdef double* adj_mem   # the allocation adj points into (adj - SINKS, adj_cap slots)
     cdef node_t* in_rows   # (in_cap,) the INPUT row of each leaf in `leaves`
     cdef Py_ssize_t n      # rows in use
-    cdef Py_ssize_t cap    # rows allocated in op/a/b/da/db
+    cdef Py_ssize_t cap    # rows allocated in op/a/b/da/db/adj
     cdef Py_ssize_t adj_n  # rows the last sweep covered (adj beyond is stale)
     cdef Py_ssize_t adj_cap
+    cdef Py_ssize_t adj_dirty  # adj may be nonzero below this row (0 above)
     cdef Py_ssize_t in_cap
     cdef Py_ssize_t max_rows  # a push beyond this raises (default: node_t's range)
     cdef list leaves       # the leaves (Var or Array) of the INPUT rows, in row order

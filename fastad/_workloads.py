@@ -435,15 +435,16 @@ def tape_info(wl, engine):
 
 
 def row_bytes(engine, max_rows=1 << 24):
-    """Bytes a tape allocates per row of capacity, ``(rows, rows + adjoints)``,
-    or None where the engine's Tape has no ``nbytes``.
+    """Bytes a tape allocates per row of capacity, and per row in use after
+    a sweep: ``(per_row, swept)``, or None where the engine's Tape has no
+    ``nbytes``.
 
     Appends one-row ops and watches ``tape.nbytes``: it jumps when the arrays
     grow, and a jump happens when the rows fill the capacity. Between the
     first jump (capacity n1 full) and the second (capacity n2 full) the
     allocation grew by (n2 - n1) rows, so the bytes per row come out exact
     whatever the growth policy and whatever slack the tape started with.
-    A sweep then adds the adjoints.
+    A sweep then trims the spare rows.
     """
     if engine.Tape is None:
         return None
@@ -464,8 +465,8 @@ def row_bytes(engine, max_rows=1 << 24):
     per_row = (b2 - b1) / (n2 - n1)
     try:
         # The loop stopped just after a growth (about half the rows spare); a
-        # sweep trims a tape with over 25% spare rows to fit and adds the
-        # adjoints, so nbytes per row is now a row plus its adjoint.
+        # sweep trims a tape with over 25% spare rows to fit (and adds the
+        # adjoints, on a tape that allocates them only then).
         y.backward(retain_graph=True)
         with_adj = t.nbytes / len(t)
     except Exception:
@@ -504,7 +505,7 @@ def check_targets(medians, tapes, layout=None):
     bound = MAX_BYTES_PER_ROW
     if layout and layout[1] is not None:
         lines.append(f"{'met ' if layout[1] <= bound else 'MISS'}  <= {bound:.0f} bytes of tape "
-                     f"per node, row layout: {layout[0]:.1f} B/row, {layout[1]:.1f} with adjoints")
+                     f"per node, row layout: {layout[0]:.1f} B/row, {layout[1]:.1f} after a sweep")
     sized = [(t["rows"], w, t) for w, t in tapes.items()
              if t.get("rows") and t.get("bytes_per_row_swept") is not None]
     if sized:  # the biggest tape: the least distorted by capacity granularity

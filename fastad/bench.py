@@ -322,7 +322,7 @@ def report(wls, medians, tapes, layout=None):
                      f"| {ns('grad')} |")
     if layout:
         lines += ["", f"Row layout of the {engine} tape (from its growth): {per(layout[0])} bytes "
-                      f"per row of capacity, {per(layout[1])} with adjoints. bytes/row above is "
+                      f"per row of capacity (adjoints included), {per(layout[1])} after a sweep. bytes/row above is "
                       "tape.nbytes / len(tape): capacity slack included (a small tape may sit in "
                       "a bigger one's recycled arrays)."]
     if have_fast:

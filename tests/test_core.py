@@ -453,6 +453,27 @@ def test_with_tape_after_backward_refuses_more_ops():
             x * 3.0
 
 
+def test_an_earlier_sweeps_adjoints_never_leak_into_the_next():
+    # The adjoint column is zeroed as it grows and swept rows are zeroed
+    # again before the next sweep: on the same tape (retain_graph, more rows
+    # recorded in between) and on a new tape that takes a freed one's arrays.
+    x = fad.Var(2.0)
+    with fad.Tape() as t:
+        y = fad.sin(x) * x
+        y.backward(retain_graph=True)
+        z = y * 3.0 + x  # rows past the swept ones
+    z.backward(retain_graph=True)
+    g1 = 2.0 * (math.cos(2.0) * 2.0 + math.sin(2.0))
+    assert x.grad == pytest.approx(g1 / 2.0 * (1 + 3) + 1)
+    assert t.rows()["adj"][-1] == 1.0
+    del y, z, t  # the tape's arrays are parked for the next one
+    w = fad.Var(0.5)
+    u = w * w
+    u.backward()
+    assert w.grad == 1.0
+    assert u.tape.rows()["adj"].tolist() == [1.0, 1.0]
+
+
 def test_with_tape_retain_graph_keeps_recording():
     x = fad.Var(2.0)
     with fad.Tape():
