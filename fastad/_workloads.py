@@ -465,7 +465,7 @@ def row_bytes(engine, max_rows=1 << 24):
     per_row = (b2 - b1) / (n2 - n1)
     try:
         # The loop stopped just after a growth (about half the rows spare); a
-        # sweep trims a tape with over 25% spare rows to fit (and adds the
+        # sweep trims a tape with over 12.5% spare rows to fit (and adds the
         # adjoints, on a tape that allocates them only then).
         y.backward(retain_graph=True)
         with_adj = t.nbytes / len(t)
