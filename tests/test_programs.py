@@ -147,14 +147,11 @@ def test_recomputed_values_are_the_recorded_ones(program, xs):
     leaves = [fad.Var(x) for x in xs]
     with fad.Tape() as t:
         t.watch(*leaves)
-        nodes = []
         values = list(leaves)
         for kind, i, j, c, count in program:
-            v = step(fad, kind, values[i % len(values)], values[j % len(values)], c, count)
-            values.append(v)
-            nodes.append(v)
+            values.append(step(fad, kind, values[i % len(values)], values[j % len(values)], c, count))
     val = t.rows()["val"]
     assert [val[row] for row, _ in t.inputs()] == list(xs)
-    for v in nodes:
+    for v in values[len(leaves):]:
         if isinstance(v, fad.Var) and v.index is not None:
             assert val[v.index] == v.value or (math.isnan(v.value) and math.isnan(val[v.index]))
