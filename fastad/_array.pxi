@@ -289,12 +289,12 @@ cdef class Array:
     def __neg__(self): return array_unary(OP_NEG, self)
     def __pos__(self): return self
     def __abs__(self): return array_unary(OP_ABS, self)
-    def __lt__(self, other): return self.value < front().value_of(other)
-    def __le__(self, other): return self.value <= front().value_of(other)
-    def __gt__(self, other): return self.value > front().value_of(other)
-    def __ge__(self, other): return self.value >= front().value_of(other)
-    def __eq__(self, other): return self.value == front().value_of(other)
-    def __ne__(self, other): return self.value != front().value_of(other)
+    def __lt__(self, other): return front().compare(OP_LT, self, other)
+    def __le__(self, other): return front().compare(OP_LE, self, other)
+    def __gt__(self, other): return front().compare(OP_GT, self, other)
+    def __ge__(self, other): return front().compare(OP_GE, self, other)
+    def __eq__(self, other): return front().compare(OP_EQ, self, other)
+    def __ne__(self, other): return front().compare(OP_NE, self, other)
 
     def __hash__(self):
         return id(self) >> 4

@@ -18,6 +18,7 @@ them are plain C calls):
     _grad.pxi         grad()'s hot path for flat float arguments
     _array.pxi        Array, the ndarray handle, and its rows
     _elementwise.pxi  elementwise ops on whole arrays, in C
+    _array_replay.pxi fad.compile's replay of recordings with array rows
 """
 cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -34,7 +35,7 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport *
-from fastad._rules cimport op_value, op_partials, op_record, Partials
+from fastad._rules cimport op_value, op_partials, op_record, op_branch, Partials
 from fastad._sweeps cimport jacobian_sweep, value_sweep, SINKS
 from fastad import ops as _ops_table
 
@@ -81,3 +82,4 @@ include "_math.pxi"
 include "_grad.pxi"
 include "_array.pxi"
 include "_elementwise.pxi"
+include "_array_replay.pxi"

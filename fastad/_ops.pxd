@@ -66,5 +66,6 @@ cdef enum Op:
     OP_WHERE = 53
     OP_EINSUM = 54
     OP_LOGSUMEXP = 55
-    N_OPS = 56
+    OP_COMPARE = 56
+    N_OPS = 57
     FIRST_ARRAY_OP = 40  # codes from here on are array rows

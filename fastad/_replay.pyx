@@ -249,7 +249,7 @@ cdef class Trace:
 
     def jacobian_rev(self, x):
         """(outputs, J (n_out, n_in) by one reverse sweep per output, changed)."""
-        cdef double[::1] xv = self._inputs(x)
+        cdef const double[::1] xv = self._inputs(x)
         y = np.empty(self.n_out)
         J = np.zeros((self.n_out, self.n_in))
         cdef double[::1] yv = y
@@ -269,7 +269,7 @@ cdef class Trace:
     def vjp(self, x, cot):
         """(outputs, cot @ J (n_in,), changed): one reverse sweep seeded with
         the cotangent on every output row."""
-        cdef double[::1] xv = self._inputs(x)
+        cdef const double[::1] xv = self._inputs(x)
         cdef double[::1] cv = np.ascontiguousarray(cot, np.float64).reshape(-1)
         if cv.shape[0] != self.n_out:
             raise ValueError(f"the cotangent has {cv.shape[0]} numbers, the output {self.n_out}")
@@ -300,7 +300,7 @@ cdef class Trace:
 
     def jvp(self, x, V):
         """(outputs, J @ V for V (n_in, m): one tangent sweep per column, changed)."""
-        cdef double[::1] xv = self._inputs(x)
+        cdef const double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = self._columns(V)
         cdef Py_ssize_t m = Vv.shape[1], j, k
         y = np.empty(self.n_out)
@@ -326,7 +326,7 @@ cdef class Trace:
         """(gradient, H @ V for V (n_in, m), changed): forward over reverse,
         one tangent sweep and one second-order reverse sweep per column."""
         self._check_out(out_k)
-        cdef double[::1] xv = self._inputs(x)
+        cdef const double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = self._columns(V)
         cdef Py_ssize_t m = Vv.shape[1], j, k
         g = np.zeros(self.n_in)

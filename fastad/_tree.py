@@ -13,17 +13,22 @@ import numpy as np
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes are taken as float64
 
 
-def flatten(tree, where="argument", var_type=None):
+def flatten(tree, where="argument", var_type=None, array_type=None):
     """(list of floats and float64 arrays, treedef). `where` names the
     argument in error messages. With var_type (fastad's Var), Vars are
-    numbers too and object arrays of them are arrays: for outputs."""
+    numbers too and object arrays of them are arrays; with array_type
+    (fastad's Array), an Array is one array part: for outputs."""
     parts = []
-    return parts, _walk(tree, where, parts, var_type)
+    return parts, _walk(tree, where, parts, (var_type, array_type))
 
 
-def _walk(node, path, parts, var_type):
+def _walk(node, path, parts, types):
     # A module-level function, not a closure: a recursive closure is a
     # reference cycle that only the garbage collector frees, once per call.
+    var_type, array_type = types
+    if array_type is not None and type(node) is array_type:  # an Array output: one part
+        parts.append(node)
+        return ("a", tuple(node.shape))
     if var_type is not None:
         if type(node) is var_type:
             parts.append(node)
@@ -43,11 +48,11 @@ def _walk(node, path, parts, var_type):
         parts.append(np.asarray(node, np.float64))
         return ("a", node.shape)
     if isinstance(node, (list, tuple)):
-        kids = tuple(_walk(v, f"{path}[{i}]", parts, var_type) for i, v in enumerate(node))
+        kids = tuple(_walk(v, f"{path}[{i}]", parts, types) for i, v in enumerate(node))
         return (type(node), kids)
     if isinstance(node, dict):
         keys = tuple(node)
-        return (dict, keys, tuple(_walk(node[k], f"{path}[{k!r}]", parts, var_type) for k in keys))
+        return (dict, keys, tuple(_walk(node[k], f"{path}[{k!r}]", parts, types) for k in keys))
     if type(node).__module__ == "fastad._core":
         raise TypeError(f"{path} is a recorded fastad {type(node).__name__}: differentiating a "
                         "function that itself takes gradients (grad of grad) is not supported "
@@ -81,7 +86,20 @@ def rebuild(treedef, leaf):
 
 def unflatten(treedef, items, array_dtype=np.float64):
     """The tree of `treedef` with its numbers taken in order from `items`:
-    floats for numbers, arrays of `array_dtype` for arrays."""
+    floats for numbers, arrays of `array_dtype` for arrays. From an ndarray
+    of items, arrays are its slices (views: callers pass fresh vectors)."""
+    if isinstance(items, np.ndarray) and items.ndim == 1:
+        pos = [0]
+
+        def piece(td):
+            k = pos[0]
+            if td == "f":
+                pos[0] += 1
+                return float(items[k]) if array_dtype is np.float64 else items[k]
+            pos[0] += math.prod(td[1])
+            return np.asarray(items[k:pos[0]], dtype=array_dtype).reshape(td[1])
+
+        return rebuild(treedef, piece)
     it = iter(items)
 
     def leaf(td):

@@ -720,12 +720,14 @@ def array_floor_value(wl):
 # ``cf-rosenbrock`` and ``cf-dag`` are the scalar workloads above, compiled
 # as ``fad.compile(lambda x: fn(x, fad), x0)`` on a list of floats;
 # ``grad_batch`` is Rosenbrock n=100 over B stacked points; ``jacobian`` a
-# 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list.
+# 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list;
+# ``cf-mlp784`` the array MLP above, compiled over its parameter dict (an
+# ArrayTrace: each array row replays by NumPy).
 
-COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian")
+COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "cf-mlp784")
 COMPILE_SIZES = {
-    "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000},
-    "quick": {"cf-rosenbrock": 1_000, "cf-dag": 20_000, "grad_batch": 500},
+    "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000, "cf-mlp784": 64},
+    "quick": {"cf-rosenbrock": 1_000, "cf-dag": 20_000, "grad_batch": 500, "cf-mlp784": 16},
 }
 BATCH_N = 100  # grad_batch: Rosenbrock of this size
 JAC_N = 100
@@ -738,6 +740,7 @@ COMPILE_BODIES = {
     "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"),
                    ("cf", "threads=None")],
     "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
+    "cf-mlp784": [("numpy", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("fastad", "grad")],
 }
 
 
@@ -778,6 +781,9 @@ def make_compiled(name, size=None, seed=0):
         A = [[rng.gauss(0.0, JAC_N ** -0.5) for _ in range(JAC_N)] for _ in range(JAC_N)]
         return Workload(name, f"jacobian of x -> tanh(A @ x), {JAC_N} -> {JAC_N}, Python loops",
                         tanh_layer(A), [rng.uniform(-1.0, 1.0) for _ in range(JAC_N)], JAC_N)
+    if name == "cf-mlp784":
+        base = make_array("mlp784", size, seed)
+        return Workload(name, base.label, base.fn, base.x0, size, info=dict(base.info))
     raise ValueError(f"unknown compile workload {name!r}; expected one of {COMPILE_NAMES}")
 
 
@@ -799,6 +805,15 @@ def compile_phases(wl, engine):
             return {("reference", "grad"): phase(wl.info["base"], engine, "grad")}
         return {}
     fad = engine.m
+    if wl.name == "cf-mlp784":
+        params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
+        cf = fad.compile(lambda p: fn(p, X, Y, fad), params)
+        wl.info["rows"], wl.info["cf"] = len(cf.traces[0].op), cf
+        vg = fad.value_and_grad(lambda p: fn(p, X, Y, fad))
+        return {("numpy", "eval"): Phase(lambda: fn(params, X, Y, NUMPY.m)),
+                ("cf", "eval"): Phase(lambda: cf(params)),
+                ("cf", "value_and_grad"): Phase(lambda: cf.value_and_grad(params)),
+                ("fastad", "grad"): Phase(lambda: vg(params))}
     cf = fad.compile(lambda x: fn(x, fad), list(wl.x0))
     wl.info["rows"] = len(cf.traces[0].op)
     x0 = list(wl.x0)

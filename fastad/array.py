@@ -28,6 +28,8 @@ _UFUNC_CODE = {ufunc: code for code, ufunc in _NUMPY.items()}
 _UFUNC_CODE.update({np.divide: CODE["div"], np.absolute: CODE["abs"], np.fabs: CODE["abs"],
                     np.float_power: CODE["power"], np.fmax: CODE["maximum"], np.fmin: CODE["minimum"]})
 _COMPARISONS = (np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal)
+_COMPARE_UFUNC = {CODE[name]: ufunc for name, ufunc in zip(("lt", "le", "gt", "ge", "eq", "ne"), _COMPARISONS)}
+_COMPARE_CODE = {ufunc: code for code, ufunc in _COMPARE_UFUNC.items()}
 
 
 def _tracked(v):
@@ -63,22 +65,23 @@ def _record(op, handles, value, c=0.0, aux=None):
 
 # -- elementwise: one `map` row, the scalar op code in c --
 
+def _map_value(code, *values):
+    """Scalar op `code` elementwise: its NumPy ufunc, else the core's C rule."""
+    ufunc = _NUMPY.get(code)
+    value = ufunc(*values) if ufunc is not None else map_value(code, *values)
+    return np.asarray(value, np.float64) if np.ndim(value) else float(value)
+
+
 def unary(code, x):
     hx, vx = operand(x)
-    ufunc = _NUMPY.get(code)
-    value = ufunc(vx) if ufunc is not None else map_value(code, vx)
-    return _record(CODE["map"], (hx,), np.asarray(value, np.float64) if np.ndim(value) else float(value),
-                   code, None)
+    return _record(CODE["map"], (hx,), _map_value(code, vx), code, None)
 
 
 def binary(code, x, y):
     hx, vx = operand(x)
     hy, vy = operand(y)
-    ufunc = _NUMPY.get(code)
-    value = ufunc(vx, vy) if ufunc is not None else map_value(code, vx, vy)
-    value = np.asarray(value, np.float64) if np.ndim(value) else float(value)
-    return _record(CODE["map"], (hx, hy), value, code, (None if hx is not None else vx,
-                                                         None if hy is not None else vy))
+    return _record(CODE["map"], (hx, hy), _map_value(code, vx, vy), code,
+                   (None if hx is not None else vx, None if hy is not None else vy))
 
 
 def power(x, y):
@@ -89,6 +92,18 @@ def power(x, y):
 
 def clip(x, lo, hi):
     return binary(CODE["minimum"], binary(CODE["maximum"], x, lo), hi)
+
+
+def compare(code, x, y):
+    """x < y (code: the scalar guard's, lt ... ne) elementwise: NumPy's bool
+    array, which Python code branches on or hands to where. A `compare` row
+    remembers it, so a compiled replay whose inputs flip an element re-records."""
+    (hx, vx), (hy, vy) = operand(x), operand(y)
+    value = _COMPARE_UFUNC[code](vx, vy)
+    if _tracked(hx) or _tracked(hy):
+        record_array(CODE["compare"], (hx, hy), np.asarray(value, np.float64) if np.ndim(value) else float(value),
+                     code, (None if hx is not None else vx, None if hy is not None else vy))
+    return value
 
 
 # -- linear algebra --
@@ -203,11 +218,14 @@ def logsumexp(x, axis=None, keepdims=False):
     """
     hx, vx = operand(x)
     ax = _axis(axis, np.ndim(vx))
+    return _record(CODE["logsumexp"], (hx,), _logsumexp_value(vx, ax, keepdims), 0.0, (ax, keepdims))
+
+
+def _logsumexp_value(vx, ax, keepdims):
     m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros_like(vx)
     m = np.where(np.isfinite(m), m, 0.0)
     value = np.log(np.sum(np.exp(vx - m), axis=ax, keepdims=True)) + m
-    value = value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
-    return _record(CODE["logsumexp"], (hx,), value, 0.0, (ax, keepdims))
+    return value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
 
 
 def softmax(x, axis=-1):
@@ -279,13 +297,16 @@ def concatenate(arrays, axis=0):
     array([1., 1., 0.])
     """
     pairs = [operand(a) for a in arrays]
-    values = [np.atleast_1d(v) if np.ndim(v) == 0 else v for _, v in pairs]
-    ax = 0 if axis is None else axis
-    if axis is None:
-        values = [np.ravel(v) for v in values]
-    value = np.concatenate(values, axis=ax)
-    aux = (ax, [v.shape for v in values], [None if h is not None else v for h, v in pairs], axis is None)
-    return _record(CODE["concatenate"], [h for h, _ in pairs], value, 0.0, aux)
+    values = _joined([v for _, v in pairs], axis is None)
+    aux = (0 if axis is None else axis, [v.shape for v in values],
+           [None if h is not None else v for h, v in pairs], axis is None)
+    return _record(CODE["concatenate"], [h for h, _ in pairs], np.concatenate(values, axis=aux[0]), 0.0, aux)
+
+
+def _joined(values, flat):
+    """concatenate's operands: numbers as 1-element arrays, all flattened if flat."""
+    values = [np.atleast_1d(v) if np.ndim(v) == 0 else v for v in values]
+    return [np.ravel(v) for v in values] if flat else values
 
 
 def stack(values, axis=0):
@@ -318,8 +339,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     if method != "__call__" or kwargs:
         raise TypeError(f"fastad does not implement numpy.{ufunc.__name__}.{method} "
                         f"{'with ' + ', '.join(kwargs) if kwargs else ''} on tracked values; use .value")
-    if ufunc in _COMPARISONS:
-        return ufunc(*[value_of(v) for v in inputs])
+    if ufunc in _COMPARE_CODE:
+        return compare(_COMPARE_CODE[ufunc], *inputs)
     if ufunc is np.matmul:
         return matmul(*inputs)
     if ufunc is np.positive:
@@ -371,3 +392,59 @@ def array_function(func, types, args, kwargs):
                         "(the value would lose its derivative); apply it to .value if no "
                         "derivative is needed")
     return impl(*args, **kwargs)
+
+
+# -- replays: a recorded row's value again, from new argument values --
+
+def recompute(op, args, c, aux, shape):
+    """The value of a recorded array row (op, c, aux as on the tape) for new
+    values of its arguments: `args` holds one value per argument row (a, b,
+    or a variadic row's rows), None where the row took a constant, which
+    aux keeps. Each op computes as the function above that recorded it
+    (the same NumPy call, or the same helper), so a replay of fad.compile
+    repeats the recording bit for bit; the values are the replay's own
+    (nothing to copy). `shape` is the recorded value's shape."""
+    name = _ops.OPS[op].name
+    x = args[0] if args else None
+    y = args[1] if len(args) > 1 else None
+    if name in ("map", "matmul", "compare"):
+        cx, cy = aux if aux is not None else (None, None)
+        x, y = cx if x is None else x, cy if y is None else y
+        if name == "matmul":
+            return _scalar_or_array(np.matmul(x, y))
+        if name == "compare":
+            return _COMPARE_UFUNC[int(c)](x, y)
+        return _map_value(int(c), x) if _ops.OPS[int(c)].arity == 1 else _map_value(int(c), x, y)
+    if name in _REDUCTIONS:
+        return _scalar_or_array(_REDUCTIONS[name](x, axis=aux[0], keepdims=aux[1]))
+    if name == "logsumexp":
+        return _scalar_or_array(_logsumexp_value(x, *aux))
+    if name == "reshape":
+        return np.reshape(x, shape)
+    if name == "transpose":
+        return np.transpose(x, aux)
+    if name == "getitem":
+        return _scalar_or_array(np.array(x[aux], np.float64))
+    if name == "where":
+        cond, cx, cy = aux
+        return _scalar_or_array(np.where(cond, cx if x is None else x, cy if y is None else y).astype(np.float64))
+    if name == "einsum":
+        (xs, ys, out), cx, cy = aux
+        return _scalar_or_array(np.einsum(f"{xs},{ys}->{out}", cx if x is None else x, cy if y is None else y))
+    if name == "concatenate":
+        rows, (axis, shapes, consts, flat) = aux
+        values = [k if v is None else v for v, k in zip(args, consts)]
+        return np.concatenate(_joined(values, flat), axis=axis)
+    if name == "stack":
+        rows, (axis, consts) = aux
+        values = [k if v is None else v for v, k in zip(args, consts)]
+        return np.stack([np.asarray(v, np.float64) for v in values], axis=axis)
+    raise ValueError(f"a replay cannot recompute array op {name!r}")
+
+
+_REDUCTIONS = {"sum": np.sum, "amax": np.max, "amin": np.min, "prod": np.prod}
+
+
+def _scalar_or_array(value):
+    """As _record takes a value: one number (a 0-d result) as a float."""
+    return float(value) if isinstance(value, np.generic) or np.ndim(value) == 0 else value

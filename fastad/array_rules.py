@@ -179,11 +179,15 @@ def _logsumexp(tape, i, a, b, c, aux, g):
     _add(tape, a, _expand(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)
 
 
+def _compare(tape, i, a, b, c, aux, g):
+    """A guard (its bool array steered Python): no derivative, nothing to pass on."""
+
+
 RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
     ("map", _map), ("matmul", _matmul), ("sum", _sum), ("amax", _extremum), ("amin", _extremum),
     ("prod", _prod), ("reshape", _reshape), ("transpose", _transpose), ("getitem", _getitem),
     ("concatenate", _concatenate), ("stack", _stack), ("where", _where), ("einsum", _einsum),
-    ("logsumexp", _logsumexp))}
+    ("logsumexp", _logsumexp), ("compare", _compare))}
 
 
 def backward(tape, i, arr_adj):

@@ -415,6 +415,17 @@ def report_compile(wls, medians, borrowed=()):
                 lines.append(f"| {text} | {fmt_time(t)} "
                              f"| {fmt_ratio(_ratio(t, m(w, 'float', 'eval')))} "
                              f"| {fmt_ratio(_ratio(t, rev))} |")
+        if w == "cf-mlp784":
+            fwd = m(w, "numpy", "eval")
+            lines += ["", f"| {wl.label}, compiled over its parameter dict | time | vs NumPy forward |",
+                      "|---|---:|---:|"]
+            for e, ph, text in (("numpy", "eval", "NumPy forward (no derivative)"),
+                                ("cf", "eval", "cf(params): replay, each array row by NumPy"),
+                                ("cf", "value_and_grad", "cf.value_and_grad(params)"),
+                                ("fastad", "grad", "fad.value_and_grad (records each call)")):
+                t = m(w, e, ph)
+                if t is not None:
+                    lines.append(f"| {text} | {fmt_time(t)} | {fmt_ratio(_ratio(t, fwd))} |")
     lines = lines[1:] if lines and not lines[0] else lines
     return lines + _target_lines("compile", medians)
 

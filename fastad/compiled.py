@@ -19,7 +19,7 @@ import numpy as np
 
 from fastad import _tree
 from fastad import ops as _ops
-from fastad._core import FastADError, Tape, Var, _object_scalar
+from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, _object_scalar, array_trace
 from fastad._replay import BranchChanged, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -66,32 +66,98 @@ def _scalarized(treedef, leaves):
     return _tree.rebuild(treedef, leaf)
 
 
-def record(f, treedef, x):
-    """Run f once on leaves holding x; return (Trace, output treedef)."""
+def _has_arrays(treedef):
+    return treedef != "f" and (treedef[0] == "a" or any(_has_arrays(td) for td in treedef[-1]))
+
+
+def _array_work(tape):
+    """Whether a recording has array rows beyond reading arguments' elements."""
+    op = tape.rows()["op"]
+    return bool(np.any((op >= _ops.FIRST_ARRAY_OP) & (op != _ELEM) & (op != _ARRAY_INPUT)))
+
+
+_ELEM, _ARRAY_INPUT = _ops.BY_NAME["elem"].code, _ops.BY_NAME["array_input"].code
+
+
+def record(f, treedef, x, scalarize=False):
+    """Run f once at the flat inputs x; return (trace, output treedef).
+
+    ndarray arguments arrive as Arrays, so NumPy code records array rows and
+    replays as an ArrayTrace: each array row by NumPy once, scalar rows in C.
+    A function that only reads its arrays' elements (or scalarize=True) is
+    recorded again with one Var per number instead: a Trace, whose sweeps
+    run entirely in C without the GIL, and which forward mode, second
+    order and grad_batch need."""
+    if _has_arrays(treedef) and not scalarize:
+        with Tape() as tape:
+            starts = np.cumsum([0] + [_tree.size(td) for td in _leaf_defs(treedef)])
+            made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
+                        for td, s in zip(_leaf_defs(treedef), starts))
+            leaves = []
+
+            def leaf(td):
+                leaves.append(next(made))
+                return leaves[-1]
+
+            out = f(*_tree.rebuild(treedef, leaf))
+            outs, out_treedef = _output_parts(tape, out)
+        if _array_work(tape):
+            return _array_trace(tape, leaves, starts, outs), out_treedef
     with Tape() as tape:
         leaves = [Var(v) for v in x]
         out = f(*_scalarized(treedef, leaves))
-        out_parts, out_treedef = _tree.flatten(out, "the output", var_type=Var)
-        outs = _tree.items(out_parts)
-        for k, v in enumerate(outs):
-            if type(v) is Var and v.tape is None:  # an input returned as it is: give it a row
-                outs[k] = v * 1.0
+        outs, out_treedef = _output_parts(tape, out)
+    if _array_work(tape):
+        if scalarize:
+            raise TypeError("forward mode, second order and grad_batch replay scalar recordings; "
+                            "this function builds arrays from its numbers (fad.stack, np.array of "
+                            "Vars ...): use fad.grad, fad.jacobian or fad.vjp, which record arrays")
+        return _array_trace(tape, leaves, range(len(leaves)), outs), out_treedef
     rows = tape.rows()
     number = {id(leaf): k for k, leaf in enumerate(leaves)}
     in_rows = np.full(len(leaves), -1, np.int32)
     for row, leaf in tape.inputs():
         if id(leaf) in number:
             in_rows[number[id(leaf)]] = row
-    out_rows = np.full(len(outs), -1, np.int32)
-    out_const = np.zeros(len(outs))
-    for k, v in enumerate(outs):
-        if type(v) is Var and v.tape is tape:
-            out_rows[k] = v.index
-        else:  # a number, or a value from outside f: a constant of this trace
-            out_const[k] = float(v)
+    out_rows = np.array([row for row, _, _ in outs], np.int32)
+    out_const = np.array([0.0 if row >= 0 else const for row, _, const in outs])
     rows, in_rows, out_rows = _live_only(rows, in_rows, out_rows)
     trace = Trace(rows["op"], rows["a"], rows["b"], rows["c"], rows["val"], in_rows, out_rows, out_const)
     return trace, out_treedef
+
+
+def _leaf_defs(treedef):
+    """The treedefs of the numbers and arrays of treedef, in order."""
+    found = []
+    _tree.rebuild(treedef, found.append)
+    return found
+
+
+def _output_parts(tape, out):
+    """(parts, treedef) of f's output, inside its recording: parts as (row,
+    shape or None, constant) per number or Array, row -1 for a constant
+    (a number, or a value from outside f); an input returned as it is gets
+    a row (x * 1.0)."""
+    parts, treedef = _tree.flatten(out, "the output", var_type=Var, array_type=Array)
+    outs = []
+    for p in parts:
+        if type(p) is Array:
+            if p.tape is None:
+                p = p * 1.0
+            outs.append((p.index, p.shape, None) if p.tape is tape else (-1, p.shape, p.value))
+            continue
+        for v in _tree.items([p]):
+            if type(v) is Var and v.tape is None:
+                v = v * 1.0
+            outs.append((v.index, None, 0.0) if type(v) is Var and v.tape is tape else (-1, None, float(v)))
+    return outs, treedef
+
+
+def _array_trace(tape, leaves, starts, outs):
+    rows = {id(leaf): row for row, leaf in tape.inputs()}
+    table = [(rows.get(id(leaf), -1), int(s), None if type(leaf) is Var else leaf.shape)
+             for leaf, s in zip(leaves, starts)]
+    return array_trace(tape, table, outs)
 
 
 _GUARD_CODES = np.array([s.code for s in _ops.OPS if s.kind == "guard"], np.uint8)
@@ -141,10 +207,13 @@ def _executor(threads):
 class CompiledFunction:
     """A function recorded once and replayed in C. Made by fad.compile."""
 
-    def __init__(self, f, example_args, argnums=0, on_branch_change="retrace", cache_size=8):
+    def __init__(self, f, example_args, argnums=0, on_branch_change="retrace", cache_size=8,
+                 scalarize=False):
         if on_branch_change not in ("retrace", "raise"):
             raise ValueError(f"on_branch_change must be 'retrace' or 'raise', got {on_branch_change!r}")
         self.f = f
+        self.scalarize = scalarize
+        self._twin = None
         self.on_branch_change = on_branch_change
         self.cache_size = cache_size
         parts, self.treedef = _tree.flatten(tuple(example_args), "the arguments")
@@ -154,9 +223,11 @@ class CompiledFunction:
         sizes = [_tree.size(td) for td in self.treedef[1]]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._slices = [slice(starts[k], starts[k + 1]) for k in self.argnums]
+        leaves = np.concatenate([[0], np.cumsum([len(_leaf_defs(td)) for td in self.treedef[1]])]).astype(int)
+        self._leaf_slices = [slice(leaves[k], leaves[k + 1]) for k in self.argnums]  # of flatten's parts
         self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
         self._arg_flat = [_is_flat(td) for td in self._arg_treedefs]
-        trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts))
+        trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts), scalarize)
         self.traces = [trace]  # most recently used first
         # Arguments that are numbers or flat lists / tuples of numbers (the
         # common case) are packed without walking the tree per element.
@@ -169,6 +240,9 @@ class CompiledFunction:
     # -- structure --
 
     def _inputs(self, args):
+        """The arguments as a trace takes them: the flat float64 vector of
+        their numbers, or for an ArrayTrace the list of flatten's parts (a
+        number or an array per leaf: big arrays are not copied)."""
         if self._flat_args is not None and len(args) == len(self._flat_args):
             x = pack_numbers(list(args), self._flat_args)
             if x is not None:
@@ -177,11 +251,13 @@ class CompiledFunction:
         if treedef != self.treedef:
             raise TypeError(f"this compiled function takes arguments shaped like "
                             f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
-        return _tree.numbers(parts)
+        return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
 
     def _run(self, x, method, *more):
         """method(trace, x, *more) on a trace whose branches hold at x."""
         for k, trace in enumerate(self.traces):
+            if type(x) is list and not isinstance(trace, ArrayTrace):
+                x = _tree.numbers(x)
             result = getattr(trace, method)(x, *more)
             if result[-1] < 0:
                 if k:
@@ -190,10 +266,14 @@ class CompiledFunction:
         row = result[-1]
         if self.on_branch_change == "raise" or self.f is None:
             why = "" if self.f is not None else " (the function did not survive pickling; compile it again to retrace)"
-            op = _ops.OPS[self.traces[-1].op[row]].name
+            trace = self.traces[-1]
+            op = _ops.OPS[trace.op[row]].name
+            if op == "map":  # an elementwise kink on an array: name the scalar op
+                op = f"{_ops.OPS[int(trace.c[row])].name}, elementwise"
             raise BranchChanged(f"the inputs take another branch than the recording at row {row} "
                                 f"(op '{op}'){why}")
-        trace, out_treedef = record(self.f, self.treedef, x)
+        trace, out_treedef = record(self.f, self.treedef, _tree.numbers(x) if type(x) is list else x,
+                                    self.scalarize)
         if out_treedef != self.out_treedef:
             raise FastADError("the function's output changed structure between branches")
         self.traces.insert(0, trace)
@@ -230,9 +310,13 @@ class CompiledFunction:
         return _tree.numbers(parts)
 
     def _grads(self, g):
-        """A flat gradient over all inputs -> the argnums' structures."""
-        per_arg = [self._to_tree(td, g[s], flat)
-                   for td, s, flat in zip(self._arg_treedefs, self._slices, self._arg_flat)]
+        """A gradient over all inputs -> the argnums' structures: g flat, or
+        (from an ArrayTrace) a list with one part per leaf."""
+        if type(g) is list:
+            per_arg = [_tree.unflatten_parts(td, g[s]) for td, s in zip(self._arg_treedefs, self._leaf_slices)]
+        else:
+            per_arg = [self._to_tree(td, g[s], flat)
+                       for td, s, flat in zip(self._arg_treedefs, self._slices, self._arg_flat)]
         return per_arg[0] if self.single else tuple(per_arg)
 
     def _scalar_output(self):
@@ -261,8 +345,25 @@ class CompiledFunction:
         y, g = self._run(self._inputs(args), "vjp", _tree.numbers(parts))
         return _tree.unflatten(self.out_treedef, y), self._grads(g)
 
+    def _scalar(self, args):
+        """self, or for an array recording its scalarized twin, compiled at
+        args on first need: forward mode, second order and grad_batch sweep a
+        scalar Trace (tangent and second-order rules exist per scalar op)."""
+        if isinstance(self.traces[0], Trace):
+            return self
+        if self._twin is None:
+            if self.f is None:
+                raise FastADError("forward mode and second order record an array function again, one "
+                                  "Var per number, and this function did not survive pickling; "
+                                  "compile it again")
+            self._twin = CompiledFunction(self.f, args, self.argnums[0] if self.single else self.argnums,
+                                          self.on_branch_change, self.cache_size, scalarize=True)
+        return self._twin
+
     def jvp(self, args, tangents):
         """(value, J @ tangents): tangents has the structure of the argnums."""
+        if self._scalar(args) is not self:
+            return self._twin.jvp(args, tangents)
         x = self._inputs(args)
         V = np.zeros(len(x))
         tangents = (tangents,) if self.single else tuple(tangents)
@@ -279,16 +380,18 @@ class CompiledFunction:
             raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}")
         x = self._inputs(args)
         n_out = _tree.size(self.out_treedef)
-        cols = np.concatenate([np.arange(len(x))[s] for s in self._slices])
-        if mode == "auto":
-            mode = "fwd" if len(cols) < n_out else "rev"
+        cols = np.concatenate([np.arange(self._n_in)[s] for s in self._slices])
+        if mode == "auto":  # an array recording has no tangent sweep of its own
+            mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
+        if mode == "fwd" and self._scalar(args) is not self:
+            return self._twin.jacobian(*args, mode="fwd")
         if mode == "rev":
             _, J = self._run(x, "jacobian_rev")
         else:
-            V = np.zeros((len(x), len(cols)))
+            V = np.zeros((self._n_in, len(cols)))
             V[cols, np.arange(len(cols))] = 1.0
             _, JV = self._run(x, "jvp", V)
-            J = np.zeros((n_out, len(x)))
+            J = np.zeros((n_out, self._n_in))
             J[:, cols] = JV
         out_shape = _tree.shape(self.out_treedef)
         per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
@@ -301,6 +404,8 @@ class CompiledFunction:
         self._scalar_output()
         if not self.single:
             raise ValueError("hessian takes a single argnum")
+        if self._scalar(args) is not self:
+            return self._twin.hessian(*args)
         x = self._inputs(args)
         s = self._slices[0]
         n = s.stop - s.start
@@ -317,6 +422,8 @@ class CompiledFunction:
         if not self.single:
             raise ValueError("hvp takes a single argnum")
         *args, v = args_and_v
+        if self._scalar(args) is not self:
+            return self._twin.hvp(*args_and_v)
         x = self._inputs(args)
         s = self._slices[0]
         V = np.zeros((len(x), 1))
@@ -329,7 +436,8 @@ class CompiledFunction:
         function takes one argument), the result has X's shape. Rows are
         split over `threads` threads (None: every core), each sweeping
         without the GIL in its own buffers over the shared trace. A row
-        whose inputs take another branch is redone through grad()."""
+        whose inputs take another branch is redone through grad(). An array
+        recording (NumPy rows need the GIL) runs row by row through grad()."""
         if len(self.treedef[1]) != 1 or self.argnums != (0,):
             raise ValueError("grad_batch needs a compiled function of one argument")
         self._scalar_output()
@@ -351,7 +459,9 @@ class CompiledFunction:
         trace = self.traces[0]
         bounds = np.linspace(0, B, min(threads, max(B, 1)) + 1).astype(int)
         chunks = list(zip(bounds[:-1], bounds[1:]))
-        if len(chunks) == 1:
+        if not isinstance(trace, Trace):
+            changed[:] = 1
+        elif len(chunks) == 1:
             trace.grad_rows(Xf, G, Y, changed, 0, B)
         else:
             # The caller sweeps the first chunk itself (it is already running;

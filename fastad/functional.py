@@ -98,9 +98,11 @@ def grad(f, argnums=0):
 
 # -- transforms built on one recording, swept in C (fastad/compiled.py) --
 
-def _traced(f, args, argnums):
+def _traced(f, args, argnums, scalarize=False):
+    """A compiled f for one call; scalarize: one Var per number (forward mode
+    and second order need a scalar recording: see compiled.record)."""
     from fastad.compiled import CompiledFunction
-    return CompiledFunction(f, args, argnums)
+    return CompiledFunction(f, args, argnums, scalarize=scalarize)
 
 
 def jacobian(f, argnums=0, mode="auto"):
@@ -124,7 +126,7 @@ def hessian(f, argnums=0):
     array([[4., 2.],
            [2., 0.]])
     """
-    return lambda *args: _traced(f, args, argnums).hessian(*args)
+    return lambda *args: _traced(f, args, argnums, True).hessian(*args)
 
 
 def hvp(f):
@@ -135,7 +137,7 @@ def hvp(f):
     >>> fad.hvp(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]), np.array([1.0, 0.0]))
     array([4., 2.])
     """
-    return lambda x, v: _traced(f, (x,), 0).hvp(x, v)
+    return lambda x, v: _traced(f, (x,), 0, True).hvp(x, v)
 
 
 def jvp(f, primals, tangents):
@@ -146,7 +148,7 @@ def jvp(f, primals, tangents):
     (6.0, 3.0)
     """
     primals = tuple(primals)
-    return _traced(f, primals, tuple(range(len(primals)))).jvp(primals, tuple(tangents))
+    return _traced(f, primals, tuple(range(len(primals))), True).jvp(primals, tuple(tangents))
 
 
 def vjp(f, *primals):

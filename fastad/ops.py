@@ -103,6 +103,8 @@ OPS = (
     OpSpec(53, "where", 2, "where(cond, {0}, {1})", "array", doc="the adjoint routed by the condition"),
     OpSpec(54, "einsum", 2, "einsum({0}, {1})", "array", doc="each operand's adjoint is an einsum too"),
     OpSpec(55, "logsumexp", 1, "logsumexp({0})", "array", doc="d/dx = softmax(x)"),
+    OpSpec(56, "compare", 2, "compare({0}, {1})", "array",
+           doc="an array comparison (the scalar guard's code in c): a guard, no derivative"),
 )
 
 BY_NAME = {spec.name: spec for spec in OPS}

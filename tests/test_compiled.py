@@ -287,25 +287,28 @@ def test_guarded_functions_match_grad_on_every_branch(name):
 
 @pytest.mark.parametrize("ufunc", ["maximum", "minimum", "clip"])
 def test_numpy_kinks_on_arrays_follow_fad_conventions(ufunc):
-    """compile hands f an object array of Vars for an ndarray argument.
-    np.maximum / np.minimum / np.clip on it must behave as fad.maximum
-    (what fad.grad uses): the same gradient away from ties, the 0.5 / 0.5
-    split on a tie, and nan propagation."""
+    """compile hands f an Array for an ndarray argument (an ArrayTrace
+    replays its map rows) and its scalarized twin, for forward mode and
+    second order, an object array of Vars. np.maximum / np.minimum / np.clip
+    on either must behave as fad.maximum (what fad.grad uses): the same
+    gradient away from ties, the 0.5 / 0.5 split on a tie, and nan
+    propagation."""
     fn = {"maximum": lambda x: np.maximum(x, 0.25), "minimum": lambda x: np.minimum(x, 0.25),
           "clip": lambda x: np.clip(x, 0.25, 1.0)}[ufunc]
 
     def f(x):
         return np.sum(fn(x) * x)
-    cf = fad.compile(f, np.array([0.7, 0.1]))
-    rng = np.random.default_rng(21)
-    for _ in range(10):  # away from the kink
-        x = rng.uniform(-1, 2, 2)
-        assert np.array_equal(cf.grad(x), fad.grad(f)(x)), x
-    tie = np.array([0.25, 0.7])
-    assert np.array_equal(cf.grad(tie), fad.grad(f)(tie))
-    assert cf.grad(tie)[0] == 0.25 * 0.5 + 0.25
-    v, g = cf.value_and_grad(np.array([math.nan, 0.5]))
-    assert math.isnan(v) and math.isnan(g[0])
+    x0 = np.array([0.7, 0.1])
+    for cf in (fad.compile(f, x0), CompiledFunction(f, (x0,), scalarize=True)):
+        rng = np.random.default_rng(21)
+        for _ in range(10):  # away from the kink
+            x = rng.uniform(-1, 2, 2)
+            assert np.array_equal(cf.grad(x), fad.grad(f)(x)), x
+        tie = np.array([0.25, 0.7])
+        assert np.array_equal(cf.grad(tie), fad.grad(f)(tie))
+        assert cf.grad(tie)[0] == 0.25 * 0.5 + 0.25
+        v, g = cf.value_and_grad(np.array([math.nan, 0.5]))
+        assert math.isnan(v) and math.isnan(g[0])
 
 
 @pytest.mark.parametrize("name", ["abs", "relu", "maximum", "minimum", "clip", "where", "sign", "if"])

@@ -1,0 +1,309 @@
+"""fastad/_array_replay.pxi: fad.compile of functions with array ops.
+
+Their ndarray arguments arrive as Arrays, and a replay rebuilds the tape
+with the new inputs: array rows by the front end's NumPy code, scalar rows
+by the recording's rules in C. So a replay must give exactly what fad.grad
+gives (compared with ==), on every branch; kinks and array comparisons
+retrace when an element changes piece; forward mode and second order go
+through a scalarized twin.
+"""
+import concurrent.futures
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+
+import fastad as fad
+from fastad import ops as fops
+from fastad._core import ArrayTrace
+from fastad._replay import Trace
+from fastad.compiled import CompiledFunction
+
+RNG = np.random.default_rng(11)
+A = RNG.normal(size=(4, 3))
+X = RNG.normal(size=(5, 4))
+
+
+def mlp(p):
+    h = np.tanh(X @ p["W"] + p["b"])
+    return np.mean(fad.log_softmax(h, axis=1)[:, 0]) + 0.1 * np.sum(p["W"] ** 2)
+
+
+def shapes(x):
+    y = fad.concatenate([x.reshape(2, 3), np.ones((1, 3))], axis=0)
+    z = fad.stack([y.T @ y, np.eye(3)], axis=0)
+    return np.sum(z[0] * np.transpose(z, (0, 2, 1))[1]) + np.max(y) * np.min(y) + np.prod(x[:3]) + x[4] * y[2, 1]
+
+
+def reductions(x):
+    return fad.logsumexp(x * 2.0) + np.sum(np.sin(x), axis=0).sum() + x[1:].mean() ** 2
+
+
+def mixed(x, s):
+    """A scalar argument, element reads and scalar ops beside array rows."""
+    t = s * x[0] + fad.exp(x[1]) / (1.0 + s * s)
+    return np.sum(np.einsum("i,ij->j", x[:4], A) * t) + np.sqrt(np.sum(x * x))
+
+
+def piecewise(x):
+    """Kinks on arrays and a comparison that steers Python."""
+    y = fad.relu(x) + np.abs(x - 0.5) + np.maximum(x, 0.25) + fad.clip(x, -0.5, 0.5)
+    if (x > 0).sum() >= 3:
+        return np.sum(y * y)
+    return np.sum(fad.where(x < 0.0, np.sin(x), x * 3.0)) + np.sum(y)
+
+
+CASES = {
+    "mlp": (mlp, lambda r: ({"W": r.normal(size=(4, 3)) * 0.5, "b": r.normal(size=3)},)),
+    "shapes": (shapes, lambda r: (r.normal(size=6),)),
+    "reductions": (reductions, lambda r: (r.normal(size=(3, 2)),)),
+    "mixed": (mixed, lambda r: (r.normal(size=5) * 0.5 + 1.0, float(r.normal()))),
+    "piecewise": (piecewise, lambda r: (r.uniform(-1, 1, 5),)),
+}
+
+
+def same(got, want):
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+        for k in want:
+            same(got[k], want[k])
+    elif isinstance(want, tuple):
+        assert type(got) is tuple and len(got) == len(want)
+        for g, w in zip(got, want):
+            same(g, w)
+    else:
+        assert type(got) is type(want), (type(got), type(want))
+        assert np.array_equal(got, want), (got, want)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_replay_equals_fad_grad_at_new_points(name):
+    f, draw = CASES[name]
+    r = np.random.default_rng(5)
+    args = draw(r)
+    nums = tuple(range(len(args)))
+    cf = fad.compile(f, *args, argnums=nums)
+    assert isinstance(cf.traces[0], ArrayTrace)
+    for _ in range(12):
+        args = draw(r)
+        value, grads = fad.value_and_grad(f, argnums=nums)(*args)
+        assert cf(*args) == value
+        got_value, got = cf.value_and_grad(*args)
+        assert got_value == value
+        same(got, grads)
+        same(cf.grad(*args), grads)
+
+
+def test_kinks_and_comparisons_retrace_or_raise():
+    x0 = np.array([0.3, 0.6, 0.9, -0.2, 0.1])
+    cf = fad.compile(piecewise, x0, on_branch_change="raise")
+    assert cf.grad(x0 + 0.01).tolist() == fad.grad(piecewise)(x0 + 0.01).tolist()
+    with pytest.raises(fad.BranchChanged, match="'relu, elementwise'"):  # element 3 turns on
+        cf.grad(np.array([0.3, 0.6, 0.9, 0.2, 0.1]))
+    cf = fad.compile(lambda x: np.sum(x * x) if (x > 0).all() else np.sum(-x), np.ones(3),
+                     on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged, match="compare"):
+        cf.grad(np.array([1.0, -1.0, 1.0]))
+    cf = fad.compile(lambda x: np.sum(x * x) if (x > 0).all() else np.sum(-x), np.ones(3))
+    assert cf.grad(np.array([1.0, -1.0, 1.0])).tolist() == [-1.0, -1.0, -1.0]
+    assert cf.grad(np.array([1.0, 2.0, 3.0])).tolist() == [2.0, 4.0, 6.0]
+    assert len(cf.traces) == 2
+
+
+def test_comparison_returns_numpy_bools_and_records_a_guard_row():
+    x = fad.Array(np.array([1.0, -2.0]))
+    with fad.Tape() as t:
+        c = x > 0.0
+        d = 0.5 <= x
+    assert c.dtype == bool and c.tolist() == [True, False] and d.tolist() == [True, False]
+    assert [fops.OPS[op].name for op in t.rows()["op"]] == ["array_input", "compare", "compare"]
+    y = x * 2.0
+    assert (y == np.array([2.0, -4.0])).all() and not (y != y).any()
+
+
+def test_array_output_jacobian_and_vjp():
+    def f(x):
+        return np.tanh(A.T @ x) * x[:3]
+    x = RNG.normal(size=4)
+    cf = fad.compile(f, x)
+    assert isinstance(cf.traces[0], ArrayTrace)
+    J = cf.jacobian(x)
+    assert J.shape == (3, 4)
+    same(J, fad.jacobian(f, mode="rev")(x))
+    np.testing.assert_allclose(cf.jacobian(x, mode="fwd"), J, rtol=1e-13, atol=1e-15)
+    out, pullback = fad.vjp(f, x)
+    w = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(pullback(w)[0], w @ J, rtol=1e-13, atol=1e-15)
+    same(cf(x), f(x))
+
+
+def test_second_order_through_the_scalarized_twin():
+    Q = A @ A.T + np.eye(4)
+
+    def f(x):  # NumPy calls only: the twin scalarizes them (fad.logsumexp would build arrays)
+        return 0.5 * x @ Q @ x + np.log(np.sum(np.exp(x)))
+    x = RNG.normal(size=4)
+    cf = fad.compile(f, x)
+    assert isinstance(cf.traces[0], ArrayTrace)
+    p = np.exp(x) / np.sum(np.exp(x))
+    H = Q + np.diag(p) - np.outer(p, p)  # analytic
+    np.testing.assert_allclose(cf.hessian(x), H, rtol=1e-12)
+    v = RNG.normal(size=4)
+    np.testing.assert_allclose(cf.hvp(x, v), H @ v, rtol=1e-12)
+    assert isinstance(cf._twin.traces[0], Trace)
+    np.testing.assert_allclose(fad.hvp(f)(x, v), H @ v, rtol=1e-12)
+
+
+def test_grad_batch_runs_rows_through_grad():
+    cf = fad.compile(mlp_flat, np.ones(12))
+    assert isinstance(cf.traces[0], ArrayTrace)
+    Xs = RNG.normal(size=(6, 12))
+    G = cf.grad_batch(Xs, threads=2)
+    for row, g in zip(Xs, G):
+        assert np.array_equal(g, fad.grad(mlp_flat)(row))
+
+
+def mlp_flat(w):
+    return mlp({"W": w.reshape(4, 3), "b": np.zeros(3)})
+
+
+def test_element_loops_on_arrays_stay_scalar_traces():
+    cf = fad.compile(lambda x: x[0] * x[1] + fad.sin(x[2]), np.ones(3))
+    assert isinstance(cf.traces[0], Trace)  # forward mode, second order, threads: all in C
+    cf = fad.compile(lambda x: fad.stack([x[0], x[1] * x[0]]).sum(), [2.0, 3.0])
+    assert isinstance(cf.traces[0], ArrayTrace)  # arrays built from numbers
+    assert cf.grad([2.0, 3.0]) == [4.0, 2.0]
+    with pytest.raises(TypeError, match="builds arrays"):
+        cf.hvp([2.0, 3.0], [1.0, 0.0])
+
+
+def test_pickle_and_process_pool():
+    x = RNG.normal(size=5)
+    cf = fad.compile(_module_piecewise, x)
+    cf2 = pickle.loads(pickle.dumps(cf))
+    assert isinstance(cf2.traces[0], ArrayTrace)
+    points = [np.random.default_rng(k).uniform(-1, 1, 5) for k in range(8)]
+    for p in points:
+        assert np.array_equal(cf2.grad(p), cf.grad(p))
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        grads = list(pool.map(cf.grad, points))
+    for p, g in zip(points, grads):
+        assert np.array_equal(g, fad.grad(_module_piecewise)(p))
+
+
+def _module_piecewise(x):
+    return piecewise(x)
+
+
+def _trace_parts(t):
+    fn, args = t.__reduce__()
+    assert fn is ArrayTrace and args[-1] == fops.fingerprint()
+    return list(args)
+
+
+def test_a_damaged_pickle_is_refused():
+    cf = fad.compile(shapes, np.arange(6.0))
+    parts = _trace_parts(cf.traces[0])
+    ArrayTrace(*parts)  # as it was: accepted
+    elem = int(np.flatnonzero(parts[0] == fops.BY_NAME["elem"].code)[0])
+    bad = [p.copy() if isinstance(p, (np.ndarray, dict, list)) else p for p in parts]
+    bad[3][elem] = 1e6  # an element far outside its array
+    with pytest.raises(ValueError, match="outside its array"):
+        ArrayTrace(*bad)
+    bad = [p.copy() if isinstance(p, (np.ndarray, dict, list)) else p for p in parts]
+    bad[1][elem] = elem  # an argument that is not earlier
+    with pytest.raises(ValueError, match="not earlier"):
+        ArrayTrace(*bad)
+    with pytest.raises(ValueError, match="op table"):
+        ArrayTrace(*parts[:-1], "0" * 16)
+    bad = [p.copy() if isinstance(p, (np.ndarray, dict, list)) else p for p in parts]
+    row = next(r for r, s in bad[5].items() if parts[0][r] == fops.BY_NAME["matmul"].code)
+    bad[5][row] = (7, 7)  # a recorded shape the replay cannot make
+    with pytest.raises(fad.FastADError, match="shape"):
+        ArrayTrace(*bad).values(np.arange(6.0))
+
+
+def test_wrong_arguments_are_named():
+    cf = fad.compile(mlp, {"W": np.ones((4, 3)), "b": np.ones(3)})
+    with pytest.raises(TypeError, match=r"array\(4, 3\)"):
+        cf.grad({"W": np.ones((3, 4)), "b": np.ones(3)})
+    g = cf.grad({"W": np.full((4, 3), np.nan), "b": np.ones(3)})
+    assert np.isnan(g["W"]).all()
+
+
+# ---------------------------------------------------------------------------
+# random array programs: a replay equals fad.grad, bit for bit, everywhere
+# ---------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+M4 = np.random.default_rng(7).normal(size=(4, 4)) * 0.5
+ARRAY_STEPS = ["sin", "tanh", "gauss", "relu", "abs", "add", "mul", "row_sub", "matmul", "flip",
+               "halves", "where", "elem", "max_center", "reshape"]
+
+
+def array_step(kind, v, w, c):
+    """One instruction on (3, 4) arrays v, w (Arrays or ndarrays) and a number c."""
+    if kind == "sin":
+        return np.sin(v)
+    if kind == "tanh":
+        return np.tanh(v * c)
+    if kind == "gauss":
+        return np.exp(-v * v)
+    if kind == "relu":
+        return fad.relu(v - c)
+    if kind == "abs":
+        return np.abs(v) * c
+    if kind == "add":
+        return v + w
+    if kind == "mul":
+        return v * w
+    if kind == "row_sub":
+        return v - np.sum(w, axis=0) * 0.25
+    if kind == "matmul":
+        return v @ M4
+    if kind == "flip":
+        return v[::-1]
+    if kind == "halves":
+        return fad.concatenate([v[:, 2:], v[:, :2]], axis=1)
+    if kind == "where":
+        return fad.where(v > c, v, w)
+    if kind == "elem":
+        return v * v[1, 2]
+    if kind == "max_center":
+        return v - np.max(v, axis=1, keepdims=True)
+    if kind == "reshape":
+        return v.reshape(-1)[::-1].reshape(3, 4)
+    raise ValueError(kind)
+
+
+def array_program(program):
+    def f(x):
+        vals = [x]
+        for kind, i, j, c in program:
+            vals.append(array_step(kind, vals[i % len(vals)], vals[j % len(vals)], c))
+        return np.sum(vals[-1] * np.arange(1.0, 13.0).reshape(3, 4)) + np.sum(np.sin(vals[len(vals) // 2]))
+    return f
+
+
+array_programs = st.lists(
+    st.tuples(st.sampled_from(ARRAY_STEPS), st.integers(0, 100), st.integers(0, 100),
+              st.floats(-1.0, 1.0, allow_nan=False)),
+    min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=array_programs, seed=st.integers(0, 2 ** 16))
+def test_random_array_programs_replay_as_fad_grad(program, seed):
+    f = array_program(program)
+    r = np.random.default_rng(seed)
+    cf = fad.compile(f, r.normal(size=(3, 4)))
+    assert isinstance(cf.traces[0], ArrayTrace)
+    for _ in range(4):
+        x = r.normal(size=(3, 4))
+        value, g = fad.value_and_grad(f)(x)
+        got_value, got = cf.value_and_grad(x)
+        assert got_value == value or (np.isnan(got_value) and np.isnan(value))
+        assert np.array_equal(got, g, equal_nan=True)
