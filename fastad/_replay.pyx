@@ -8,6 +8,7 @@ no Python per op. Each call works in its own value/adjoint buffers, so one
 Trace serves many threads at once (grad_rows releases the GIL).
 """
 cimport cython
+from cpython.object cimport PyObject
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -21,6 +22,12 @@ from fastad import ops as _ops_table
 
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    PyObject** PySequence_Fast_ITEMS(object seq)  # seq must be a list or a tuple
+    bint PyFloat_CheckExact(PyObject* o)
+    bint PyLong_CheckExact(PyObject* o)
+    double PyFloat_AS_DOUBLE(PyObject* o)
 
 
 cdef inline object empty(Py_ssize_t n):
@@ -57,6 +64,7 @@ cdef class Trace:
     cdef const node_t[::1] a_v, b_v, in_v, out_v
     cdef const double[::1] c_v, val0_v, out_const_v
     cdef const signed char[::1] branch_v
+    cdef const node_t[::1] const_rows_v  # INPUT rows that are no input: constants
     cdef readonly Py_ssize_t n, n_in, n_out
     cdef Buffers spare  # the last call's scratch, lent to the next (None while lent)
 
@@ -82,6 +90,8 @@ cdef class Trace:
         self.in_v, self.out_v, self.out_const_v = self.in_rows, self.out_rows, self.out_const
         self.branch0 = self._branches()
         self.branch_v = self.branch0
+        const_rows = np.flatnonzero((self.op == OP_INPUT) & ~np.isin(np.arange(self.n), self.in_rows))
+        self.const_rows_v = const_rows.astype(np.int32)
 
     def _validate(self):
         """Rows from a pickle are user input: check every index before any
@@ -140,7 +150,11 @@ cdef class Trace:
         cdef node_t r
         if self.n == 0:
             return -1
-        memcpy(val, &self.val0_v[0], self.n * sizeof(double))
+        # Every row but an INPUT row is computed below; an INPUT row that is
+        # no input of the function (a leaf from outside it) keeps its value.
+        for k in range(self.const_rows_v.shape[0]):
+            r = self.const_rows_v[k]
+            val[r] = self.val0_v[r]
         for k in range(self.n_in):
             r = self.in_v[k]
             if r >= 0:
@@ -416,6 +430,7 @@ def pack_numbers(list values, list layout):
     out = np.empty(total)
     cdef double[::1] o = out
     cdef Py_ssize_t pos = 0
+    cdef PyObject** items
     for k in range(len(layout)):
         v = values[k]
         kind, n_or_none = layout[k]
@@ -430,12 +445,12 @@ def pack_numbers(list values, list layout):
         n = n_or_none
         if len(v) != n:
             return None
+        items = PySequence_Fast_ITEMS(v)  # a list's or tuple's item array: no call per item
         for j in range(n):
-            e = v[j]
-            if type(e) is float:
-                o[pos] = <double>e
-            elif type(e) is int:
-                o[pos] = <double>e
+            if PyFloat_CheckExact(items[j]):
+                o[pos] = PyFloat_AS_DOUBLE(items[j])
+            elif PyLong_CheckExact(items[j]):
+                o[pos] = <double><object>items[j]
             else:
                 return None
             pos += 1
