@@ -11,7 +11,10 @@ group per workload:
   threads=1 | 2 | None)`` and a Python loop of ``cf.grad`` over the rows;
 * ``jacobian``: x -> tanh(A @ x), 100 -> 100, written as Python loops over a
   list: ``cf.jacobian(x, mode="fwd")``, ``mode="rev"``, the uncompiled
-  ``fad.jacobian(f, mode="rev")`` and the float evaluation.
+  ``fad.jacobian(f, mode="rev")`` and the float evaluation;
+* ``cf-mlp784``: the array MLP compiled over its parameter dict (an
+  ArrayTrace): ``cf(params)``, ``cf.value_and_grad(params)``, the NumPy
+  forward and ``fad.value_and_grad``.
 
 The functions are compiled once per session, untimed. The reference's
 ``grad`` is the body test_scalar times: where that ran in the session (it
@@ -100,3 +103,14 @@ def test_jacobian_agrees(compiled):
     assert np.shape(rev) == (W.JAC_N, W.JAC_N)
     _close(cf.jacobian(x0, mode="fwd"), rev)
     _close(fad.jacobian(lambda x: wl.fn(x, fad), mode="rev")(x0), rev)
+
+
+def test_compiled_arrays_agree(compiled):
+    """The compiled MLP (an ArrayTrace) gives fad.value_and_grad's value and
+    gradient exactly, and the NumPy forward's value."""
+    wl, cf, fad = compiled("cf-mlp784")
+    params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
+    value, g = cf.value_and_grad(params)
+    want_value, want = fad.value_and_grad(lambda p: wl.fn(p, X, Y, fad))(params)
+    assert value == want_value == pytest.approx(wl.fn(params, X, Y, np), rel=1e-12)
+    assert list(g) == list(want) and all(np.array_equal(g[k], want[k]) for k in want)

@@ -199,7 +199,7 @@ cdef class Tape:
         cdef node_t r
         cdef Var leaf
         cdef Array aleaf
-        if self.cap > self.n + self.n // 8:
+        if self.cap > self.n + self.n // 8 or self.in_cap > 2 * len(self.leaves) + 16:
             self.shrink()  # a swept tape keeps at most 12.5% spare rows: 33 bytes a row, 37 with them
         # Rows below adj_dirty may hold an earlier sweep's adjoints (this
         # tape's, with retain_graph, or a parked tape's); the rest are 0.
@@ -398,10 +398,20 @@ cdef class Tape:
             a += g
 
     cdef void shrink(self):
-        """Give back the capacity beyond the rows in use (a realloc that
-        shrinks keeps the block where it is, or moves it: both are fine)."""
-        cdef Py_ssize_t n = self.n if self.n > 1 else 1
+        """Give back the capacity beyond the rows and leaves in use (a
+        realloc that shrinks keeps the block where it is, or moves it: both
+        are fine). The leaves' table too: a tape that took over a parked
+        one's arrays may have inherited room for 10,000 leaves. Never below
+        FIRST_ROWS rows: the arrays may be parked for the next tape, which
+        would otherwise grow from a handful of rows."""
+        cdef Py_ssize_t n = self.n if self.n > FIRST_ROWS else FIRST_ROWS
+        cdef Py_ssize_t k = len(self.leaves) + 8
         cdef void* p
+        if self.in_cap > k + k // 8:
+            p = realloc(self.in_rows, k * sizeof(node_t))
+            if p != NULL:
+                self.in_rows = <node_t*>p
+                self.in_cap = k
         if self.cap <= FIRST_ROWS or n == self.cap:
             return
         p = realloc(self.op, n * sizeof(op_t))

@@ -45,6 +45,10 @@ def test_readme_snippets_run_and_print_what_they_say(capsys):
     assert np.array_equal(namespace["a"].grad, [4.0, 2.0, 4.0]) and namespace["w"].grad == 14.0
     cf = namespace["cf"]
     assert cf.grad([3.0, 4.0]) == [6.0, 8.0] and cf.grad([-1.0, 4.0]) == [4.0, -1.0]
+    W = np.full((784, 10), 0.01)
+    assert namespace["dW"].shape == (784, 10) and type(namespace["cl"].traces[0]).__name__ == "ArrayTrace"
+    want = fad.value_and_grad(namespace["layer_loss"])(W)
+    assert namespace["value"] == want[0] and np.array_equal(namespace["dW"], want[1])
     g = namespace["g"]
     assert g["W"].shape == (3, 4) and g["v"].shape == (4,)
     assert isinstance(fad, type(np))
