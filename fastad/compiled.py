@@ -89,20 +89,24 @@ def record(f, treedef, x, scalarize=False):
     run entirely in C without the GIL, and which forward mode, second
     order and grad_batch need."""
     if _has_arrays(treedef) and not scalarize:
-        with Tape() as tape:
-            starts = np.cumsum([0] + [_tree.size(td) for td in _leaf_defs(treedef)])
-            made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
-                        for td, s in zip(_leaf_defs(treedef), starts))
-            leaves = []
+        starts = np.cumsum([0] + [_tree.size(td) for td in _leaf_defs(treedef)])
+        made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
+                    for td, s in zip(_leaf_defs(treedef), starts))
+        leaves = []
 
-            def leaf(td):
-                leaves.append(next(made))
-                return leaves[-1]
+        def leaf(td):
+            leaves.append(next(made))
+            return leaves[-1]
 
-            out = f(*_tree.rebuild(treedef, leaf))
-            outs, out_treedef = _output_parts(tape, out)
-        if _array_work(tape):
-            return _array_trace(tape, leaves, starts, outs), out_treedef
+        try:
+            with Tape() as tape:
+                out = f(*_tree.rebuild(treedef, leaf))
+                outs, out_treedef = _output_parts(tape, out)
+        except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
+            pass
+        else:
+            if _array_work(tape):
+                return _array_trace(tape, leaves, starts, outs), out_treedef
     with Tape() as tape:
         leaves = [Var(v) for v in x]
         out = f(*_scalarized(treedef, leaves))

@@ -307,3 +307,14 @@ def test_random_array_programs_replay_as_fad_grad(program, seed):
         got_value, got = cf.value_and_grad(x)
         assert got_value == value or (np.isnan(got_value) and np.isnan(value))
         assert np.array_equal(got, g, equal_nan=True)
+
+
+def test_numpy_that_arrays_lack_falls_back_to_one_var_per_number():
+    """x.tolist() and np.linalg.norm do not take an fad.Array; on an object
+    array of Vars they work, so compile records the function that way."""
+    def f(x):
+        return np.linalg.norm(x) + sum(v * v for v in x.tolist())
+    x = np.array([3.0, 4.0])
+    cf = fad.compile(f, x)
+    assert isinstance(cf.traces[0], Trace)
+    assert cf.grad(x).tolist() == [3.0 / 5.0 + 6.0, 4.0 / 5.0 + 8.0]
