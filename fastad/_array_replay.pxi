@@ -22,8 +22,9 @@ cdef class ArrayTrace:
     parameters; shapes (dict) each array-valued row's shape; consts (dict)
     the value of each input row that is not an input of the function (a
     leaf from outside it); branch0 the piece each scalar kink or guard row
-    fell on (-1 for others); pieces (dict) the same for array kink and
-    compare rows, as an int8 array. leaves: per input of the function,
+    fell on (-1 for others); pieces (dict) the same for array rows: the
+    int8 pieces of an elementwise kink, the bools a comparison gave. leaves:
+    per input of the function,
     (row or -1, first number, shape or None for a number); outs: per output
     part, (row or -1, shape or None, constant value).
     """

@@ -70,9 +70,10 @@ def _has_arrays(treedef):
     return treedef != "f" and (treedef[0] == "a" or any(_has_arrays(td) for td in treedef[-1]))
 
 
-def _array_work(tape):
-    """Whether a recording has array rows beyond reading arguments' elements."""
-    op = tape.rows()["op"]
+def _array_work(rows):
+    """Whether recorded rows (tape.rows()) hold array rows beyond reading
+    the arguments' elements."""
+    op = rows["op"]
     return bool(np.any((op >= _ops.FIRST_ARRAY_OP) & (op != _ELEM) & (op != _ARRAY_INPUT)))
 
 
@@ -105,19 +106,19 @@ def record(f, treedef, x, scalarize=False):
         except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
             pass
         else:
-            if _array_work(tape):
+            if _array_work(tape.rows()):
                 return _array_trace(tape, leaves, starts, outs), out_treedef
     with Tape() as tape:
         leaves = [Var(v) for v in x]
         out = f(*_scalarized(treedef, leaves))
         outs, out_treedef = _output_parts(tape, out)
-    if _array_work(tape):
+    rows = tape.rows()
+    if _array_work(rows):
         if scalarize:
             raise TypeError("forward mode, second order and grad_batch replay scalar recordings; "
                             "this function builds arrays from its numbers (fad.stack, np.array of "
                             "Vars ...): use fad.grad, fad.jacobian or fad.vjp, which record arrays")
         return _array_trace(tape, leaves, range(len(leaves)), outs), out_treedef
-    rows = tape.rows()
     number = {id(leaf): k for k, leaf in enumerate(leaves)}
     in_rows = np.full(len(leaves), -1, np.int32)
     for row, leaf in tape.inputs():
