@@ -162,34 +162,19 @@ cdef class Trace:
         return forward_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
                              val, &self.branch_v[0])
 
-    cdef void reverse(self, const double* val, Buffers buf, Py_ssize_t out_k, double* g) noexcept nogil:
-        """g = gradient of output number out_k at the values in val, swept in
-        buf.adj, which it leaves zero (buf.clean): the next call needs no
-        memset of n adjoints (Rosenbrock 10k: 720 kB a call)."""
+    cdef void reverse(self, const double* val, double* adj, Py_ssize_t out_k, double* g) noexcept nogil:
+        """g = gradient of output number out_k at the values in val."""
         cdef Py_ssize_t k
-        cdef node_t r = self.out_v[out_k], q
-        cdef double* adj = buf.adj
+        cdef node_t r = self.out_v[out_k]
         memset(g, 0, self.n_in * sizeof(double))
         if r < 0:
             return
-        if buf.clean < r + 1:
-            memset(adj + buf.clean, 0, (r + 1 - buf.clean) * sizeof(double))
+        memset(adj, 0, (r + 1) * sizeof(double))
         adj[r] = 1.0
         reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r)
-        # The sweep zeroes every row it passes but the INPUT rows: read the
-        # inputs' adjoints, then zero those and the constants' INPUT rows.
         for k in range(self.n_in):
-            q = self.in_v[k]
-            if 0 <= q <= r:
-                g[k] = adj[q]
-                adj[q] = 0.0
-        for k in range(self.const_rows_v.shape[0]):
-            q = self.const_rows_v[k]
-            if q <= r:
-                adj[q] = 0.0
-        adj[r] = 0.0
-        if buf.clean < r + 1:
-            buf.clean = r + 1
+            if 0 <= self.in_v[k] <= r:
+                g[k] = adj[self.in_v[k]]
 
     cdef void tangents(self, const double* val, double* tan, const double[:, ::1] V,
                        Py_ssize_t j) noexcept nogil:
@@ -272,7 +257,7 @@ cdef class Trace:
         with nogil:
             changed = self.forward(xp, buf.val)
             self.outputs(buf.val, yp)
-            self.reverse(buf.val, buf, out_k, gp)
+            self.reverse(buf.val, buf.adj, out_k, gp)
         self.give(buf)
         return y, g, changed
 
@@ -291,7 +276,7 @@ cdef class Trace:
             self.outputs(buf.val, &yv[0] if self.n_out else NULL)
             if self.n_in:
                 for k in range(self.n_out):
-                    self.reverse(buf.val, buf, k, &Jv[k, 0])
+                    self.reverse(buf.val, buf.adj, k, &Jv[k, 0])
         self.give(buf)
         return y, J, changed
 
@@ -319,7 +304,6 @@ cdef class Trace:
                 for k in range(self.n_out):
                     if self.out_v[k] >= 0:
                         buf.adj[self.out_v[k]] += cv[k]
-                buf.clean = 0  # the inputs' adjoints stay behind
                 reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val,
                               buf.adj, top)
                 for k in range(self.n_in):
@@ -345,7 +329,6 @@ cdef class Trace:
             for j in range(m):
                 if self.n == 0:
                     break
-                buf.clean = 0
                 self.tangents(buf.val, buf.adj, Vv, j)  # adj holds tangents here
                 for k in range(self.n_out):
                     r = self.out_v[k]
@@ -369,12 +352,11 @@ cdef class Trace:
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
             if self.n_in:
-                self.reverse(buf.val, buf, out_k, &gv[0])
+                self.reverse(buf.val, buf.adj, out_k, &gv[0])
             for j in range(m):
                 if r < 0:
                     break
                 self.tangents(buf.val, buf.tan, Vv, j)
-                buf.clean = 0
                 memset(buf.adj, 0, (r + 1) * sizeof(double))
                 memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
                 hvp_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val, buf.tan,
@@ -408,7 +390,7 @@ cdef class Trace:
                 self.outputs(buf.val, &y)
                 Y[i] = y
                 if self.n_in:
-                    self.reverse(buf.val, buf, 0, &G[i, 0])
+                    self.reverse(buf.val, buf.adj, 0, &G[i, 0])
         return None
 
 
@@ -420,7 +402,6 @@ cdef class Buffers:
     cdef double* tan
     cdef double* adj_tan
     cdef int count  # how many of the four arrays it has
-    cdef Py_ssize_t clean  # adj[0:clean] is known to hold zeros (Trace.reverse)
 
     def __cinit__(self, Py_ssize_t n, int count):
         cdef Py_ssize_t rows = n if n > 0 else 1

@@ -147,9 +147,7 @@ cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
                                node_t hi) noexcept nogil:
     """A replay's reverse sweep (fastad/_replay.pyx): as jacobian_sweep, but
     a replay has new values on every call, so each row's partials come from
-    them here (op_partials). Scalar rows only: traces have no array rows.
-    Every row it passes is left with adjoint 0 but the INPUT rows, which
-    keep theirs for the caller to read."""
+    them here (op_partials). Scalar rows only: traces have no array rows."""
     cdef node_t i, ia, ib
     cdef double g, x, y
     cdef Partials d
@@ -169,9 +167,8 @@ cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
             continue
         ia = a[i]
         ib = b[i]
-        if ia < 0 and ib < 0:  # an input: its adjoint stays, for the caller
+        if ia < 0 and ib < 0:  # an input
             continue
-        adj[i] = 0.0  # done with: the buffer is left zero for the next sweep
         x = val[ia] if ia >= 0 else c[i]
         y = val[ib] if ib >= 0 else c[i]
         d = op_partials(op[i], x, y, val[i], ib >= 0)

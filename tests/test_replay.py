@@ -517,10 +517,11 @@ def test_live_rows_marks_what_the_roots_depend_on():
 
 
 def test_a_trace_reuses_its_buffers_across_methods_exactly():
-    """A reverse sweep leaves its adjoint buffer zero for the next call (no
-    memset); the other sweeps dirty it. Any order of calls on one trace must
-    give what a fresh trace gives, bit for bit (a constant leaf from outside
-    the function included: its INPUT row gets an adjoint too)."""
+    """A trace lends its scratch buffers from one call to the next, and each
+    method leaves them in its own state (adjoints, tangents). Any order of
+    calls on one trace must give what a fresh trace gives, bit for bit (a
+    constant leaf from outside the function included: its INPUT row gets an
+    adjoint too)."""
     k = fad.Var(1.5)
 
     def f(x):
