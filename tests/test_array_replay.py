@@ -318,3 +318,48 @@ def test_numpy_that_arrays_lack_falls_back_to_one_var_per_number():
     cf = fad.compile(f, x)
     assert isinstance(cf.traces[0], Trace)
     assert cf.grad(x).tolist() == [3.0 / 5.0 + 6.0, 4.0 / 5.0 + 8.0]
+
+
+def _damaged(parts, index, change):
+    bad = [p.copy() if isinstance(p, (np.ndarray, dict, list)) else p for p in parts]
+    change(bad[index])
+    return bad
+
+
+@pytest.mark.parametrize("index,change,match", [
+    (4, lambda aux: aux.pop(), "aux has"),                                 # one row's parameters lost
+    (5, lambda shapes: shapes.update({1_000: (2,)}), "not an array row"),  # a shape for no row
+    (6, lambda consts: consts.update({2: 1.0}), "constant of row 2"),     # a constant on a non-input row
+    (9, lambda leaves: leaves.__setitem__(0, (3, 0, (6,))), "leaf row 3"),
+    (10, lambda outs: outs.__setitem__(0, (10 ** 6, None, 0.0)), "outputs refer"),
+    (2, lambda b: None, None),                                             # untouched: accepted
+])
+def test_each_damaged_column_is_refused(index, change, match):
+    cf = fad.compile(shapes, np.arange(6.0))
+    parts = _trace_parts(cf.traces[0])
+    bad = _damaged(parts, index, change)
+    if match is None:
+        ArrayTrace(*bad)
+        return
+    with pytest.raises(ValueError, match=match):
+        ArrayTrace(*bad)
+
+
+def test_wrong_inputs_to_a_trace_are_named():
+    t = fad.compile(mixed, np.ones(5), 0.5).traces[0]
+    with pytest.raises(ValueError, match="2 input parts"):
+        t.values([np.ones(5)])
+    with pytest.raises(ValueError, match=r"shape \(4,\), expected \(5,\)"):
+        t.values([np.ones(4), 0.5])
+    with pytest.raises(ValueError, match="6 input numbers"):
+        t.values(np.ones(7))
+    assert t.values([np.ones(5), 0.5])[0][0] == mixed(np.ones(5), 0.5)
+
+
+def test_second_order_of_an_unpickled_array_lambda_says_why_it_cannot():
+    cf = fad.compile(lambda x: np.sum(np.sin(x) * x), np.ones(3))
+    cf2 = pickle.loads(pickle.dumps(cf))
+    assert cf2.f is None and np.array_equal(cf2.grad(np.ones(3) * 2.0), cf.grad(np.ones(3) * 2.0))
+    with pytest.raises(fad.FastADError, match="did not survive pickling"):
+        cf2.hvp(np.ones(3), np.ones(3))
+    assert cf.hvp(np.ones(3), np.ones(3)).shape == (3,)  # the original has its function
