@@ -2,7 +2,10 @@
 
 `compile(f, *example_args)` records f once on a tape and freezes the rows
 into a Trace (fastad/_replay.pyx). Every later call writes the new inputs
-into the INPUT rows and runs the sweeps in C: no Python per op.
+into the INPUT rows and runs the sweeps in C: no Python per op. A recording
+with array rows (NumPy code on ndarray arguments) freezes into an
+ArrayTrace (fastad/_array_replay.pxi) instead, which replays each array row
+by NumPy once and the scalar rows between them in C.
 
 A recording is only valid for inputs that take the same branches. Every
 comparison on a Var and every kink (abs, relu, maximum, ...) remembers the
