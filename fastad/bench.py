@@ -355,6 +355,20 @@ def report_arrays(wls, medians):
     return lines + _target_lines("arrays", medians)
 
 
+def _phase_table(label, medians, w, rows, against):
+    """One workload's phases as a table: each row's time ((engine, phase,
+    text) per row, skipped when not timed) and its ratio to each of the
+    phases in `against` ((column header, (engine, phase)) pairs)."""
+    lines = ["", f"| {label} | time | " + " | ".join(h for h, _ in against) + " |",
+             "|---|---:|" + "---:|" * len(against)]
+    for e, ph, text in rows:
+        t = medians.get((w, e, ph))
+        if t is not None:
+            ratios = " | ".join(fmt_ratio(_ratio(t, medians.get((w,) + base))) for _, base in against)
+            lines.append(f"| {text} | {fmt_time(t)} | {ratios} |")
+    return lines
+
+
 def report_compile(wls, medians, borrowed=()):
     """The compile tables and their target lines. ``medians[(workload,
     engine, phase)]``, engine ``cf`` the compiled function; ``borrowed``
@@ -401,31 +415,19 @@ def report_compile(wls, medians, borrowed=()):
                 lines.append(f"| {text} | {fmt_time(t)} | {wl.size / t:,.0f} "
                              f"| {fmt_ratio(_ratio(one, t))} |")
         if w == "jacobian":
-            rev = m(w, "cf", "rev")
-            lines += ["", f"| {wl.label} | time | vs float eval | vs cf.jacobian rev |",
-                      "|---|---:|---:|---:|"]
-            for e, ph, text in (("float", "eval", "float eval (one value, no derivative)"),
-                                ("cf", "fwd", 'cf.jacobian(x, mode="fwd")'),
-                                ("cf", "rev", 'cf.jacobian(x, mode="rev")'),
-                                ("fastad", "rev",
-                                 'fad.jacobian(f, mode="rev") (records each call)')):
-                t = m(w, e, ph)
-                if t is None:
-                    continue
-                lines.append(f"| {text} | {fmt_time(t)} "
-                             f"| {fmt_ratio(_ratio(t, m(w, 'float', 'eval')))} "
-                             f"| {fmt_ratio(_ratio(t, rev))} |")
+            lines += _phase_table(wl.label, medians, w, (
+                ("float", "eval", "float eval (one value, no derivative)"),
+                ("cf", "fwd", 'cf.jacobian(x, mode="fwd")'),
+                ("cf", "rev", 'cf.jacobian(x, mode="rev")'),
+                ("fastad", "rev", 'fad.jacobian(f, mode="rev") (records each call)')),
+                (("vs float eval", ("float", "eval")), ("vs cf.jacobian rev", ("cf", "rev"))))
         if w == "cf-mlp784":
-            fwd = m(w, "numpy", "eval")
-            lines += ["", f"| {wl.label}, compiled over its parameter dict | time | vs NumPy forward |",
-                      "|---|---:|---:|"]
-            for e, ph, text in (("numpy", "eval", "NumPy forward (no derivative)"),
-                                ("cf", "eval", "cf(params): replay, each array row by NumPy"),
-                                ("cf", "value_and_grad", "cf.value_and_grad(params)"),
-                                ("fastad", "grad", "fad.value_and_grad (records each call)")):
-                t = m(w, e, ph)
-                if t is not None:
-                    lines.append(f"| {text} | {fmt_time(t)} | {fmt_ratio(_ratio(t, fwd))} |")
+            lines += _phase_table(f"{wl.label}, compiled over its parameter dict", medians, w, (
+                ("numpy", "eval", "NumPy forward (no derivative)"),
+                ("cf", "eval", "cf(params): replay, each array row by NumPy"),
+                ("cf", "value_and_grad", "cf.value_and_grad(params)"),
+                ("fastad", "grad", "fad.value_and_grad (records each call)")),
+                (("vs NumPy forward", ("numpy", "eval")),))
     lines = lines[1:] if lines and not lines[0] else lines
     return lines + _target_lines("compile", medians)
 
