@@ -10,7 +10,7 @@ Trace serves many threads at once (grad_rows releases the GIL).
 cimport cython
 from cpython.object cimport PyObject
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 import numpy as np
 cimport numpy as cnp
