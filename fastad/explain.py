@@ -190,8 +190,14 @@ def trace(tape, labels=None, output=None):
                 arg_rows.append(None)
                 arg_vals.append(c)
 
+        inner = _spec(int(c)) if opname in ("map", "compare") and c == int(c) else None
         if code == _INPUT:
             definition = label
+        elif inner is not None and inner.arity in (1, 2):
+            # An elementwise array row: its scalar op (code in c) on its
+            # arguments, a constant operand (kept in aux) shown as "const".
+            definition = inner.fmt.format(*[_row_name(s) if s >= 0 else "const"
+                                            for s in (a, b)[:inner.arity]])
         else:
             infix = fmt is not None and fmt.startswith("{")
             shown = [a_ if isinstance(a_, str) else _const(a_, infix) for a_ in args]

@@ -224,3 +224,17 @@ def test_unknown_op_code_prints_generically():
     t = trace(FakeTape())
     assert t["rows"][1]["definition"] == "op200(w1)"
     assert t["rows"][1]["partials"] is None
+
+
+def test_elementwise_array_rows_print_their_scalar_op():
+    """A map or compare row keeps its scalar op's code in c: the trace prints
+    that op (x * x, -x, x > const), not the code as a number."""
+    import numpy as np
+    import fastad as fad
+    x = fad.Array(np.array([1.0, 0.2]))
+    with fad.Tape() as t:
+        y = np.sum(fad.where(x > 0.5, x * x, -x)) + np.sum(np.maximum(0.3, x))
+    y.backward(retain_graph=True)
+    shown = [r["definition"] for r in trace(t)["rows"]]
+    assert shown[1:5] == ["w1 > const", "w1 * w1", "-w1", "where(cond, w3, w4)"]
+    assert "maximum(const, w1)" in shown
