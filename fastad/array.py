@@ -326,7 +326,10 @@ def stack(values, axis=0):
 
 
 def where(cond, x, y):
-    c = np.asarray(value_of(cond), bool) if _tracked(cond) else np.asarray(cond, bool)
+    # A tracked condition (an Array or Var, true where nonzero) is read
+    # through a comparison, so its row guards a compiled replay: the mask is
+    # kept as a constant, and a replay whose mask differs must re-record.
+    c = np.asarray(compare(CODE["ne"], cond, 0.0) if _tracked(cond) else cond, bool)
     (hx, vx), (hy, vy) = operand(x), operand(y)
     value = np.where(c, vx, vy).astype(np.float64)
     return _record(CODE["where"], (hx, hy), value, 0.0,

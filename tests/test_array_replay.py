@@ -363,3 +363,14 @@ def test_second_order_of_an_unpickled_array_lambda_says_why_it_cannot():
     with pytest.raises(fad.FastADError, match="did not survive pickling"):
         cf2.hvp(np.ones(3), np.ones(3))
     assert cf.hvp(np.ones(3), np.ones(3)).shape == (3,)  # the original has its function
+
+
+def test_a_tracked_where_condition_guards_the_replay():
+    """where(cond, ...) keeps its mask; when cond is itself tracked (true where
+    nonzero), a replay whose mask differs must re-record, not reuse it."""
+    def f(x):
+        return np.sum(fad.where(x - x[0], x * 2.0, x * 3.0))
+    cf = fad.compile(f, np.array([1.0, 2.0, 3.0]))
+    x = np.array([2.0, 2.0, 5.0])  # element 1 now equals element 0: its mask flips
+    assert cf.grad(x).tolist() == fad.grad(f)(x).tolist() == [3.0, 3.0, 2.0]
+    assert len(cf.traces) == 2
