@@ -370,32 +370,31 @@ cdef object map_pieces(op_t code, list args, aux):
     return out
 
 
-def array_trace(Tape t, list leaves, list outs):
-    """An ArrayTrace of recording t: leaves as (row, first number, shape or
-    None) per input, outs as (row, shape or None, constant) per output part."""
+def array_trace(Tape t, dict rows, list leaves, list outs):
+    """An ArrayTrace of recording t, whose rows (t.rows()) the caller has
+    read: leaves as (row, first number, shape or None) per input, outs as
+    (row, shape or None, constant) per output part."""
     cdef Py_ssize_t i, n = t.n
-    vals = t.values()
-    cdef double[::1] val = vals
-    op = np.array(<op_t[:n]>t.op, np.uint8) if n else np.zeros(0, np.uint8)
-    a = np.array(<node_t[:n]>t.a, np.int32) if n else np.zeros(0, np.int32)
-    b = np.array(<node_t[:n]>t.b, np.int32) if n else np.zeros(0, np.int32)
-    c = np.array([t.constant(i) for i in range(n)], np.float64)
-    branch0 = np.full(n, -1, np.int8)
-    kinks = {s.code for s in _ops_table.OPS if s.kind in ("kink", "guard")}
+    op, a, b, c, val = rows["op"], rows["a"], rows["b"], rows["c"], rows["val"]
+    branch0 = np.empty(n, np.int8)
+    cdef signed char[::1] piece = branch0
+    cdef const op_t[::1] op_v = op
+    cdef const node_t[::1] a_v = a, b_v = b
+    cdef const double[::1] c_v = c, val_v = val
+    if n:
+        branch_sweep(n, &op_v[0], &a_v[0], &b_v[0], &c_v[0], &val_v[0], &piece[0])
     pieces, shapes, consts = {}, {}, {}
     leaf_rows = {row for row, _, _ in leaves}
     aux = [t.aux.get(i) for i in range(n)]
     for i in range(n):
         if i in t.obj:
             shapes[i] = t.obj[i].shape
-        if op[i] in (OP_INPUT, OP_ARRAY_INPUT) and i not in leaf_rows:
-            consts[i] = t.obj[i] if i in t.obj else float(val[i])
-        elif op[i] == OP_COMPARE:
-            v = t.obj.get(i, val[i])
+        if op_v[i] in (OP_INPUT, OP_ARRAY_INPUT) and i not in leaf_rows:
+            consts[i] = t.obj[i] if i in t.obj else float(val_v[i])
+        elif op_v[i] == OP_COMPARE:
+            v = t.obj.get(i, val_v[i])
             pieces[i] = np.asarray(v) != 0.0 if isinstance(v, np.ndarray) else bool(v != 0.0)
-        elif op[i] == OP_MAP and <int>c[i] in kinks:
-            args = [t._value(r) if r >= 0 else None for r in (a[i], b[i])]
-            pieces[i] = map_pieces(<op_t>c[i], args, aux[i])
-        elif op[i] < FIRST_ARRAY_OP and op[i] in kinks:
-            branch0[i] = op_branch(op[i], val[a[i]] if a[i] >= 0 else c[i], val[b[i]] if b[i] >= 0 else c[i])
+        elif op_v[i] == OP_MAP and op_piecewise(<op_t>c_v[i]):
+            args = [t._value(r) if r >= 0 else None for r in (a_v[i], b_v[i])]
+            pieces[i] = map_pieces(<op_t>c_v[i], args, aux[i])
     return ArrayTrace(op, a, b, c, aux, shapes, consts, branch0, pieces, leaves, outs)

@@ -35,8 +35,8 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport *
-from fastad._rules cimport op_value, op_partials, op_record, op_branch, Partials
-from fastad._sweeps cimport jacobian_sweep, value_sweep, SINKS
+from fastad._rules cimport op_value, op_partials, op_record, op_branch, op_piecewise, Partials
+from fastad._sweeps cimport branch_sweep, jacobian_sweep, value_sweep, SINKS
 from fastad import ops as _ops_table
 
 

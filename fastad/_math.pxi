@@ -315,6 +315,11 @@ OP_CODES = dict((("input", OP_INPUT), ("add", OP_ADD), ("sub", OP_SUB), ("mul", 
 N_OP_CODES = N_OPS
 
 
+def op_piecewise_py(int op):
+    """Whether the core tells pieces of op apart (for tests)."""
+    return 0 <= op < N_OPS and op_piecewise(<op_t>op)
+
+
 def op_value_py(int op, double x, double y=0.0):
     """The core's value rule for one op (for tests and printers)."""
     if not 0 <= op < N_OPS:

@@ -16,8 +16,7 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport *
-from fastad._rules cimport op_branch
-from fastad._sweeps cimport forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
+from fastad._sweeps cimport branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
 from fastad import ops as _ops_table
 
 
@@ -118,18 +117,10 @@ cdef class Trace:
             raise ValueError("trace out_const and out_rows differ in length")
 
     def _branches(self):
-        out = np.full(self.n, -1, np.int8)
+        out = np.empty(self.n, np.int8)
         cdef signed char[::1] o = out
-        cdef Py_ssize_t i
-        cdef node_t ia, ib
-        cdef double x, y
-        kinked = {s.code for s in _ops_table.OPS if s.kind in ("kink", "guard")}
-        for i in range(self.n):
-            if self.op_v[i] in kinked:
-                ia, ib = self.a_v[i], self.b_v[i]
-                x = self.val0_v[ia] if ia >= 0 else self.c_v[i]
-                y = self.val0_v[ib] if ib >= 0 else self.c_v[i]
-                o[i] = op_branch(self.op_v[i], x, y)
+        if self.n:
+            branch_sweep(self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], &self.val0_v[0], &o[0])
         return out
 
     def __reduce__(self):

@@ -344,6 +344,13 @@ cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nog
     return s
 
 
+cdef inline bint op_piecewise(op_t op) noexcept nogil:
+    """Whether op_branch tells pieces of op apart: the kinks and guards of
+    fastad/ops.py (tests/test_ops.py checks the two agree)."""
+    return (op == OP_RELU or op == OP_ABS or op == OP_SIGN or op == OP_MAXIMUM
+            or op == OP_MINIMUM or OP_LT <= op <= OP_NE)
+
+
 cdef inline int op_branch(op_t op, double x, double y) noexcept nogil:
     """Which piece (0, 1, 2 ...) of a piecewise op (x, y) falls on: a replay
     whose inputs land on another piece than the recording did must not

@@ -9,7 +9,7 @@ All run without the GIL over indices the core itself wrote.
 """
 cimport cython
 from fastad._ops cimport *
-from fastad._rules cimport op_value, op_partials, op_second, op_branch, Partials, Second
+from fastad._rules cimport op_value, op_partials, op_second, op_branch, op_piecewise, Partials, Second
 
 cdef extern from *:
     """
@@ -176,6 +176,21 @@ cdef inline void reverse_sweep(const op_t* op, const node_t* a, const node_t* b,
             adj[ia] += g * d.dx
         if ib >= 0:
             adj[ib] += g * d.dy
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void branch_sweep(Py_ssize_t n, const op_t* op, const node_t* a, const node_t* b,
+                              const double* c, const double* val, signed char* piece) noexcept nogil:
+    """piece[i] = the piece (op_branch) scalar row i falls on at the values in
+    val, -1 for a smooth row or an array row: what a replay checks its
+    inputs against (forward_sweep's branch0)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if op[i] < FIRST_ARRAY_OP and op_piecewise(op[i]):
+            piece[i] = op_branch(op[i], val[a[i]] if a[i] >= 0 else c[i], val[b[i]] if b[i] >= 0 else c[i])
+        else:
+            piece[i] = -1
 
 
 @cython.boundscheck(False)

@@ -109,8 +109,9 @@ def record(f, treedef, x, scalarize=False):
         except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
             pass
         else:
-            if _array_work(tape.rows()):
-                return _array_trace(tape, leaves, starts, outs), out_treedef
+            rows = tape.rows()
+            if _array_work(rows):
+                return _array_trace(tape, rows, leaves, starts, outs), out_treedef
     with Tape() as tape:
         leaves = [Var(v) for v in x]
         out = f(*_scalarized(treedef, leaves))
@@ -121,7 +122,7 @@ def record(f, treedef, x, scalarize=False):
             raise TypeError("forward mode, second order and grad_batch replay scalar recordings; "
                             "this function builds arrays from its numbers (fad.stack, np.array of "
                             "Vars ...): use fad.grad, fad.jacobian or fad.vjp, which record arrays")
-        return _array_trace(tape, leaves, range(len(leaves)), outs), out_treedef
+        return _array_trace(tape, rows, leaves, range(len(leaves)), outs), out_treedef
     number = {id(leaf): k for k, leaf in enumerate(leaves)}
     in_rows = np.full(len(leaves), -1, np.int32)
     for row, leaf in tape.inputs():
@@ -161,11 +162,12 @@ def _output_parts(tape, out):
     return outs, treedef
 
 
-def _array_trace(tape, leaves, starts, outs):
-    rows = {id(leaf): row for row, leaf in tape.inputs()}
-    table = [(rows.get(id(leaf), -1), int(s), None if type(leaf) is Var else leaf.shape)
+def _array_trace(tape, rows, leaves, starts, outs):
+    """array_trace of a recording, its leaves located by their INPUT rows."""
+    at = {id(leaf): row for row, leaf in tape.inputs()}
+    table = [(at.get(id(leaf), -1), int(s), None if type(leaf) is Var else leaf.shape)
              for leaf, s in zip(leaves, starts)]
-    return array_trace(tape, table, outs)
+    return array_trace(tape, rows, table, outs)
 
 
 _GUARD_CODES = np.array([s.code for s in _ops.OPS if s.kind == "guard"], np.uint8)

@@ -437,3 +437,10 @@ def test_math_functions_on_float_arrays():
     np.testing.assert_array_equal(fad.maximum(xs, 1.0), np.maximum(xs, 1.0))
     with pytest.raises(TypeError):
         fad.sin(np.array(["a"]))
+
+
+def test_core_piecewise_ops_are_the_tables_kinks_and_guards():
+    """The core's op_piecewise (which rows a replay checks) names exactly the
+    ops that fastad/ops.py calls kinks or guards."""
+    assert {s.code for s in ops.OPS if core.op_piecewise_py(s.code)} == {
+        s.code for s in ops.OPS if s.kind in ("kink", "guard")}
