@@ -69,10 +69,6 @@ def _scalarized(treedef, leaves):
     return _tree.rebuild(treedef, leaf)
 
 
-def _has_arrays(treedef):
-    return treedef != "f" and (treedef[0] == "a" or any(_has_arrays(td) for td in treedef[-1]))
-
-
 def _array_work(rows):
     """Whether recorded rows (tape.rows()) hold array rows beyond reading
     the arguments' elements."""
@@ -92,10 +88,11 @@ def record(f, treedef, x, scalarize=False):
     recorded again with one Var per number instead: a Trace, whose sweeps
     run entirely in C without the GIL, and which forward mode, second
     order and grad_batch need."""
-    if _has_arrays(treedef) and not scalarize:
-        starts = np.cumsum([0] + [_tree.size(td) for td in _leaf_defs(treedef)])
+    defs = _leaf_defs(treedef)
+    if any(td != "f" for td in defs) and not scalarize:  # an ndarray argument
+        starts = np.cumsum([0] + [_tree.size(td) for td in defs])
         made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
-                    for td, s in zip(_leaf_defs(treedef), starts))
+                    for td, s in zip(defs, starts))
         leaves = []
 
         def leaf(td):
