@@ -29,6 +29,15 @@ cdef extern from "Python.h":
     double PyFloat_AS_DOUBLE(PyObject* o)
 
 
+# jvp sweeps up to TANGENT_BLOCK directions at once (tangent_sweep), in at
+# most TANGENT_BYTES of tangents. cf.jacobian(mode="fwd") of the bench's
+# 100 -> 100 tanh layer (20,200 rows): one column a sweep 4.2 ms; blocks of
+# 8, 16, 32, 64: 1.48, 1.21, 1.29, 1.58 ms (reverse mode: 1.04).
+cdef enum:
+    TANGENT_BLOCK = 16
+    TANGENT_BYTES = 1 << 25
+
+
 cdef inline object empty(Py_ssize_t n):
     """A new float64 vector of n numbers (the C API: no Python call)."""
     cdef cnp.npy_intp dim = n
@@ -167,15 +176,30 @@ cdef class Trace:
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
 
-    cdef void tangents(self, const double* val, double* tan, const double[:, ::1] V,
-                       Py_ssize_t j) noexcept nogil:
-        """tan = every row's tangent along column j of V (one row per input)."""
-        cdef Py_ssize_t k
-        memset(tan, 0, self.n * sizeof(double))
-        for k in range(self.n_in):
-            if self.in_v[k] >= 0:
-                tan[self.in_v[k]] += V[k, j]
-        tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, tan)
+    cdef void tangents(self, const double* val, double* tan, unsigned char* reached,
+                       const double[:, ::1] V, Py_ssize_t j, Py_ssize_t k) noexcept nogil:
+        """tan (n, k) = every row's tangents along columns j..j+k-1 of V (one
+        row per input); reached (n,) scratch for tangent_sweep."""
+        cdef Py_ssize_t i, jj
+        cdef node_t r
+        for i in range(self.const_rows_v.shape[0]):
+            r = self.const_rows_v[i]
+            memset(tan + r * k, 0, k * sizeof(double))
+            reached[r] = False
+        for i in range(self.n_in):
+            r = self.in_v[i]
+            if r >= 0:
+                memset(tan + r * k, 0, k * sizeof(double))
+                reached[r] = False
+        for i in range(self.n_in):
+            r = self.in_v[i]
+            if r >= 0:
+                for jj in range(k):
+                    tan[r * k + jj] += V[i, j + jj]
+                    if tan[r * k + jj] != 0.0:
+                        reached[r] = True
+        tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
+                      val, tan, reached, k)
 
     cdef void outputs(self, const double* val, double* y) noexcept nogil:
         cdef Py_ssize_t k
@@ -304,26 +328,36 @@ cdef class Trace:
         return y, g, changed
 
     def jvp(self, x, V):
-        """(outputs, J @ V for V (n_in, m): one tangent sweep per column, changed)."""
+        """(outputs, J @ V for V (n_in, m), changed): tangent sweeps of up to
+        TANGENT_BLOCK columns each."""
         cdef const double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = self._columns(V)
-        cdef Py_ssize_t m = Vv.shape[1], j, k
+        cdef Py_ssize_t m = Vv.shape[1], j, jj, k, o
         y = np.empty(self.n_out)
         JV = np.zeros((self.n_out, m))
         cdef double[::1] yv = y
         cdef double[:, ::1] JVv = JV
-        cdef Buffers buf = self.take(2)
+        # at most TANGENT_BYTES of tangents, and at least one column
+        cdef Py_ssize_t block = max(1, min(m, TANGENT_BLOCK, TANGENT_BYTES // (8 * max(self.n, 1))))
+        tan_array = np.empty(max(self.n, 1) * block)
+        reached_array = np.empty(max(self.n, 1), np.uint8)
+        cdef double[::1] tan = tan_array
+        cdef unsigned char[::1] reached = reached_array
+        cdef Buffers buf = self.take(1)
         cdef node_t changed, r
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
             self.outputs(buf.val, &yv[0] if self.n_out else NULL)
-            for j in range(m):
-                if self.n == 0:
-                    break
-                self.tangents(buf.val, buf.adj, Vv, j)  # adj holds tangents here
-                for k in range(self.n_out):
-                    r = self.out_v[k]
-                    JVv[k, j] = buf.adj[r] if r >= 0 else 0.0
+            j = 0
+            while j < m and self.n:
+                k = min(block, m - j)
+                self.tangents(buf.val, &tan[0], &reached[0], Vv, j, k)
+                for o in range(self.n_out):
+                    r = self.out_v[o]
+                    if r >= 0:
+                        for jj in range(k):
+                            JVv[o, j + jj] = tan[r * k + jj]
+                j += k
         self.give(buf)
         return y, JV, changed
 
@@ -338,6 +372,7 @@ cdef class Trace:
         HV = np.zeros((self.n_in, m))
         cdef double[::1] gv = g
         cdef double[:, ::1] HVv = HV
+        cdef unsigned char[::1] reached = np.empty(max(self.n, 1), np.uint8)
         cdef Buffers buf = self.take(4)
         cdef node_t changed, r = self.out_v[out_k] if self.n_out else -1
         with nogil:
@@ -347,7 +382,7 @@ cdef class Trace:
             for j in range(m):
                 if r < 0:
                     break
-                self.tangents(buf.val, buf.tan, Vv, j)
+                self.tangents(buf.val, buf.tan, &reached[0], Vv, j, 1)
                 memset(buf.adj, 0, (r + 1) * sizeof(double))
                 memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
                 hvp_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val, buf.tan,

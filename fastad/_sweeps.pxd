@@ -219,29 +219,47 @@ cdef inline node_t forward_sweep(node_t n, const op_t* op, const node_t* a, cons
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const node_t* b,
-                               const double* c, const double* val, double* tan) noexcept nogil:
-    """Forward mode: tan[i] = d row i / d t along the direction already in
-    the INPUT rows' tangents."""
+                               const double* c, const double* val, double* tan,
+                               unsigned char* reached, Py_ssize_t k) noexcept nogil:
+    """Forward mode along k directions at once (vector mode): tan[i * k + j]
+    = d row i / d t_j, for the directions already in the INPUT rows'
+    tangents, and reached[i] whether any of them reaches row i (the caller
+    sets both for INPUT rows; every other row's are written here). Each
+    row's partials are worked out once for all k, so a Jacobian by columns
+    pays the op's rule (a libm call for tanh') once per k columns; a row no
+    direction reaches gets zeros without partials."""
     cdef node_t i, ia, ib
-    cdef double x, y, t
+    cdef Py_ssize_t j
+    cdef double x, y
+    cdef double* t
+    cdef const double* ta
+    cdef const double* tb
     cdef Partials d
     for i in range(n):
         ia = a[i]
         ib = b[i]
         if ia < 0 and ib < 0:
             continue
-        if (ia < 0 or tan[ia] == 0.0) and (ib < 0 or tan[ib] == 0.0):
-            tan[i] = 0.0  # the direction does not reach this row: no partials to compute
+        t = tan + i * k
+        reached[i] = (ia >= 0 and reached[ia]) or (ib >= 0 and reached[ib])
+        if not reached[i]:
+            for j in range(k):
+                t[j] = 0.0
             continue
         x = val[ia] if ia >= 0 else c[i]
         y = val[ib] if ib >= 0 else c[i]
         d = op_partials(op[i], x, y, val[i], ib >= 0)
-        t = 0.0
-        if ia >= 0:
-            t = azmul(d.dx, tan[ia])
-        if ib >= 0:
-            t = t + azmul(d.dy, tan[ib])
-        tan[i] = t
+        ta = tan + ia * k if ia >= 0 else NULL
+        tb = tan + ib * k if ib >= 0 else NULL
+        if ia >= 0 and ib >= 0:
+            for j in range(k):
+                t[j] = azmul(d.dx, ta[j]) + azmul(d.dy, tb[j])
+        elif ia >= 0:
+            for j in range(k):
+                t[j] = azmul(d.dx, ta[j])
+        else:
+            for j in range(k):
+                t[j] = azmul(d.dy, tb[j])
 
 
 @cython.boundscheck(False)

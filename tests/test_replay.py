@@ -270,6 +270,32 @@ def test_absolute_zero_in_tangent_and_hvp_sweeps():
     assert JV.tolist() == [[0.0]]  # = the reverse-mode Jacobian
 
 
+def test_jvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
+    """jvp sweeps up to 16 directions at once. 40 columns make two full
+    blocks and a part; each column must come out as a sweep along it alone
+    would make it, bit for bit: a row only some columns reach (sqrt at 0,
+    whose partial is inf, behind a flat relu), an unused input, a constant
+    leaf from outside the function, a zero column."""
+    w = fad.Var(2.0)  # from outside: a constant INPUT row of the trace
+
+    def f(x):
+        chain = sum(x[i] * fad.sin(x[i + 1]) for i in range(0, 38))  # x[39] unused
+        return [chain, fad.relu(fad.sqrt(x[0]) - 1.0) * x[5] + w * x[3], x[7] / x[8] * w]
+
+    x = np.linspace(0.0, 1.5, 40)  # x[0] = 0: sqrt's partial is inf there
+    t = fad.compile(f, list(x)).traces[0]
+    V = np.random.default_rng(3).normal(size=(40, 40))
+    V[:, 4] = 0.0
+    y, JV, changed = t.jvp(x, V)
+    assert changed == -1 and JV.shape == (3, 40)
+    one_by_one = np.column_stack([t.jvp(x, V[:, j:j + 1])[1][:, 0] for j in range(40)])
+    assert np.array_equal(JV, one_by_one)
+    assert np.all(np.isfinite(JV)) and not JV[:, 4].any()
+    J = t.jacobian_rev(x)[1]
+    np.testing.assert_allclose(JV, J @ V, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(t.jvp(x, np.eye(40))[1], J)  # a basis column picks a column of J
+
+
 def test_nan_and_inf_propagate_without_errors():
     t = hand_trace()
     y, changed = t.values([math.nan, 1.0])
