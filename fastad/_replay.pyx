@@ -29,13 +29,13 @@ cdef extern from "Python.h":
     double PyFloat_AS_DOUBLE(PyObject* o)
 
 
-# jvp sweeps up to TANGENT_BLOCK directions at once (tangent_sweep), in at
-# most TANGENT_BYTES of tangents. cf.jacobian(mode="fwd") of the bench's
+# jvp and hvp sweep up to TANGENT_BLOCK directions at once (tangent_sweep,
+# hvp_sweep), in at most TANGENT_BYTES of tangents. cf.jacobian(mode="fwd") of the bench's
 # 100 -> 100 tanh layer (20,200 rows): one column a sweep 4.2 ms; blocks of
 # 8, 16, 32, 64: 1.48, 1.21, 1.29, 1.58 ms (reverse mode: 1.04).
 cdef enum:
     TANGENT_BLOCK = 16
-    TANGENT_BYTES = 1 << 25
+    TANGENT_BYTES = 1 << 24
 
 
 cdef inline object empty(Py_ssize_t n):
@@ -206,18 +206,24 @@ cdef class Trace:
         for k in range(self.n_out):
             y[k] = val[self.out_v[k]] if self.out_v[k] >= 0 else self.out_const_v[k]
 
-    cdef Buffers take(self, int count):
+    cdef Buffers take(self, int count, Py_ssize_t block=1):
         """Scratch for one call: the previous call's if it is free and big
         enough (under the GIL, so two threads never get the same one)."""
         cdef Buffers buf = self.spare
-        if buf is not None and buf.count >= count:
+        if buf is not None and buf.count >= count and (count <= 2 or buf.block >= block):
             self.spare = None
             return buf
-        return Buffers(self.n, count)
+        return Buffers(self.n, count, block)
 
     cdef void give(self, Buffers buf):
-        if self.spare is None or buf.count > self.spare.count:
+        if self.spare is None or buf.nbytes > self.spare.nbytes:
             self.spare = buf
+
+    cdef Py_ssize_t block(self, Py_ssize_t m, int arrays) noexcept:
+        """How many of m directions a tangent sweep takes at once, given
+        `arrays` arrays of n * block numbers: at most TANGENT_BLOCK and
+        TANGENT_BYTES, at least one."""
+        return max(1, min(m, TANGENT_BLOCK, TANGENT_BYTES // (8 * arrays * max(self.n, 1))))
 
     # -- Python entry points: x is the flat float64 vector of the inputs --
 
@@ -337,13 +343,8 @@ cdef class Trace:
         JV = np.zeros((self.n_out, m))
         cdef double[::1] yv = y
         cdef double[:, ::1] JVv = JV
-        # at most TANGENT_BYTES of tangents, and at least one column
-        cdef Py_ssize_t block = max(1, min(m, TANGENT_BLOCK, TANGENT_BYTES // (8 * max(self.n, 1))))
-        tan_array = np.empty(max(self.n, 1) * block)
-        reached_array = np.empty(max(self.n, 1), np.uint8)
-        cdef double[::1] tan = tan_array
-        cdef unsigned char[::1] reached = reached_array
-        cdef Buffers buf = self.take(1)
+        cdef Py_ssize_t block = self.block(m, 1)
+        cdef Buffers buf = self.take(3, block)
         cdef node_t changed, r
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
@@ -351,45 +352,47 @@ cdef class Trace:
             j = 0
             while j < m and self.n:
                 k = min(block, m - j)
-                self.tangents(buf.val, &tan[0], &reached[0], Vv, j, k)
+                self.tangents(buf.val, buf.tan, buf.reached, Vv, j, k)
                 for o in range(self.n_out):
                     r = self.out_v[o]
                     if r >= 0:
                         for jj in range(k):
-                            JVv[o, j + jj] = tan[r * k + jj]
+                            JVv[o, j + jj] = buf.tan[r * k + jj]
                 j += k
         self.give(buf)
         return y, JV, changed
 
     def hvp(self, x, V, Py_ssize_t out_k=0):
         """(gradient, H @ V for V (n_in, m), changed): forward over reverse,
-        one tangent sweep and one second-order reverse sweep per column."""
+        one reverse sweep, then a tangent sweep and a second-order reverse
+        sweep per block of up to TANGENT_BLOCK columns."""
         self._check_out(out_k)
         cdef const double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = self._columns(V)
-        cdef Py_ssize_t m = Vv.shape[1], j, k
+        cdef Py_ssize_t m = Vv.shape[1], j, jj, k, i
         g = np.zeros(self.n_in)
         HV = np.zeros((self.n_in, m))
         cdef double[::1] gv = g
         cdef double[:, ::1] HVv = HV
-        cdef unsigned char[::1] reached = np.empty(max(self.n, 1), np.uint8)
-        cdef Buffers buf = self.take(4)
+        cdef Py_ssize_t block = self.block(m, 2)
+        cdef Buffers buf = self.take(4, block)
         cdef node_t changed, r = self.out_v[out_k] if self.n_out else -1
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
             if self.n_in:
-                self.reverse(buf.val, buf.adj, out_k, &gv[0])
-            for j in range(m):
-                if r < 0:
-                    break
-                self.tangents(buf.val, buf.tan, &reached[0], Vv, j, 1)
-                memset(buf.adj, 0, (r + 1) * sizeof(double))
-                memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
+                self.reverse(buf.val, buf.adj, out_k, &gv[0])  # buf.adj: every row's adjoint
+            j = 0
+            while j < m and r >= 0 and self.n_in:
+                k = min(block, m - j)
+                self.tangents(buf.val, buf.tan, buf.reached, Vv, j, k)
+                memset(buf.adj_tan, 0, (r + 1) * k * sizeof(double))
                 hvp_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val, buf.tan,
-                          buf.adj, buf.adj_tan, r)
-                for k in range(self.n_in):
-                    if 0 <= self.in_v[k] <= r:
-                        HVv[k, j] = buf.adj_tan[self.in_v[k]]
+                          buf.reached, buf.adj, buf.adj_tan, r, k)
+                for i in range(self.n_in):
+                    if 0 <= self.in_v[i] <= r:
+                        for jj in range(k):
+                            HVv[i, j + jj] = buf.adj_tan[self.in_v[i] * k + jj]
+                j += k
         self.give(buf)
         return g, HV, changed
 
@@ -421,23 +424,31 @@ cdef class Trace:
 
 
 cdef class Buffers:
-    """Scratch for one replay: values, adjoints and (for second order)
-    tangents and adjoint tangents, n rows each. Freed with the object."""
+    """Scratch for one replay: values and adjoints, n rows each; for forward
+    mode and second order also the tangents and adjoint tangents of `block`
+    directions (n * block each) and tangent_sweep's reached flags (n
+    bytes). Freed with the object."""
     cdef double* val
     cdef double* adj
     cdef double* tan
     cdef double* adj_tan
+    cdef unsigned char* reached
     cdef int count  # how many of the four arrays it has
+    cdef Py_ssize_t block, nbytes
 
-    def __cinit__(self, Py_ssize_t n, int count):
+    def __cinit__(self, Py_ssize_t n, int count, Py_ssize_t block=1):
         cdef Py_ssize_t rows = n if n > 0 else 1
+        cdef Py_ssize_t doubles = rows * min(count, 2) + rows * block * max(count - 2, 0)
         self.count = count
-        self.val = <double*>malloc(rows * count * sizeof(double))
+        self.block = block
+        self.nbytes = doubles * sizeof(double) + (rows if count > 2 else 0)
+        self.val = <double*>malloc(self.nbytes)
         if self.val == NULL:
             raise MemoryError("fastad: cannot allocate replay buffers")
         self.adj = self.val + rows if count > 1 else NULL
         self.tan = self.val + 2 * rows if count > 2 else NULL
-        self.adj_tan = self.val + 3 * rows if count > 3 else NULL
+        self.adj_tan = self.tan + rows * block if count > 3 else NULL
+        self.reached = <unsigned char*>(self.val + doubles) if count > 2 else NULL
 
     def __dealloc__(self):
         free(self.val)

@@ -266,43 +266,55 @@ cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const 
 @cython.wraparound(False)
 cdef inline void hvp_sweep(const op_t* op, const node_t* a, const node_t* b,
                            const double* c, const double* val, const double* tan,
-                           double* adj, double* adj_tan, node_t out) noexcept nogil:
-    """Forward over reverse: the reverse sweep, differentiated along the
-    tangents of a tangent_sweep. adj_tan of the inputs is then the
-    Hessian-vector product H v. Rows with a zero adjoint and a zero adjoint
-    tangent pass nothing on (as in reverse_sweep)."""
+                           const unsigned char* reached, const double* adj,
+                           double* adj_tan, node_t out, Py_ssize_t k) noexcept nogil:
+    """Forward over reverse, along k directions at once: the reverse sweep
+    differentiated along the tangents (and reached flags) of a tangent_sweep
+    of the same k. adj holds the reverse sweep's adjoints, which do not
+    depend on the direction, so they are swept once before, not per
+    direction; adj_tan (rows up to out, k each) starts at zero, and of the
+    inputs is then the Hessian-vector products H v_j. A row with a zero
+    adjoint and zero adjoint tangents passes nothing on (as reverse_sweep)."""
     cdef node_t i, ia, ib
-    cdef double g, gt, x, y, tx, ty, hx, hy
+    cdef Py_ssize_t j
+    cdef double g, x, y, tx, ty, hx, hy
+    cdef double* gt
+    cdef bint moving, bent
     cdef Partials d
     cdef Second s
-    adj[out] += 1.0
     for i in range(out, -1, -1):
-        g = adj[i]
-        gt = adj_tan[i]
-        if g == 0.0 and gt == 0.0:
-            continue
         ia = a[i]
         ib = b[i]
         if ia < 0 and ib < 0:
             continue
+        g = adj[i]
+        gt = adj_tan + i * k
+        moving = g != 0.0
+        j = 0
+        while not moving and j < k:
+            moving = gt[j] != 0.0
+            j += 1
+        if not moving:
+            continue
         x = val[ia] if ia >= 0 else c[i]
         y = val[ib] if ib >= 0 else c[i]
-        tx = tan[ia] if ia >= 0 else 0.0
-        ty = tan[ib] if ib >= 0 else 0.0
         d = op_partials(op[i], x, y, val[i], ib >= 0)
-        # hx, hy: the second-order terms, every product an absolute-zero one:
-        # a zero tangent, adjoint or partial contributes exactly 0, so a nan
-        # or inf nobody needs (power's log at x < 0 with a constant exponent,
-        # sqrt's tangent at 0 behind a flat relu) cannot leak in.
-        hx = 0.0
-        hy = 0.0
-        if g != 0.0 and (tx != 0.0 or ty != 0.0):
+        # the second-order terms, every product an absolute-zero one: a zero
+        # tangent, adjoint or partial contributes exactly 0, so a nan or inf
+        # nobody needs (power's log at x < 0 with a constant exponent, sqrt's
+        # tangent at 0 behind a flat relu) cannot leak in.
+        bent = g != 0.0 and ((ia >= 0 and reached[ia]) or (ib >= 0 and reached[ib]))
+        if bent:
             s = op_second(op[i], x, y, val[i])
-            hx = azmul(g, azmul(s.dxx, tx) + azmul(s.dxy, ty))
-            hy = azmul(g, azmul(s.dxy, tx) + azmul(s.dyy, ty))
-        if ia >= 0:
-            adj[ia] += g * d.dx
-            adj_tan[ia] += azmul(gt, d.dx) + hx
-        if ib >= 0:
-            adj[ib] += g * d.dy
-            adj_tan[ib] += azmul(gt, d.dy) + hy
+        for j in range(k):
+            hx = 0.0
+            hy = 0.0
+            if bent:
+                tx = tan[ia * k + j] if ia >= 0 else 0.0
+                ty = tan[ib * k + j] if ib >= 0 else 0.0
+                hx = azmul(g, azmul(s.dxx, tx) + azmul(s.dxy, ty))
+                hy = azmul(g, azmul(s.dxy, tx) + azmul(s.dyy, ty))
+            if ia >= 0:
+                adj_tan[ia * k + j] += azmul(gt[j], d.dx) + hx
+            if ib >= 0:
+                adj_tan[ib * k + j] += azmul(gt[j], d.dy) + hy
