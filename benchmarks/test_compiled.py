@@ -12,6 +12,9 @@ group per workload:
 * ``jacobian``: x -> tanh(A @ x), 100 -> 100, written as Python loops over a
   list: ``cf.jacobian(x, mode="fwd")``, ``mode="rev"``, the uncompiled
   ``fad.jacobian(f, mode="rev")`` and the float evaluation;
+* ``hessian``: Rosenbrock n=100: ``cf.hessian(x)`` (tangent and second-order
+  sweeps of 16 directions at once), n calls of ``cf.hvp(x, e_i)``,
+  ``cf.grad(x)`` and the uncompiled ``fad.hessian``;
 * ``cf-mlp784``: the array MLP compiled over its parameter dict (an
   ArrayTrace): ``cf(params)``, ``cf.value_and_grad(params)``, the NumPy
   forward and ``fad.value_and_grad``.
@@ -103,6 +106,15 @@ def test_jacobian_agrees(compiled):
     assert np.shape(rev) == (W.JAC_N, W.JAC_N)
     _close(cf.jacobian(x0, mode="fwd"), rev)
     _close(fad.jacobian(lambda x: wl.fn(x, fad), mode="rev")(x0), rev)
+
+
+def test_hessian_agrees(compiled):
+    wl, cf, fad = compiled("hessian")
+    x0 = list(wl.x0)
+    H = cf.hessian(x0)
+    assert np.shape(H) == (wl.size, wl.size)
+    _close(H, [cf.hvp(x0, e) for e in np.eye(wl.size).tolist()])
+    _close(fad.hessian(lambda x: wl.fn(x, fad))(x0), H)
 
 
 def test_compiled_arrays_agree(compiled):

@@ -721,13 +721,16 @@ def array_floor_value(wl):
 # as ``fad.compile(lambda x: fn(x, fad), x0)`` on a list of floats;
 # ``grad_batch`` is Rosenbrock n=100 over B stacked points; ``jacobian`` a
 # 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list;
-# ``cf-mlp784`` the array MLP above, compiled over its parameter dict (an
+# ``hessian`` Rosenbrock n=100's Hessian, whole and as n Hessian-vector
+# products; ``cf-mlp784`` the array MLP above, compiled over its parameter dict (an
 # ArrayTrace: each array row replays by NumPy).
 
-COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "cf-mlp784")
+COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "hessian", "cf-mlp784")
 COMPILE_SIZES = {
-    "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000, "cf-mlp784": 64},
-    "quick": {"cf-rosenbrock": 1_000, "cf-dag": 20_000, "grad_batch": 500, "cf-mlp784": 16},
+    "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000, "hessian": 100,
+             "cf-mlp784": 64},
+    "quick": {"cf-rosenbrock": 1_000, "cf-dag": 20_000, "grad_batch": 500, "hessian": 50,
+              "cf-mlp784": 16},
 }
 BATCH_N = 100  # grad_batch: Rosenbrock of this size
 JAC_N = 100
@@ -740,6 +743,7 @@ COMPILE_BODIES = {
     "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"),
                    ("cf", "threads=None")],
     "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
+    "hessian": [("cf", "grad"), ("cf", "hvp-loop"), ("cf", "hessian"), ("fastad", "hessian")],
     "cf-mlp784": [("numpy", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("fastad", "grad")],
 }
 
@@ -781,6 +785,9 @@ def make_compiled(name, size=None, seed=0):
         A = [[rng.gauss(0.0, JAC_N ** -0.5) for _ in range(JAC_N)] for _ in range(JAC_N)]
         return Workload(name, f"jacobian of x -> tanh(A @ x), {JAC_N} -> {JAC_N}, Python loops",
                         tanh_layer(A), [rng.uniform(-1.0, 1.0) for _ in range(JAC_N)], JAC_N)
+    if name == "hessian":
+        base = make("rosenbrock", size, seed)
+        return Workload(name, f"hessian of rosenbrock n={size}", base.fn, base.x0, size)
     if name == "cf-mlp784":
         base = make_array("mlp784", size, seed)
         return Workload(name, base.label, base.fn, base.x0, size, info=dict(base.info))
@@ -847,6 +854,20 @@ def compile_phases(wl, engine):
             ("cf", "fwd"): Phase(lambda: cf.jacobian(x0, mode="fwd")),
             ("cf", "rev"): Phase(lambda: cf.jacobian(x0, mode="rev")),
             ("fastad", "rev"): Phase(lambda: jac(x0)),
+        }
+    elif wl.name == "hessian":
+        basis = np.eye(len(x0)).tolist()
+
+        def hvp_loop():  # the Hessian as n products, one call each
+            for e in basis:
+                cf.hvp(x0, e)
+
+        hess = fad.hessian(lambda x: fn(x, fad))
+        bodies = {
+            ("cf", "grad"): Phase(lambda: cf.grad(x0)),
+            ("cf", "hvp-loop"): Phase(hvp_loop),
+            ("cf", "hessian"): Phase(lambda: cf.hessian(x0)),
+            ("fastad", "hessian"): Phase(lambda: hess(x0)),
         }
     wl.info["cf"] = cf
     return bodies

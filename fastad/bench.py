@@ -421,6 +421,13 @@ def report_compile(wls, medians, borrowed=()):
                 ("cf", "rev", 'cf.jacobian(x, mode="rev")'),
                 ("fastad", "rev", 'fad.jacobian(f, mode="rev") (records each call)')),
                 (("vs float eval", ("float", "eval")), ("vs cf.jacobian rev", ("cf", "rev"))))
+        if w == "hessian":
+            lines += _phase_table(wl.label, medians, w, (
+                ("cf", "grad", "cf.grad(x)"),
+                ("cf", "hvp-loop", f"{wl.size} calls of cf.hvp(x, e_i)"),
+                ("cf", "hessian", "cf.hessian(x): 16 directions a sweep"),
+                ("fastad", "hessian", "fad.hessian(f)(x) (records each call)")),
+                (("vs cf.grad", ("cf", "grad")), ("vs the cf.hvp loop", ("cf", "hvp-loop"))))
         if w == "cf-mlp784":
             lines += _phase_table(f"{wl.label}, compiled over its parameter dict", medians, w, (
                 ("numpy", "eval", "NumPy forward (no derivative)"),
