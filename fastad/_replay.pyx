@@ -138,8 +138,11 @@ cdef class Trace:
 
     @property
     def nbytes(self):
+        """Bytes held: the trace's arrays and the scratch it keeps for the
+        next call."""
         return sum(getattr(self, k).nbytes for k in
-                   ("op", "a", "b", "c", "val0", "branch0", "in_rows", "out_rows", "out_const"))
+                   ("op", "a", "b", "c", "val0", "branch0", "in_rows", "out_rows", "out_const")
+                   ) + (self.spare.nbytes if self.spare is not None else 0)
 
     # -- the sweeps, on buffers the caller owns --
 
@@ -216,7 +219,9 @@ cdef class Trace:
         return Buffers(self.n, count, block)
 
     cdef void give(self, Buffers buf):
-        if self.spare is None or buf.nbytes > self.spare.nbytes:
+        # Blocks of tangents (jacobian, hessian) are not kept: up to
+        # TANGENT_BYTES would stay with the trace after one such call.
+        if buf.block == 1 and (self.spare is None or buf.nbytes > self.spare.nbytes):
             self.spare = buf
 
     cdef Py_ssize_t block(self, Py_ssize_t m, int arrays) noexcept:

@@ -327,6 +327,21 @@ def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
     assert not HV[:, 7].any()
 
 
+def test_a_trace_keeps_no_block_of_tangents_after_a_hessian():
+    """Scratch for the next call stays with a trace (values, adjoints,
+    tangents: a few numbers a row), but not the blocks of 16 tangents a
+    Hessian or a forward Jacobian sweeps with."""
+    t = fad.compile(lambda x: sum(xi * fad.sin(xi) for xi in x), [0.5] * 100).traces[0]
+    arrays = t.nbytes
+    per_row = 4 * 8 + 1  # val, adj, tan, adj_tan and a reached flag
+    t.hvp(np.full(100, 0.5), np.eye(100)[:, :1])
+    assert 0 < t.nbytes - arrays <= per_row * t.n
+    H = t.hvp(np.full(100, 0.5), np.eye(100))[1]
+    J = t.jvp(np.full(100, 0.5), np.eye(100))[1]
+    assert H.shape == (100, 100) and J.shape == (1, 100)
+    assert 0 < t.nbytes - arrays <= per_row * t.n
+
+
 def test_nan_and_inf_propagate_without_errors():
     t = hand_trace()
     y, changed = t.values([math.nan, 1.0])
