@@ -5,6 +5,15 @@
 
 _front_recompute = None  # fastad.array.recompute (imported on first use: it imports us)
 
+# Rows a replay keeps whatever reads them: inputs, and the guards it checks.
+_ROOT_OPS = np.array([s.code for s in _ops_table.OPS
+                      if s.kind in ("guard", "input") or s.name in ("array_input", "compare")], np.uint8)
+
+cdef enum:  # ArrayTrace.runs
+    RUN_SCALAR = 0
+    RUN_ARRAY = 1
+    RUN_DEAD = 2
+
 
 @cython.boundscheck(False)  # every index is checked in ArrayTrace.__init__, before any replay
 @cython.wraparound(False)
@@ -36,7 +45,8 @@ cdef class ArrayTrace:
     cdef const node_t[::1] a_v, b_v
     cdef const double[::1] c_v
     cdef const signed char[::1] branch_v
-    cdef list runs  # (lo, hi): rows lo..hi-1 are scalar rows; (i, -1): array row i
+    cdef list runs  # (kind, lo, hi): rows lo..hi-1 are scalar rows, one array row or dead rows
+    cdef readonly object live  # bool per row: an output or a guard depends on it
     cdef object scalar_leaf_rows, scalar_leaf_starts  # where the number leaves go
 
     def __init__(self, op, a, b, c, list aux, dict shapes, dict consts, branch0, dict pieces,
@@ -62,16 +72,48 @@ cdef class ArrayTrace:
         self.scalar_leaf_starts = np.array([k for r, k, s in leaves if r >= 0 and s is None], np.intp)
         if np.any((self.scalar_leaf_starts < 0) | (self.scalar_leaf_starts >= self.n_in)):
             raise ValueError("trace leaves refer to input numbers that do not exist")
+        self.live = self._live_rows()
         self.runs = []
         cdef Py_ssize_t i, lo = 0
+        cdef int kind, run = -1
         for i in range(self.n):
-            if self.op_v[i] >= FIRST_ARRAY_OP and self.op_v[i] != OP_ELEM:
-                if lo < i:
-                    self.runs.append((lo, i))
-                self.runs.append((i, -1))
-                lo = i + 1
-        if lo < self.n:
-            self.runs.append((lo, self.n))
+            if not self.live[i]:
+                kind = RUN_DEAD
+            elif self.op_v[i] >= FIRST_ARRAY_OP and self.op_v[i] != OP_ELEM:
+                kind = RUN_ARRAY
+            else:
+                kind = RUN_SCALAR
+            if kind != run or kind == RUN_ARRAY:  # an array row is a run of its own
+                if run >= 0:
+                    self.runs.append((run, lo, i))
+                run, lo = kind, i
+        if run >= 0:
+            self.runs.append((run, lo, self.n))
+
+    def _live_rows(self):
+        """Which rows the outputs and the guards depend on: a replay skips
+        the others (dead code), as compile does for a scalar trace
+        (_live_only in fastad/compiled.py). Input rows stay, for the
+        gradient to find. One backward pass: creation order is topological."""
+        live = np.isin(self.op, _ROOT_OPS)
+        for row, _, _ in self.outs:
+            if row >= 0:
+                live[row] = True
+        cdef unsigned char[::1] lv = live.view(np.uint8)
+        cdef Py_ssize_t i
+        for i in range(self.n - 1, -1, -1):
+            if not lv[i]:
+                continue
+            if _arity[self.op_v[i]] == -1:  # concatenate, stack: their rows in aux
+                for r in self.aux[i][0]:
+                    if r >= 0:
+                        lv[r] = 1
+                continue
+            if self.a_v[i] >= 0:
+                lv[self.a_v[i]] = 1
+            if self.b_v[i] >= 0:
+                lv[self.b_v[i]] = 1
+        return live
 
     def _validate(self):
         """Rows from a pickle are user input: check what the C loops trust."""
@@ -234,7 +276,7 @@ cdef class ArrayTrace:
         cdef double* val = &vv[0] if self.n else NULL
         cdef double** src = <double**>calloc(self.n + 1, sizeof(double*))
         cdef node_t changed = -1
-        cdef Py_ssize_t lo, hi
+        cdef Py_ssize_t i, lo, hi
         if src == NULL:
             raise MemoryError()
         try:
@@ -243,9 +285,13 @@ cdef class ArrayTrace:
                 if not isinstance(value, np.ndarray):
                     val[row] = value
             self.place_inputs(x, vals, arrays)
-            for lo, hi in self.runs:
-                if hi >= 0:
+            for kind, lo, hi in self.runs:
+                if kind == RUN_SCALAR:
                     changed = self.scalar_rows(t, lo, hi, val, src)
+                elif kind == RUN_DEAD:  # nothing reads them: placeholders keep the numbering
+                    for i in range(lo, hi):
+                        t.push(OP_INPUT, -1, -1, NAN, 0.0)
+                        val[i] = NAN
                 elif self.op_v[lo] == OP_ARRAY_INPUT:
                     value = arrays[lo]
                     t.push(OP_ARRAY_INPUT, -1, -1, NAN, 0.0)

@@ -111,6 +111,38 @@ def test_kinks_and_comparisons_retrace_or_raise():
     assert len(cf.traces) == 2
 
 
+def test_a_replay_skips_the_rows_no_output_or_guard_reads(monkeypatch):
+    """Dead code (an unused matmul, a relu of it, an element read of it) is
+    not replayed: NumPy runs once per live array row, a dead kink is not
+    checked (its flip retraces nothing), and the gradient is fad.grad's."""
+    import fastad._core as core
+    from fastad.array import recompute
+    W = np.random.default_rng(2).normal(size=(4, 4))
+
+    def f(x):
+        unused = fad.relu(W @ x)  # dead: a matmul and a kink
+        _ = unused[0] * x[1]      # dead: an element read and a scalar row
+        if (x[:2] > 0).all():     # a guard: live
+            return np.sum(np.tanh(x) * x)
+        return np.sum(x)
+
+    x0 = np.array([0.5, 0.2, -0.3, 0.8])
+    cf = fad.compile(f, x0, on_branch_change="raise")
+    t = cf.traces[0]
+    names = [fops.OPS[op].name for op in t.op]
+    assert not t.live[names.index("matmul")] and not t.live[names.index("elem")]
+    assert t.live[names.index("compare")]
+    calls = []
+    monkeypatch.setattr(core, "_front_recompute", lambda op, *a: calls.append(fops.OPS[op].name) or recompute(op, *a))
+    x1 = np.array([0.4, 0.3, 0.9, -0.7])  # relu(W @ x) flips pieces: dead, so no BranchChanged
+    assert cf.grad(x1).tolist() == fad.grad(f)(x1).tolist()
+    assert "matmul" not in calls and len(calls) == sum(
+        t.live[i] and fops.OPS[op].kind == "array" and fops.OPS[op].name not in ("array_input", "elem")
+        for i, op in enumerate(t.op))
+    with pytest.raises(fad.BranchChanged, match="compare"):  # the live guard still holds
+        cf.grad(np.array([-0.4, 0.3, 0.9, -0.7]))
+
+
 def test_comparison_returns_numpy_bools_and_records_a_guard_row():
     x = fad.Array(np.array([1.0, -2.0]))
     with fad.Tape() as t:
