@@ -96,3 +96,35 @@ def test_textbook_numbers(capsys):
                    "5.5", "1.7163378145367738", "11.65207146", "0.2836621855"):
         assert number in out
     assert "sin(w1)" in out and "log(w1)" in out
+
+
+def rosenbrock_hessian(x):
+    """Rosenbrock's Hessian by hand: tridiagonal."""
+    n = len(x)
+    H = np.zeros((n, n))
+    for i in range(n - 1):
+        H[i, i] += 1200.0 * x[i] ** 2 - 400.0 * x[i + 1] + 2.0
+        H[i, i + 1] = H[i + 1, i] = -400.0 * x[i]
+        H[i + 1, i + 1] += 200.0
+    return H
+
+
+def test_newton_reaches_rosenbrocks_minimum(capsys):
+    newton = load_example("newton")
+    import fastad as fad
+
+    x, history = newton.main(["--n", "10"])
+    out = capsys.readouterr().out
+    assert np.abs(x - 1.0).max() < 1e-12 and history[-1]["f"] < 1e-25
+    assert len(history) <= 40 and "done" in out
+    last = [h for h in history if h["gnorm"] > 0][-4:]  # quadratic: |g| about squares
+    assert all(h["tau"] == 0.0 and h["t"] == 1.0 for h in last[:-1])
+    assert last[-1]["gnorm"] < 100.0 * last[-2]["gnorm"] ** 2
+    cf = fad.compile(newton.rosenbrock, [0.0] * 10)
+    for point in (np.zeros(10), np.linspace(-1.0, 1.5, 10)):
+        np.testing.assert_allclose(cf.hessian(point.tolist()), rosenbrock_hessian(point),
+                                   rtol=1e-14, atol=1e-12)
+    # from (-1.2, 1, ..., 1): the other minimum, a local one near (-1, 1, ..., 1)
+    x2, h2 = newton.minimise(10, verbose=False, start=[-1.2] + [1.0] * 9)
+    assert h2[-1]["gnorm"] < 1e-10 and -1.0 < x2[0] < -0.98 and 3.98 < h2[-1]["f"] < 3.99
+    assert np.all(np.linalg.eigvalsh(rosenbrock_hessian(x2)) > 0)
