@@ -10,8 +10,8 @@ Hessian is not positive definite, a multiple of the identity is added to it.
 
 From x = 0 in 10 dimensions it reaches the minimum in 26 steps, the last
 ones full Newton steps that square the gradient's norm. (From (-1.2, 1, 1,
-..., 1) it finds the function's other, local minimum near (-1, 1, ..., 1),
-where f = 3.98658: for n >= 4 the Rosenbrock function has two.)
+..., 1) it finds another minimum, a local one near (-1, 1, ..., 1) where
+f = 3.98658; for 4 <= n <= 7 these two are known to be the only ones.)
 
     python examples/newton.py --n 10
 """
