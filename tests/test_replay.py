@@ -270,6 +270,16 @@ def test_absolute_zero_in_tangent_and_hvp_sweeps():
     assert JV.tolist() == [[0.0]]  # = the reverse-mode Jacobian
 
 
+def blocks_and_one_by_one(sweep, x, seed, zero_column):
+    """(V, sweep(x, V), the same product column by column) for 40 random
+    directions V, one of them zero: 40 make two blocks of 16 and a part."""
+    V = np.random.default_rng(seed).normal(size=(len(x), 40))
+    V[:, zero_column] = 0.0
+    whole = sweep(x, V)
+    one_by_one = np.column_stack([sweep(x, V[:, j:j + 1])[1][:, 0] for j in range(40)])
+    return V, whole, one_by_one
+
+
 def test_jvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
     """jvp sweeps up to 16 directions at once. 40 columns make two full
     blocks and a part; each column must come out as a sweep along it alone
@@ -284,11 +294,8 @@ def test_jvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
 
     x = np.linspace(0.0, 1.5, 40)  # x[0] = 0: sqrt's partial is inf there
     t = fad.compile(f, list(x)).traces[0]
-    V = np.random.default_rng(3).normal(size=(40, 40))
-    V[:, 4] = 0.0
-    y, JV, changed = t.jvp(x, V)
+    V, (y, JV, changed), one_by_one = blocks_and_one_by_one(t.jvp, x, 3, 4)
     assert changed == -1 and JV.shape == (3, 40)
-    one_by_one = np.column_stack([t.jvp(x, V[:, j:j + 1])[1][:, 0] for j in range(40)])
     assert np.array_equal(JV, one_by_one)
     assert np.all(np.isfinite(JV)) and not JV[:, 4].any()
     J = t.jacobian_rev(x)[1]
@@ -309,11 +316,8 @@ def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
 
     x = np.linspace(0.0, 1.2, 40)
     t = fad.compile(f, list(x)).traces[0]
-    V = np.random.default_rng(4).normal(size=(40, 40))
-    V[:, 7] = 0.0
-    g, HV, changed = t.hvp(x, V)
+    V, (g, HV, changed), one_by_one = blocks_and_one_by_one(t.hvp, x, 4, 7)
     assert changed == -1 and HV.shape == (40, 40)
-    one_by_one = np.column_stack([t.hvp(x, V[:, j:j + 1])[1][:, 0] for j in range(40)])
     assert np.array_equal(HV, one_by_one)
     assert np.array_equal(g, t.value_and_grad(x)[1])
     H = np.zeros((40, 40))  # Rosenbrock's Hessian, by hand
