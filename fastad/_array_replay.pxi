@@ -74,10 +74,11 @@ cdef class ArrayTrace:
             raise ValueError("trace leaves refer to input numbers that do not exist")
         self.live = self._live_rows()
         self.runs = []
+        cdef const unsigned char[::1] live = self.live.view(np.uint8)
         cdef Py_ssize_t i, lo = 0
         cdef int kind, run = -1
         for i in range(self.n):
-            if not self.live[i]:
+            if not live[i]:
                 kind = RUN_DEAD
             elif self.op_v[i] >= FIRST_ARRAY_OP and self.op_v[i] != OP_ELEM:
                 kind = RUN_ARRAY
