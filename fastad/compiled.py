@@ -410,7 +410,8 @@ class CompiledFunction:
 
     def hessian(self, *args):
         """Second derivatives of a scalar output, shaped in.shape + in.shape
-        (for one argnum), from one Hessian-vector product per input."""
+        (for one argnum): the Hessian-vector products with every basis
+        vector, 16 a sweep (Trace.hvp)."""
         self._scalar_output()
         if not self.single:
             raise ValueError("hessian takes a single argnum")
