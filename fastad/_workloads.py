@@ -722,8 +722,8 @@ def array_floor_value(wl):
 # ``grad_batch`` is Rosenbrock n=100 over B stacked points; ``jacobian`` a
 # 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list;
 # ``hessian`` Rosenbrock n=100's Hessian, whole and as n Hessian-vector
-# products; ``cf-mlp784`` the array MLP above, compiled over its parameter dict (an
-# ArrayTrace: each array row replays by NumPy).
+# products; ``cf-mlp784`` the array MLP above, compiled over its parameter
+# dict (an ArrayTrace: each array row replays by NumPy).
 
 COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "hessian", "cf-mlp784")
 COMPILE_SIZES = {
