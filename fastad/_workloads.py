@@ -721,8 +721,9 @@ def array_floor_value(wl):
 # as ``fad.compile(lambda x: fn(x, fad), x0)`` on a list of floats;
 # ``grad_batch`` is Rosenbrock n=100 over B stacked points; ``jacobian`` a
 # 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list;
-# ``hessian`` Rosenbrock n=100's Hessian, whole and as n Hessian-vector
-# products; ``cf-mlp784`` the array MLP above, compiled over its parameter
+# ``hessian`` Rosenbrock n=100's Hessian: by a coloring of its pattern, by
+# products with every basis vector (16 a sweep, or one call each);
+# ``cf-mlp784`` the array MLP above, compiled over its parameter
 # dict (an ArrayTrace: each array row replays by NumPy).
 
 COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "hessian", "cf-mlp784")
@@ -743,7 +744,8 @@ COMPILE_BODIES = {
     "grad_batch": [("cf", "loop"), ("cf", "threads=1"), ("cf", "threads=2"),
                    ("cf", "threads=None")],
     "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
-    "hessian": [("cf", "grad"), ("cf", "hvp-loop"), ("cf", "hessian"), ("fastad", "hessian")],
+    "hessian": [("cf", "grad"), ("cf", "hvp-loop"), ("cf", "hvp-blocks"), ("cf", "hessian"),
+                ("fastad", "hessian")],
     "cf-mlp784": [("numpy", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("fastad", "grad")],
 }
 
@@ -863,9 +865,11 @@ def compile_phases(wl, engine):
                 cf.hvp(x0, e)
 
         hess = fad.hessian(lambda x: fn(x, fad))
+        trace, xa, eye = cf.traces[0], np.array(x0), np.eye(len(x0))
         bodies = {
             ("cf", "grad"): Phase(lambda: cf.grad(x0)),
             ("cf", "hvp-loop"): Phase(hvp_loop),
+            ("cf", "hvp-blocks"): Phase(lambda: trace.hvp(xa, eye)),  # the dense route
             ("cf", "hessian"): Phase(lambda: cf.hessian(x0)),
             ("fastad", "hessian"): Phase(lambda: hess(x0)),
         }

@@ -425,7 +425,8 @@ def report_compile(wls, medians, borrowed=()):
             lines += _phase_table(wl.label, medians, w, (
                 ("cf", "grad", "cf.grad(x)"),
                 ("cf", "hvp-loop", f"{wl.size} calls of cf.hvp(x, e_i)"),
-                ("cf", "hessian", "cf.hessian(x): 16 directions a sweep"),
+                ("cf", "hvp-blocks", f"H @ I, {wl.size} products 16 a sweep (the dense route)"),
+                ("cf", "hessian", "cf.hessian(x): 3 products, its pattern colored"),
                 ("fastad", "hessian", "fad.hessian(f)(x) (records each call)")),
                 (("vs cf.grad", ("cf", "grad")), ("vs the cf.hvp loop", ("cf", "hvp-loop"))))
         if w == "cf-mlp784":

@@ -410,21 +410,17 @@ class CompiledFunction:
 
     def hessian(self, *args):
         """Second derivatives of a scalar output, shaped in.shape + in.shape
-        (for one argnum): the Hessian-vector products with every basis
-        vector, 16 a sweep (Trace.hvp)."""
+        (for one argnum), from Hessian-vector products 16 a sweep: as few as
+        a coloring of its sparsity pattern allows (Trace.hessian)."""
         self._scalar_output()
         if not self.single:
             raise ValueError("hessian takes a single argnum")
         if self._scalar(args) is not self:
             return self._twin.hessian(*args)
-        x = self._inputs(args)
         s = self._slices[0]
-        n = s.stop - s.start
-        V = np.zeros((len(x), n))
-        V[np.arange(s.start, s.stop), np.arange(n)] = 1.0
-        _, HV = self._run(x, "hvp", V)
+        _, H = self._run(self._inputs(args), "hessian", s.start, s.stop)
         shape = _tree.shape(self._arg_treedefs[0])
-        return HV[s].reshape(shape + shape)
+        return H.reshape(shape + shape)
 
     def hvp(self, *args_and_v):
         """H @ v for a function of the arguments args, where v has the

@@ -1,0 +1,99 @@
+"""A sparse Hessian from a few Hessian-vector products.
+
+A trace's Hessian is a sum over its rows: H = sum_i adj_i J_i^T (d2 phi_i)
+J_i, where J_i holds the derivatives of row i's arguments with respect to
+the inputs. So the inputs a row's arguments depend on, taken in pairs, bound
+that row's part of the pattern, and a row whose second derivatives are zero
+(a sum, a difference, a product with a constant, a piecewise-linear kink, a
+guard) adds nothing. The pattern found so is a superset of the true one,
+which is all a compression needs.
+
+Columns whose patterns share no row may share one product: H @ (e_j + e_k)
+holds column j in j's rows and column k in k's (Curtis, Powell and Reid).
+A greedy distance-2 coloring groups them (Gebremedhin, Manne and Pothen,
+"What color is your Jacobian?", SIAM Review 2005). Rosenbrock's tridiagonal
+Hessian takes 3 products at any size instead of n.
+"""
+import numpy as np
+
+from fastad import ops as _ops
+from fastad._replay import live_rows
+
+# A row depending on more inputs than this makes the Hessian too dense to
+# compress (and the pattern too costly to track): the caller goes dense.
+MAX_DEPENDENCIES = 64
+
+_CODE = {s.name: s.code for s in _ops.OPS}
+# Ops whose second derivatives are zero everywhere (on each piece).
+_FLAT = frozenset(s.code for s in _ops.OPS if s.kind in ("input", "kink", "guard")) | {
+    _CODE["add"], _CODE["sub"], _CODE["neg"]}
+_EMPTY = frozenset()
+
+
+class HessianPlan:
+    """colors[j]: the product that column j of the Hessian comes from;
+    rows, cols: every entry that can be nonzero."""
+
+    def __init__(self, colors, rows, cols):
+        self.colors = colors
+        self.n_colors = int(colors.max()) + 1 if len(colors) else 0
+        self.rows, self.cols = rows, cols
+
+    def seeds(self):
+        """The (n, n_colors) directions: column c sums the basis vectors of color c."""
+        S = np.zeros((len(self.colors), self.n_colors))
+        S[np.arange(len(self.colors)), self.colors] = 1.0
+        return S
+
+    def recover(self, HS):
+        """The Hessian from HS = H @ seeds()."""
+        H = np.zeros((len(self.colors), len(self.colors)))
+        H[self.rows, self.cols] = HS[self.rows, self.colors[self.cols]]
+        return H
+
+
+def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
+    """A HessianPlan for the output at row out_row of a trace (columns op, a,
+    b; in_rows[k] the INPUT row of input k, -1 if unused), or None where
+    compression does not pay: a row depends on more than max_dependencies
+    inputs, or the coloring needs more than half as many products as there
+    are inputs."""
+    n_in = len(in_rows)
+    if out_row < 0 or n_in < 2:
+        return None
+    input_of = {int(row): k for k, row in enumerate(in_rows) if row >= 0}
+    reach = np.flatnonzero(live_rows(op, a, b, [out_row]))
+    mul, div = _CODE["mul"], _CODE["div"]
+    curved = [i for i in reach.tolist() if not (
+        op[i] in _FLAT or (op[i] == mul and (a[i] < 0 or b[i] < 0)) or (op[i] == div and b[i] < 0))]
+    # Only the rows a curved row reads, directly or not, need their inputs
+    # (a long sum's partial sums do not: tracking them would cost n^2).
+    args = [r for i in curved for r in (a[i], b[i]) if r >= 0]
+    needed = np.flatnonzero(live_rows(op, a, b, args)).tolist() if args else []
+    op_l, a_l, b_l = op.tolist(), a.tolist(), b.tolist()
+    dep = {}  # row -> the inputs it depends on
+    for i in needed:
+        if i in input_of:
+            dep[i] = frozenset((input_of[i],))
+            continue
+        d = dep.get(a_l[i], _EMPTY) | dep.get(b_l[i], _EMPTY)
+        if len(d) > max_dependencies:
+            return None
+        dep[i] = d
+    neighbours = [set() for _ in range(n_in)]  # column -> the rows where it can be nonzero
+    for i in curved:
+        d = dep.get(a_l[i], _EMPTY) | dep.get(b_l[i], _EMPTY)
+        for j in d:
+            neighbours[j] |= d
+    colors = np.full(n_in, -1, np.intp)
+    for j in range(n_in):  # greedy distance-2 coloring: no shared row within a color
+        taken = {colors[k] for r in neighbours[j] for k in neighbours[r]}
+        c = 0
+        while c in taken:
+            c += 1
+        colors[j] = c
+    if 2 * (int(colors.max()) + 1) > n_in:
+        return None
+    cols = np.array([c for c in range(n_in) for _ in neighbours[c]], np.intp)
+    rows = np.array([r for c in range(n_in) for r in neighbours[c]], np.intp)
+    return HessianPlan(colors, rows, cols)
