@@ -62,15 +62,15 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
     if out_row < 0 or n_in < 2:
         return None
     input_of = {int(row): k for k, row in enumerate(in_rows) if row >= 0}
-    reach = np.flatnonzero(live_rows(op, a, b, [out_row]))
+    reach = np.flatnonzero(live_rows(op, a, b, [out_row])).tolist()
+    op_l, a_l, b_l = op.tolist(), a.tolist(), b.tolist()
     mul, div = _CODE["mul"], _CODE["div"]
-    curved = [i for i in reach.tolist() if not (
-        op[i] in _FLAT or (op[i] == mul and (a[i] < 0 or b[i] < 0)) or (op[i] == div and b[i] < 0))]
+    curved = [i for i in reach if not (op_l[i] in _FLAT or (op_l[i] == mul and (a_l[i] < 0 or b_l[i] < 0))
+                                       or (op_l[i] == div and b_l[i] < 0))]
     # Only the rows a curved row reads, directly or not, need their inputs
     # (a long sum's partial sums do not: tracking them would cost n^2).
-    args = [r for i in curved for r in (a[i], b[i]) if r >= 0]
+    args = [r for i in curved for r in (a_l[i], b_l[i]) if r >= 0]
     needed = np.flatnonzero(live_rows(op, a, b, args)).tolist() if args else []
-    op_l, a_l, b_l = op.tolist(), a.tolist(), b.tolist()
     dep = {}  # row -> the inputs it depends on
     for i in needed:
         if i in input_of:
