@@ -346,6 +346,17 @@ def test_a_trace_keeps_no_block_of_tangents_after_a_hessian():
     assert 0 < t.nbytes - arrays <= per_row * t.n
 
 
+def test_trace_hessian_checks_its_range_and_output():
+    t = fad.compile(lambda x: x[0] * x[1] * x[2], [1.0, 2.0, 3.0]).traces[0]
+    g, H, changed = t.hessian([1.0, 2.0, 3.0], 1, 3)
+    assert changed == -1 and H.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    for lo, hi in ((0, 4), (-1, 2), (2, 1)):
+        with pytest.raises(ValueError, match="outside the 3 inputs"):
+            t.hessian([1.0, 2.0, 3.0], lo, hi)
+    with pytest.raises(ValueError, match="one scalar output"):
+        hand_trace().hessian([0.5, 1.5], 0, 2)
+
+
 def test_nan_and_inf_propagate_without_errors():
     t = hand_trace()
     y, changed = t.values([math.nan, 1.0])
