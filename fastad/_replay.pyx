@@ -24,7 +24,7 @@ cnp.import_array()
 
 cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS(object seq)  # seq must be a list or a tuple
-    bint PyFloat_CheckExact(PyObject* o)
+    bint PyFloat_Check(PyObject* o)
     bint PyLong_CheckExact(PyObject* o)
     double PyFloat_AS_DOUBLE(PyObject* o)
 
@@ -509,7 +509,7 @@ def pack_numbers(list values, list layout):
         v = values[k]
         kind, n_or_none = layout[k]
         if n_or_none is None:
-            if type(v) is not float and type(v) is not int:
+            if not isinstance(v, float) and type(v) is not int:
                 return None
             o[pos] = v
             pos += 1
@@ -521,7 +521,7 @@ def pack_numbers(list values, list layout):
             return None
         items = PySequence_Fast_ITEMS(v)  # a list's or tuple's item array: no call per item
         for j in range(n):
-            if PyFloat_CheckExact(items[j]):
+            if PyFloat_Check(items[j]):  # float or a subclass: np.float64 (list(an_array))
                 o[pos] = PyFloat_AS_DOUBLE(items[j])
             elif PyLong_CheckExact(items[j]):
                 o[pos] = <double><object>items[j]

@@ -193,6 +193,18 @@ def test_integer_inputs_are_taken_as_float():
     assert cf.grad(np.array([3.0, 4.0])).tolist() == [16.0, 24.0]
 
 
+def test_numpy_scalars_in_lists_are_numbers():
+    """list(an_array) holds np.float64s (a float subclass): they are read as
+    the floats they are, on the fast path, and gradients come back as
+    Python floats, as for a list of floats."""
+    cf = fad.compile(lambda x, s: x[0] * x[1] ** 2 * s, [1.0, 2.0], 1.0)
+    x, s = list(np.array([3.0, 4.0])), np.float64(0.5)
+    assert type(x[0]) is np.float64
+    g = cf.grad(x, s)
+    assert g == cf.grad([3.0, 4.0], 0.5) == [8.0, 12.0] and all(type(v) is float for v in g)
+    assert cf.hessian(x, s).tolist() == [[0.0, 4.0], [4.0, 3.0]]
+
+
 def test_output_structures_of_call():
     def f(x):
         return {"a": x[0] * x[1], "b": [fad.sin(x[0]), 2.0], "c": np.array([x[1], x[0] * 3.0])}
