@@ -12,7 +12,9 @@ Columns whose patterns share no row may share one product: H @ (e_j + e_k)
 holds column j in j's rows and column k in k's (Curtis, Powell and Reid).
 A greedy distance-2 coloring groups them (Gebremedhin, Manne and Pothen,
 "What color is your Jacobian?", SIAM Review 2005). Rosenbrock's tridiagonal
-Hessian takes 3 products at any size instead of n.
+Hessian takes 3 products at any size instead of n. A column with many
+entries gets a product of its own, and the entries of its row are read from
+it by symmetry, so an arrow (one input coupled to all) takes 2.
 """
 import numpy as np
 
@@ -32,12 +34,18 @@ _EMPTY = frozenset()
 
 class HessianPlan:
     """colors[j]: the product that column j of the Hessian comes from;
-    rows, cols: every entry that can be nonzero."""
+    rows, cols: every entry that can be nonzero; heavy[j]: column j has a
+    product of its own, and its row is read from there."""
 
-    def __init__(self, colors, rows, cols):
+    def __init__(self, colors, rows, cols, heavy):
         self.colors = colors
         self.n_colors = int(colors.max()) + 1 if len(colors) else 0
         self.rows, self.cols = rows, cols
+        # where each entry is read: H[r, c] from product colors[c] at row r,
+        # or, in a heavy row next to a light column, H[c, r] from r's product
+        by_symmetry = heavy[rows] & ~heavy[cols]
+        self.read_rows = np.where(by_symmetry, cols, rows)
+        self.read_products = np.where(by_symmetry, colors[rows], colors[cols])
 
     def seeds(self):
         """The (n, n_colors) directions: column c sums the basis vectors of color c."""
@@ -48,7 +56,7 @@ class HessianPlan:
     def recover(self, HS):
         """The Hessian from HS = H @ seeds()."""
         H = np.zeros((len(self.colors), len(self.colors)))
-        H[self.rows, self.cols] = HS[self.rows, self.colors[self.cols]]
+        H[self.rows, self.cols] = HS[self.read_rows, self.read_products]
         return H
 
 
@@ -85,10 +93,15 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
         d = dep.get(a_l[i], _EMPTY) | dep.get(b_l[i], _EMPTY)
         for j in d:
             neighbours[j] |= d
+    # A column with many entries (one input coupled to all: an arrow) gets
+    # a product of its own; then the others need not avoid each other in
+    # its row, whose entries come from that product, by symmetry.
+    heavy = np.array([len(rows) > max(4, n_in ** 0.5) for rows in neighbours])
     colors = np.full(n_in, -1, np.intp)
-    for j in range(n_in):  # greedy distance-2 coloring: no shared row within a color
-        taken = {colors[k] for r in neighbours[j] for k in neighbours[r]}
-        c = 0
+    colors[heavy] = np.arange(int(heavy.sum()))
+    for j in np.flatnonzero(~heavy).tolist():  # greedy distance-2 coloring in the light rows
+        taken = {colors[k] for r in neighbours[j] if not heavy[r] for k in neighbours[r] if not heavy[k]}
+        c = int(heavy.sum())
         while c in taken:
             c += 1
         colors[j] = c
@@ -96,4 +109,4 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
         return None
     cols = np.array([c for c in range(n_in) for _ in neighbours[c]], np.intp)
     rows = np.array([r for c in range(n_in) for r in neighbours[c]], np.intp)
-    return HessianPlan(colors, rows, cols)
+    return HessianPlan(colors, rows, cols, heavy)

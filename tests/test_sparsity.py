@@ -66,9 +66,9 @@ def test_patterns_and_their_colors(f, colors):
 
 
 @pytest.mark.parametrize("f", [
-    lambda x: sum(x) ** 2,                                                    # every pair
-    lambda x: sum(x[0] * xi for xi in x[1:]) + sum(xi * xi for xi in x),      # an arrow
-], ids=["dense", "arrow"])
+    lambda x: sum(x) ** 2,                                                # every pair
+    lambda x: sum(x[i] * x[j] for i in range(0, 12, 2) for j in range(1, 12, 2)),  # bipartite
+], ids=["dense", "bipartite"])
 def test_dense_patterns_take_the_dense_route(f):
     """A pattern whose coloring needs more than half the products, or a
     row that depends on every input, goes dense: one product per input."""
@@ -77,6 +77,22 @@ def test_dense_patterns_take_the_dense_route(f):
     assert plan_of(cf) is None
     np.testing.assert_array_equal(colored_hessian(cf, x), dense_hessian(cf, x))
     assert cf.traces[0].hessian_plan is False  # looked for once, then dense for good
+
+
+@pytest.mark.parametrize("n", [12, 300])
+def test_an_arrow_takes_two_products(n):
+    """x0 coupled to every input: its column gets a product of its own, the
+    others share one, and row 0 is read from column 0's by symmetry."""
+    x = np.linspace(0.1, 1.3, n).tolist()
+    cf = fad.compile(lambda x: sum(x[0] * xi * xi for xi in x[1:]) + sum(fad.sin(xi) for xi in x), x)
+    plan = plan_of(cf)
+    assert plan.n_colors == 2 and plan.colors[0] == 0 and set(plan.colors[1:]) == {1}
+    xa = np.array(x)
+    want = np.diag(-np.sin(xa) + np.r_[0.0, 2.0 * xa[0] * np.ones(n - 1)])
+    want[0, 1:] = want[1:, 0] = 2.0 * xa[1:]
+    H = colored_hessian(cf, x)
+    np.testing.assert_allclose(H, want, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(H, dense_hessian(cf, x), rtol=1e-15, atol=1e-15)
 
 
 def test_linear_rows_neither_add_entries_nor_count_inputs():
@@ -106,10 +122,11 @@ def test_the_block_of_one_argnum():
 
 
 # Random programs over up to 10 inputs, each step reading two earlier values
-# nearby (so that patterns stay sparse): whatever plan is found, its pattern
-# holds every nonzero of the dense Hessian, and the compressed Hessian is the
-# dense one.
-OPS = ["add", "mul", "sin", "square", "div", "sub_c", "tanh", "mul_c"]
+# nearby (so that patterns stay sparse), or one of them times the first input
+# (which couples that input to many: arrows): whatever plan is found, its
+# pattern holds every nonzero of the dense Hessian, and the compressed
+# Hessian is the dense one.
+OPS = ["add", "mul", "sin", "square", "div", "sub_c", "tanh", "mul_c", "times_x0"]
 programs = st.lists(st.tuples(st.sampled_from(OPS), st.integers(1, 4), st.integers(1, 4)),
                     min_size=1, max_size=25)
 
@@ -120,7 +137,8 @@ def run(x, program):
         u, v = values[-i if i <= len(values) else 0], values[-j if j <= len(values) else 0]
         values.append({"add": lambda: u + v, "mul": lambda: u * v, "sin": lambda: fad.sin(u),
                        "square": lambda: u * u, "div": lambda: u / (1.0 + v * v),
-                       "sub_c": lambda: 0.5 - u, "tanh": lambda: fad.tanh(u), "mul_c": lambda: 3.0 * u}[name]())
+                       "sub_c": lambda: 0.5 - u, "tanh": lambda: fad.tanh(u), "mul_c": lambda: 3.0 * u,
+                       "times_x0": lambda: u * x[0]}[name]())
     return sum(values[len(x):], 0.0 * values[0])
 
 
@@ -146,3 +164,28 @@ def test_a_one_off_hessian_of_few_inputs_goes_dense():
     assert cf.traces[0].hessian_plan is None
     cf.hessian([0.5] * 20)
     assert cf.traces[0].hessian_plan.n_colors == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(6, 40), hub=st.integers(0, 39), links=st.lists(st.integers(0, 39), min_size=1, max_size=40),
+       band=st.booleans(), seed=st.integers(0, 1000))
+def test_random_hubs_and_bands(n, hub, links, band, seed):
+    """One input coupled to some others (a hub: a heavy column once it has
+    more than max(4, sqrt(n)) entries, its row then read by symmetry), on
+    a diagonal, with or without Rosenbrock's band."""
+    hub %= n
+
+    def f(x):
+        total = sum(fad.sin(xi) for xi in x) + sum(x[hub] * x[j % n] ** 2 for j in links)
+        if band:
+            total = total + sum((x[i + 1] - x[i] ** 2) ** 2 for i in range(n - 1))
+        return total
+
+    x = np.random.default_rng(seed).uniform(-1.0, 1.0, n).tolist()
+    cf = fad.compile(f, x)
+    dense = dense_hessian(cf, x)
+    plan = plan_of(cf)
+    if plan is not None:
+        assert {(int(r), int(c)) for r, c in zip(*np.nonzero(dense))} <= set(zip(plan.rows.tolist(),
+                                                                              plan.cols.tolist()))
+    np.testing.assert_allclose(colored_hessian(cf, x), dense, rtol=1e-13, atol=1e-13)
