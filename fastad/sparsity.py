@@ -24,6 +24,9 @@ from fastad._replay import live_rows
 # A row depending on more inputs than this makes the Hessian too dense to
 # compress (and the pattern too costly to track): the caller goes dense.
 MAX_DEPENDENCIES = 64
+# At most this many (row, input) dependencies are tracked, a few hundred MB
+# of sets at worst; a bigger pattern goes dense.
+PATTERN_BUDGET = 4_000_000
 
 _CODE = {s.name: s.code for s in _ops.OPS}
 # Ops whose second derivatives are zero everywhere (on each piece).
@@ -64,8 +67,8 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
     """A HessianPlan for the output at row out_row of a trace (columns op, a,
     b; in_rows[k] the INPUT row of input k, -1 if unused), or None where
     compression does not pay: a row depends on more than max_dependencies
-    inputs, or the coloring needs more than half as many products as there
-    are inputs."""
+    inputs (or half of them), the pattern outgrows PATTERN_BUDGET, or the
+    coloring needs more than half as many products as there are inputs."""
     n_in = len(in_rows)
     if out_row < 0 or n_in < 2:
         return None
@@ -79,13 +82,18 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
     # (a long sum's partial sums do not: tracking them would cost n^2).
     args = [r for i in curved for r in (a_l[i], b_l[i]) if r >= 0]
     needed = np.flatnonzero(live_rows(op, a, b, args)).tolist() if args else []
+    # A needed row's inputs end up in a curved row's, all pairs of which
+    # need distinct colors: more than n_in / 2 of them cannot pay.
+    limit, budget = min(max_dependencies, n_in // 2), PATTERN_BUDGET
     dep = {}  # row -> the inputs it depends on
     for i in needed:
         if i in input_of:
             dep[i] = frozenset((input_of[i],))
             continue
-        d = dep.get(a_l[i], _EMPTY) | dep.get(b_l[i], _EMPTY)
-        if len(d) > max_dependencies:
+        da, db = dep.get(a_l[i], _EMPTY), dep.get(b_l[i], _EMPTY)
+        d = da | db if da and db else da or db  # a chain of unary rows shares one set
+        budget -= len(d)
+        if len(d) > limit or budget < 0:
             return None
         dep[i] = d
     neighbours = [set() for _ in range(n_in)]  # column -> the rows where it can be nonzero

@@ -79,6 +79,21 @@ def test_dense_patterns_take_the_dense_route(f):
     assert cf.traces[0].hessian_plan is False  # looked for once, then dense for good
 
 
+def test_a_pattern_too_big_to_track_goes_dense(monkeypatch):
+    """The pattern's sets are bounded: past PATTERN_BUDGET dependencies, or
+    a row depending on over half the inputs, the Hessian is dense."""
+    import fastad.sparsity as sparsity
+    x = np.linspace(0.1, 1.3, 40).tolist()
+    cf = fad.compile(rosenbrock, x)
+    assert plan_of(cf).n_colors == 3
+    monkeypatch.setattr(sparsity, "PATTERN_BUDGET", 50)  # Rosenbrock tracks about 3 a term
+    assert plan_of(cf) is None
+    monkeypatch.undo()
+    cf = fad.compile(lambda x: fad.sin(sum(x[:21])) + sum(xi * xi for xi in x), x)  # 21 > 40 / 2
+    assert plan_of(cf) is None
+    np.testing.assert_array_equal(colored_hessian(cf, x), dense_hessian(cf, x))
+
+
 @pytest.mark.parametrize("n", [12, 300])
 def test_an_arrow_takes_two_products(n):
     """x0 coupled to every input: its column gets a product of its own, the
