@@ -95,26 +95,11 @@ cdef class ArrayTrace:
         """Which rows the outputs and the guards depend on: a replay skips
         the others (dead code), as compile does for a scalar trace
         (_live_only in fastad/compiled.py). Input rows stay, for the
-        gradient to find. One backward pass: creation order is topological."""
-        live = np.isin(self.op, _ROOT_OPS)
-        for row, _, _ in self.outs:
-            if row >= 0:
-                live[row] = True
-        cdef unsigned char[::1] lv = live.view(np.uint8)
-        cdef Py_ssize_t i
-        for i in range(self.n - 1, -1, -1):
-            if not lv[i]:
-                continue
-            if _arity[self.op_v[i]] == -1:  # concatenate, stack: their rows in aux
-                for r in self.aux[i][0]:
-                    if r >= 0:
-                        lv[r] = 1
-                continue
-            if self.a_v[i] >= 0:
-                lv[self.a_v[i]] = 1
-            if self.b_v[i] >= 0:
-                lv[self.b_v[i]] = 1
-        return live
+        gradient to find."""
+        from fastad._replay import live_rows
+        roots = np.flatnonzero(np.isin(self.op, _ROOT_OPS)).tolist() + [r for r, _, _ in self.outs if r >= 0]
+        more = {i: self.aux[i][0] for i in range(self.n) if _arity[self.op_v[i]] == -1}
+        return live_rows(self.op, self.a, self.b, roots, more)
 
     def _validate(self):
         """Rows from a pickle are user input: check what the C loops trust."""

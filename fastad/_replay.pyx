@@ -533,13 +533,16 @@ def pack_numbers(list values, list layout):
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-def live_rows(const op_t[::1] op, const node_t[::1] a, const node_t[::1] b, roots):
+def live_rows(const op_t[::1] op, const node_t[::1] a, const node_t[::1] b, roots, dict more=None):
     """Which rows the root rows depend on, roots included: a bool mask.
 
     One backward pass (creation order is topological). compile keeps only
     these rows: work nothing reads is not replayed. Arguments must be
-    earlier rows, as on a tape (records made by fastad are)."""
+    earlier rows, as on a tape (records made by fastad are). more: row ->
+    its further argument rows, for rows with more than a and b
+    (concatenate and stack keep theirs in aux)."""
     cdef Py_ssize_t n = op.shape[0], i
+    cdef bint has_more = bool(more)
     if a.shape[0] != n or b.shape[0] != n:
         raise ValueError("op, a and b differ in length")
     live = np.zeros(n, np.uint8)
@@ -554,4 +557,8 @@ def live_rows(const op_t[::1] op, const node_t[::1] a, const node_t[::1] b, root
                 lv[a[i]] = 1
             if 0 <= b[i] < i:
                 lv[b[i]] = 1
+            if has_more and i in more:
+                for r in more[i]:
+                    if 0 <= r < i:
+                        lv[r] = 1
     return live.view(bool)

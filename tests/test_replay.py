@@ -597,6 +597,8 @@ def test_live_rows_marks_what_the_roots_depend_on():
     assert live_rows(op, a, b, [4]).tolist() == [True, True, True, False, True]
     assert live_rows(op, a, b, [3]).tolist() == [True, False, False, True, False]
     assert live_rows(op, a, b, []).tolist() == [False] * 5
+    # more arguments than a and b (a concatenate's, in aux): earlier rows only
+    assert live_rows(op, a, b, [4], {4: [3, -1, 7]}).tolist() == [True] * 5
     with pytest.raises(IndexError, match="root row 5 is outside the 5 rows"):
         live_rows(op, a, b, [5])
     with pytest.raises(ValueError, match="differ in length"):
