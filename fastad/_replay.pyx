@@ -16,7 +16,8 @@ import numpy as np
 cimport numpy as cnp
 
 from fastad._ops cimport *
-from fastad._sweeps cimport branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
+from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
+                             A_CONST, B_CONST)
 from fastad import ops as _ops_table
 
 
@@ -81,6 +82,11 @@ cdef class Trace:
     cdef const double[::1] c_v, val0_v, out_const_v
     cdef const signed char[::1] branch_v
     cdef const node_t[::1] const_rows_v  # INPUT rows that are no input: constants
+    # the rows lowered for forward_sweep and reverse_sweep (_sweeps.pxd, SHAPES)
+    cdef readonly object code, la, lb, pool
+    cdef const unsigned char[::1] code_v
+    cdef const node_t[::1] la_v, lb_v
+    cdef const double[::1] pool_v
     cdef readonly Py_ssize_t n, n_in, n_out
     cdef Buffers spare  # the last call's scratch, lent to the next (None while lent)
     cdef readonly object hessian_plan  # fastad.sparsity's plan, False for dense; None until made
@@ -110,6 +116,8 @@ cdef class Trace:
         self.branch_v = self.branch0
         const_rows = np.flatnonzero((self.op == OP_INPUT) & ~np.isin(np.arange(self.n), self.in_rows))
         self.const_rows_v = const_rows.astype(np.int32)
+        self._lower()
+        self.code_v, self.la_v, self.lb_v, self.pool_v = self.code, self.la, self.lb, self.pool
 
     def _validate(self):
         """Rows from a pickle are user input: check every index before any
@@ -128,12 +136,34 @@ cdef class Trace:
             arg = getattr(self, name)
             if np.any((arg >= rows) | (arg < -1)):
                 raise ValueError(f"trace column {name} refers to a row that is not earlier")
+        inputs = self.op == OP_INPUT
+        if np.any(inputs & ((self.a != -1) | (self.b != -1))):
+            raise ValueError("trace has an input row with arguments")
+        if np.any(~inputs & (self.a < 0) & (self.b < 0)):
+            raise ValueError("trace has a row with no argument that is not an input")
         for name in ("in_rows", "out_rows"):
             idx = getattr(self, name)
             if np.any((idx >= n) | (idx < -1)):
                 raise ValueError(f"trace {name} refers to a row outside the tape")
         if self.out_const.shape != self.out_rows.shape:
             raise ValueError("trace out_const and out_rows differ in length")
+
+    def _lower(self):
+        """code, la, lb, pool: the rows as forward_sweep and reverse_sweep
+        read them (SHAPES in _sweeps.pxd). A constant argument's slot holds
+        ~k for pool[k]; the pool holds each distinct constant once, told
+        apart by its bits (0.0 and -0.0, nans). Inputs keep code 0: by
+        _validate, they are the rows with no argument row."""
+        row = self.op != OP_INPUT
+        a_const, b_const = row & (self.a < 0), row & (self.b < 0)
+        self.code = (self.op | np.where(a_const, A_CONST, 0) | np.where(b_const, B_CONST, 0)).astype(np.uint8)
+        has_const = a_const | b_const
+        bits, slot = np.unique(self.c[has_const].view(np.uint64), return_inverse=True)
+        ref = np.full(self.n, -1, np.int32)
+        ref[has_const] = ~slot.astype(np.int32)
+        self.la = np.where(a_const, ref, self.a).astype(np.int32)
+        self.lb = np.where(b_const, ref, self.b).astype(np.int32)
+        self.pool = bits.view(np.float64) if bits.size else np.zeros(1)
 
     def _branches(self):
         out = np.empty(self.n, np.int8)
@@ -151,7 +181,8 @@ cdef class Trace:
         """Bytes held: the trace's arrays and the scratch it keeps for the
         next call."""
         return sum(getattr(self, k).nbytes for k in
-                   ("op", "a", "b", "c", "val0", "branch0", "in_rows", "out_rows", "out_const")
+                   ("op", "a", "b", "c", "val0", "branch0", "in_rows", "out_rows", "out_const",
+                    "code", "la", "lb", "pool")
                    ) + (self.spare.nbytes if self.spare is not None else 0)
 
     # -- the sweeps, on buffers the caller owns --
@@ -172,8 +203,8 @@ cdef class Trace:
             r = self.in_v[k]
             if r >= 0:
                 val[r] = x[k]
-        return forward_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
-                             val, &self.branch_v[0])
+        return forward_sweep(<node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
+                             &self.pool_v[0], val, &self.branch_v[0])
 
     cdef void reverse(self, const double* val, double* adj, Py_ssize_t out_k, double* g) noexcept nogil:
         """g = gradient of output number out_k at the values in val."""
@@ -184,7 +215,7 @@ cdef class Trace:
             return
         memset(adj, 0, (r + 1) * sizeof(double))
         adj[r] = 1.0
-        reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], val, adj, r)
+        reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, r)
         for k in range(self.n_in):
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
@@ -340,8 +371,8 @@ cdef class Trace:
                 for k in range(self.n_out):
                     if self.out_v[k] >= 0:
                         buf.adj[self.out_v[k]] += cv[k]
-                reverse_sweep(&self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0], buf.val,
-                              buf.adj, top)
+                reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0],
+                              buf.val, buf.adj, top)
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= top:
                         gv[k] = buf.adj[self.in_v[k]]

@@ -91,7 +91,8 @@ def test_trace_from_recording_mirrors_the_tape():
     abs_pos = t.branch0[t.op == CODE["abs"]]
     abs_neg = t_neg.branch0[t_neg.op == CODE["abs"]]
     assert len(abs_pos) == len(abs_neg) == 1 and abs_pos[0] != abs_neg[0]
-    assert t.nbytes == sum(arr.nbytes for arr in [t.branch0] + trace_args(t))
+    lowered = [t.code, t.la, t.lb, t.pool]
+    assert t.nbytes == sum(arr.nbytes for arr in [t.branch0] + lowered + trace_args(t))
     # the outside leaf is frozen at its recorded value
     assert cf.value_and_grad(3.0) == (y.value, 3.0)
     outside.value = 5.0
@@ -368,6 +369,41 @@ def test_nan_and_inf_propagate_without_errors():
     assert changed == -1 and math.isnan(y[0]) and math.isnan(g[0])
 
 
+def every_shape(x, y):
+    """Each arithmetic op with two rows, a constant second and a constant
+    first argument, constants 0.0 and -0.0 (equal, but not the same bits),
+    and a general row."""
+    return [x + y, x + 2.0, 2.0 + x, x - y, x - 2.0, 2.0 - x, x * y, x * 2.0, 2.0 * x,
+            x / y, x / 2.0, 2.0 / x, -x, x ** 2, x * 0.0, x * -0.0, fad.sin(x) ** 0.5]
+
+
+def test_lowered_rows_keep_op_arguments_and_constant_bits():
+    t = fad.compile(every_shape, 1.5, 0.5).traces[0]
+    a_const, b_const = (t.op != CODE["input"]) & (t.a < 0), (t.op != CODE["input"]) & (t.b < 0)
+    assert np.array_equal(t.code & 63, t.op)
+    assert np.array_equal(t.code & 64 != 0, a_const) and np.array_equal(t.code & 128 != 0, b_const)
+    assert np.array_equal(t.la[~a_const], t.a[~a_const]) and np.array_equal(t.lb[~b_const], t.b[~b_const])
+    bits = lambda v: np.asarray(v, np.float64).view(np.uint64)
+    assert np.array_equal(bits(t.pool[~t.la[a_const]]), bits(t.c[a_const]))
+    assert np.array_equal(bits(t.pool[~t.lb[b_const]]), bits(t.c[b_const]))
+    assert len(t.pool) == len(set(bits(t.c[a_const | b_const]).tolist())) == 4  # 0, -0, 0.5, 2
+
+
+@pytest.mark.parametrize("x, y", [(2.0, 3.0), (-0.5, 0.25), (1e-300, -7.0)])
+def test_every_shape_replays_as_it_records(x, y):
+    """Values and every output's gradient, bit for bit (the sign of a zero
+    included) as recording them anew at the same point."""
+    cf = fad.compile(every_shape, 1.5, 0.5)
+    t = cf.traces[0]
+    want = [fad.value_and_grad(lambda x, y, k=k: every_shape(x, y)[k], argnums=(0, 1))(x, y)
+            for k in range(17)]
+    got, J, changed = t.jacobian_rev(np.array([x, y]))
+    assert changed == -1
+    assert got.view(np.uint64).tolist() == np.array([w[0] for w in want]).view(np.uint64).tolist()
+    assert J.view(np.uint64).tolist() == np.array([w[1] for w in want]).view(np.uint64).tolist()
+    assert math.copysign(1.0, got[15]) == (-1.0 if x > 0 else 1.0)  # x * -0.0
+
+
 # ---------------------------------------------------------------------------
 # pickling and threads
 # ---------------------------------------------------------------------------
@@ -507,6 +543,8 @@ CORRUPTIONS = {
     "a_below_minus_one": (dict(a=_set(3, -5)), "not earlier"),
     "b_forward": (dict(b=_set(2, 2)), "not earlier"),
     "b_out_of_range": (dict(b=_set(4, 99999)), "not earlier"),
+    "input_with_argument": (dict(a=_set(1, 0)), "input row with arguments"),
+    "row_without_argument": (dict(a=_set(3, -1)), "no argument that is not an input"),
     "bad_op_code": (dict(op=_set(3, len(fops.OPS) + 10)), "op code"),
     "op_code_255": (dict(op=_set(3, 255)), "op code"),
     "short_a": (dict(a=lambda a: a[:-1]), "trace array a has shape"),
