@@ -40,14 +40,16 @@ cdef inline double sigmoid_value(double x) noexcept nogil:
     return e / (1.0 + e)
 
 
-cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
-    """f = op(x, y). The arithmetic ops are here: few and small, so the
-    compiler inlines this into every sweep (most rows are arithmetic). The
-    others are in elementary_value, which it keeps out of line, one big
-    function with two callers (here and op_branch): each of them calls libm
-    anyway. As one function of all ops, this was itself out of line, a call
-    on every row of a replay's forward sweep: 260 us against 142 inlined,
-    on Rosenbrock 10k."""
+cdef inline bint op_arith(op_t op) noexcept nogil:
+    """Whether op is one of the arithmetic ops (add, sub, mul, div, neg,
+    square): most rows, and the ones a replay specializes by argument shape
+    (fastad/_sweeps.pxd, SHAPES)."""
+    return OP_ADD <= op <= OP_SQUARE and op != OP_POWER
+
+
+cdef inline double arith_value(op_t op, double x, double y) noexcept nogil:
+    """op_value of an arithmetic op. Small, so every call with a constant op
+    inlines to the one operation."""
     if op == OP_ADD:
         return x + y
     elif op == OP_SUB:
@@ -58,8 +60,19 @@ cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
         return x / y
     elif op == OP_NEG:
         return -x
-    elif op == OP_SQUARE:
-        return x * x
+    return x * x  # OP_SQUARE
+
+
+cdef inline double op_value(op_t op, double x, double y) noexcept nogil:
+    """f = op(x, y). The arithmetic ops are small, so the compiler inlines
+    this into every sweep (most rows are arithmetic). The others are in
+    elementary_value, which it keeps out of line, one big function with two
+    callers (here and op_branch): each of them calls libm anyway. As one
+    function of all ops, this was itself out of line, a call on every row
+    of a replay's forward sweep: 260 us against 142 inlined, on Rosenbrock
+    10k."""
+    if op_arith(op):
+        return arith_value(op, x, y)
     return elementary_value(op, x, y)
 
 
@@ -151,12 +164,9 @@ cdef struct Partials:
     double dy  # df/dy
 
 
-cdef inline Partials op_partials(op_t op, double x, double y, double f, bint need_dy) noexcept nogil:
-    """(df/dx, df/dy). need_dy is false when y is a folded constant, so an
-    expensive partial nobody reads (power's log) is skipped."""
-    cdef double r
+cdef inline Partials arith_partials(op_t op, double x, double y, double f) noexcept nogil:
+    """op_partials of an arithmetic op (op_arith), small like arith_value."""
     cdef Partials d
-    d.dx = 0.0
     d.dy = 0.0
     if op == OP_ADD:
         d.dx = 1.0
@@ -170,17 +180,29 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
     elif op == OP_DIV:
         d.dx = 1.0 / y
         d.dy = -f / y
-    elif op == OP_POWER:
+    elif op == OP_NEG:
+        d.dx = -1.0
+    else:  # OP_SQUARE
+        d.dx = 2.0 * x
+    return d
+
+
+cdef inline Partials op_partials(op_t op, double x, double y, double f, bint need_dy) noexcept nogil:
+    """(df/dx, df/dy). need_dy is false when y is a folded constant, so an
+    expensive partial nobody reads (power's log) is skipped."""
+    cdef double r
+    cdef Partials d
+    if op_arith(op):
+        return arith_partials(op, x, y, f)
+    d.dx = 0.0
+    d.dy = 0.0
+    if op == OP_POWER:
         # y x^(y-1) is 0 * inf = nan at x = 0, y = 0, where x^0 = 1 is flat;
         # f log x is 0 * -inf at x = 0, where 0^y is flat in y (autograd's
         # and JAX's convention; CasADi issue #104 is the same trap).
         d.dx = y * pow(x, y - 1.0) if y != 0.0 else 0.0
         if need_dy:
             d.dy = f * log(x) if x != 0.0 else 0.0
-    elif op == OP_NEG:
-        d.dx = -1.0
-    elif op == OP_SQUARE:
-        d.dx = 2.0 * x
     elif op == OP_SQRT:
         d.dx = 0.5 / f  # inf at 0
     elif op == OP_CBRT:

@@ -11,8 +11,8 @@ All run without the GIL over indices the core itself wrote.
 """
 cimport cython
 from fastad._ops cimport *
-from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise,
-                            Partials, Second)
+from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise, arith_value,
+                            arith_partials, Partials, Second)
 
 cdef extern from *:
     """
@@ -149,13 +149,16 @@ cdef inline void value_sweep(Py_ssize_t n, const op_t* op, const node_t* a, cons
 # with the value in c. So an arithmetic row has a case per argument shape
 # (x * y, x * c, c * x ...) that loads only what it uses, every constant
 # comes from a pool that stays in cache instead of a stream of 8 bytes a
-# row, and each case calls its rule with the op as a constant, which the
-# compiler can fold to the one operation (GCC 12 inlines all but two of
-# these calls here; which, is its choice: no test can see it, the bench's
-# cf rows would).
-# Other rows take the general case. Inputs have code 0 and are skipped.
-# Rosenbrock 10k (90k rows): Trace.value_and_grad 424 -> 345 us, its
-# forward sweep unchanged.
+# row, and each case calls its rule with the op as a constant. The rules
+# it calls are the small arith_value and arith_partials, which GCC inlines
+# down to the one operation at every call (in the disassembly: no call is
+# left in those cases). Called as op_partials(OP_MUL, ...),
+# the big rule of every op, it left 2 to 4 of the 14 cases as calls, and
+# which ones changed with unrelated edits elsewhere in the module (the
+# reverse sweep 200 -> 340 us). Other rows take the general case. Inputs
+# have code 0 and are skipped. Rosenbrock 10k (90k rows): the replayed
+# value and gradient (Trace.value_and_grad) 428 -> 350 us, the forward
+# sweep unchanged.
 cdef enum:
     A_CONST = 64   # the first argument is a constant: a holds ~k
     B_CONST = 128  # the second is a constant, or there is none (unary ops)
@@ -195,33 +198,33 @@ cdef inline node_t forward_sweep(node_t n, const unsigned char* code, const node
         if k == 0:
             continue
         elif k == ADD_XY:
-            val[i] = op_value(OP_ADD, val[ia], val[ib])
+            val[i] = arith_value(OP_ADD, val[ia], val[ib])
         elif k == ADD_XC:
-            val[i] = op_value(OP_ADD, val[ia], pool[~ib])
+            val[i] = arith_value(OP_ADD, val[ia], pool[~ib])
         elif k == ADD_CY:
-            val[i] = op_value(OP_ADD, pool[~ia], val[ib])
+            val[i] = arith_value(OP_ADD, pool[~ia], val[ib])
         elif k == SUB_XY:
-            val[i] = op_value(OP_SUB, val[ia], val[ib])
+            val[i] = arith_value(OP_SUB, val[ia], val[ib])
         elif k == SUB_XC:
-            val[i] = op_value(OP_SUB, val[ia], pool[~ib])
+            val[i] = arith_value(OP_SUB, val[ia], pool[~ib])
         elif k == SUB_CY:
-            val[i] = op_value(OP_SUB, pool[~ia], val[ib])
+            val[i] = arith_value(OP_SUB, pool[~ia], val[ib])
         elif k == MUL_XY:
-            val[i] = op_value(OP_MUL, val[ia], val[ib])
+            val[i] = arith_value(OP_MUL, val[ia], val[ib])
         elif k == MUL_XC:
-            val[i] = op_value(OP_MUL, val[ia], pool[~ib])
+            val[i] = arith_value(OP_MUL, val[ia], pool[~ib])
         elif k == MUL_CY:
-            val[i] = op_value(OP_MUL, pool[~ia], val[ib])
+            val[i] = arith_value(OP_MUL, pool[~ia], val[ib])
         elif k == DIV_XY:
-            val[i] = op_value(OP_DIV, val[ia], val[ib])
+            val[i] = arith_value(OP_DIV, val[ia], val[ib])
         elif k == DIV_XC:
-            val[i] = op_value(OP_DIV, val[ia], pool[~ib])
+            val[i] = arith_value(OP_DIV, val[ia], pool[~ib])
         elif k == DIV_CY:
-            val[i] = op_value(OP_DIV, pool[~ia], val[ib])
+            val[i] = arith_value(OP_DIV, pool[~ia], val[ib])
         elif k == NEG_X:
-            val[i] = op_value(OP_NEG, val[ia], 0.0)
+            val[i] = arith_value(OP_NEG, val[ia], 0.0)
         elif k == SQUARE_X:
-            val[i] = op_value(OP_SQUARE, val[ia], 0.0)
+            val[i] = arith_value(OP_SQUARE, val[ia], 0.0)
         else:
             x = val[ia] if ia >= 0 else pool[~ia]
             y = val[ib] if ib >= 0 else pool[~ib]
@@ -279,53 +282,52 @@ cdef inline void reverse_sweep(const unsigned char* code, const node_t* a, const
                 continue
             ia = a[i]
             ib = b[i]
-            # A case per shape: its partials (0.0 for an argument the rule does
-            # not read), passed on to the arguments that are rows.
+            # A case per shape: its partials, passed on to the arguments that are rows.
             if k == ADD_XY:
-                d = op_partials(OP_ADD, 0.0, 0.0, 0.0, True)
+                d = arith_partials(OP_ADD, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == ADD_XC:
-                d = op_partials(OP_ADD, 0.0, 0.0, 0.0, False)
+                d = arith_partials(OP_ADD, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
             elif k == ADD_CY:
-                d = op_partials(OP_ADD, 0.0, 0.0, 0.0, True)
+                d = arith_partials(OP_ADD, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == SUB_XY:
-                d = op_partials(OP_SUB, 0.0, 0.0, 0.0, True)
+                d = arith_partials(OP_SUB, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == SUB_XC:
-                d = op_partials(OP_SUB, 0.0, 0.0, 0.0, False)
+                d = arith_partials(OP_SUB, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
             elif k == SUB_CY:
-                d = op_partials(OP_SUB, 0.0, 0.0, 0.0, True)
+                d = arith_partials(OP_SUB, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == MUL_XY:
-                d = op_partials(OP_MUL, val[ia], val[ib], 0.0, True)
+                d = arith_partials(OP_MUL, val[ia], val[ib], 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == MUL_XC:
-                d = op_partials(OP_MUL, val[ia], pool[~ib], 0.0, False)
+                d = arith_partials(OP_MUL, val[ia], pool[~ib], 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
             elif k == MUL_CY:
-                d = op_partials(OP_MUL, pool[~ia], val[ib], 0.0, True)
+                d = arith_partials(OP_MUL, pool[~ia], val[ib], 0.0)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == DIV_XY:
-                d = op_partials(OP_DIV, val[ia], val[ib], val[i], True)
+                d = arith_partials(OP_DIV, val[ia], val[ib], val[i])
                 pass_on(adj, i, ia, g * d.dx, &ca)
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == DIV_XC:
-                d = op_partials(OP_DIV, val[ia], pool[~ib], val[i], False)
+                d = arith_partials(OP_DIV, val[ia], pool[~ib], val[i])
                 pass_on(adj, i, ia, g * d.dx, &ca)
             elif k == DIV_CY:
-                d = op_partials(OP_DIV, pool[~ia], val[ib], val[i], True)
+                d = arith_partials(OP_DIV, pool[~ia], val[ib], val[i])
                 pass_on(adj, i, ib, g * d.dy, &cb)
             elif k == NEG_X:
-                d = op_partials(OP_NEG, 0.0, 0.0, 0.0, False)
+                d = arith_partials(OP_NEG, 0.0, 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
             elif k == SQUARE_X:
-                d = op_partials(OP_SQUARE, val[ia], 0.0, 0.0, False)
+                d = arith_partials(OP_SQUARE, val[ia], 0.0, 0.0)
                 pass_on(adj, i, ia, g * d.dx, &ca)
             else:
                 x = val[ia] if ia >= 0 else pool[~ia]
