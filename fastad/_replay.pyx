@@ -465,30 +465,66 @@ cdef class Trace:
         return g, HV[lo:hi], changed
 
     def grad_rows(self, const double[:, ::1] X, double[:, ::1] G, double[::1] Y,
-                  signed char[::1] changed, Py_ssize_t lo, Py_ssize_t hi):
-        """Rows lo..hi of a batch: G[i] = gradient of output 0 at X[i], Y[i]
-        its value, changed[i] = 1 where X[i] takes another branch (G[i] is
-        then not valid). Runs without the GIL; callers give each thread its
-        own range. Shapes are checked here, with the GIL."""
+                  signed char[::1] changed, RowQueue rows):
+        """The rows of a batch that this thread takes from `rows`: G[i] =
+        gradient of output 0 at X[i], Y[i] its value, changed[i] = 1 where
+        X[i] takes another branch (G[i] is then not valid). Runs without the
+        GIL; the threads of one batch share its RowQueue. Shapes are checked
+        here, with the GIL."""
         if X.shape[1] != self.n_in or G.shape[1] != self.n_in or G.shape[0] != X.shape[0]:
             raise ValueError(f"batch arrays must be (B, {self.n_in})")
         if Y.shape[0] != X.shape[0] or changed.shape[0] != X.shape[0]:
             raise ValueError("batch outputs must have B rows")
-        if not 0 <= lo <= hi <= X.shape[0]:
-            raise ValueError(f"row range {lo}..{hi} is outside the batch of {X.shape[0]}")
+        if rows.hi > X.shape[0]:
+            raise ValueError(f"row range ..{rows.hi} is outside the batch of {X.shape[0]}")
         if self.n_out != 1:
             raise ValueError("grad_rows needs a function with one scalar output")
         cdef Buffers buf = self.take(2)
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, lo
         cdef double y
         with nogil:
-            for i in range(lo, hi):
-                changed[i] = self.forward(&X[i, 0] if self.n_in else NULL, buf.val) >= 0
-                self.outputs(buf.val, &y)
-                Y[i] = y
-                if self.n_in:
-                    self.reverse(buf.val, buf.adj, 0, &G[i, 0])
+            lo = rows.take()
+            while lo < rows.hi:
+                for i in range(lo, min(lo + rows.block, rows.hi)):
+                    changed[i] = self.forward(&X[i, 0] if self.n_in else NULL, buf.val) >= 0
+                    self.outputs(buf.val, &y)
+                    Y[i] = y
+                    if self.n_in:
+                        self.reverse(buf.val, buf.adj, 0, &G[i, 0])
+                lo = rows.take()
         return None
+
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    #define fastad_fetch_add(p, v) _InterlockedExchangeAdd64((volatile __int64*)(p), (v))
+    #else
+    #define fastad_fetch_add(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+    #endif
+    """
+    Py_ssize_t fastad_fetch_add(Py_ssize_t* p, Py_ssize_t v) noexcept nogil
+
+
+cdef class RowQueue:
+    """Rows lo..hi of a batch, handed out `block` at a time (an atomic
+    counter) to the threads that sweep them: a thread that starts late or
+    runs slower takes fewer blocks, where fixed shares would leave the
+    others waiting for it. Every row goes to exactly one thread."""
+    cdef Py_ssize_t next
+    cdef readonly Py_ssize_t hi, block
+
+    def __cinit__(self, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t block=1):
+        if not 0 <= lo <= hi or block < 1:
+            raise ValueError(f"rows {lo}..{hi} in blocks of {block}: need 0 <= lo <= hi, block >= 1")
+        self.next = lo
+        self.hi = hi
+        self.block = block
+
+    cdef inline Py_ssize_t take(self) noexcept nogil:
+        """The first row of the next block (hi or past it: none left)."""
+        return fastad_fetch_add(&self.next, self.block)
 
 
 cdef class Buffers:

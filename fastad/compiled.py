@@ -23,7 +23,7 @@ import numpy as np
 from fastad import _tree
 from fastad import ops as _ops
 from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, _object_scalar, array_trace
-from fastad._replay import BranchChanged, Trace, live_rows, pack_numbers
+from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
 
@@ -464,19 +464,21 @@ class CompiledFunction:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         trace = self.traces[0]
-        bounds = np.linspace(0, B, min(threads, max(B, 1)) + 1).astype(int)
-        chunks = list(zip(bounds[:-1], bounds[1:]))
+        threads = min(threads, max(B, 1))
+        # 32 blocks a thread: a thread that starts late (a pool thread takes
+        # a while to be scheduled) or runs slower takes fewer of them.
+        rows = RowQueue(0, B, max(1, B // (32 * threads)))
         if not isinstance(trace, Trace):
             changed[:] = 1
-        elif len(chunks) == 1:
-            trace.grad_rows(Xf, G, Y, changed, 0, B)
+        elif threads == 1:
+            trace.grad_rows(Xf, G, Y, changed, rows)
         else:
-            # The caller sweeps the first chunk itself (it is already running;
-            # an idle worker takes a while to be scheduled), the pool the rest.
-            pool = _executor(len(chunks) - 1)
-            futures = [pool.submit(trace.grad_rows, Xf, G, Y, changed, lo, hi) for lo, hi in chunks[1:]]
+            # The caller sweeps too (it is already running), the pool's
+            # threads - 1 workers beside it.
+            pool = _executor(threads - 1)
+            futures = [pool.submit(trace.grad_rows, Xf, G, Y, changed, rows) for _ in range(threads - 1)]
             try:
-                trace.grad_rows(Xf, G, Y, changed, *chunks[0])
+                trace.grad_rows(Xf, G, Y, changed, rows)
             finally:
                 for fut in futures:
                     fut.result()

@@ -18,7 +18,7 @@ import pytest
 
 import fastad as fad
 from fastad import ops as fops
-from fastad._replay import Trace
+from fastad._replay import RowQueue, Trace
 
 CODE = {s.name: s.code for s in fops.OPS}
 N = -1  # "no argument" / "the constant c"
@@ -432,13 +432,31 @@ def test_grad_rows_from_many_threads_share_one_trace():
     G = np.empty_like(X)
     Y = np.empty(len(X))
     changed = np.zeros(len(X), np.int8)
-    threads = [threading.Thread(target=t.grad_rows, args=(X, G, Y, changed, lo, lo + 50))
-               for lo in range(0, 400, 50)]
+    # 8 threads share one queue of blocks of 3 rows (the last block is short)
+    G[:] = Y[:] = np.nan
+    rows = RowQueue(0, 400, 3)
+    threads = [threading.Thread(target=t.grad_rows, args=(X, G, Y, changed, rows)) for _ in range(8)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     assert np.array_equal(G, want) and np.array_equal(Y, wantY) and not changed.any()
+    t.grad_rows(X, G, Y, changed, rows)  # an empty queue stays empty
+    assert np.array_equal(G, want)
+
+
+def test_a_row_queue_hands_out_each_row_once():
+    t = fad.compile(lambda x: x[0] * x[1], [1.0, 2.0]).traces[0]
+    X = np.arange(20.0).reshape(10, 2)
+    for lo, hi, block in [(0, 10, 1), (2, 9, 4), (0, 10, 10), (0, 10, 64), (5, 5, 2)]:
+        G, Y = np.zeros_like(X), np.zeros(10)
+        t.grad_rows(X, G, Y, np.zeros(10, np.int8), RowQueue(lo, hi, block))
+        inside = (np.arange(10) >= lo) & (np.arange(10) < hi)
+        assert np.array_equal(Y[inside], X[inside, 0] * X[inside, 1]) and not Y[~inside].any()
+        assert np.array_equal(G[inside], X[inside, ::-1]) and not G[~inside].any()
+    for lo, hi, block in [(-1, 2, 1), (3, 2, 1), (0, 2, 0)]:
+        with pytest.raises(ValueError, match="need 0 <= lo <= hi, block >= 1"):
+            RowQueue(lo, hi, block)
 
 
 def test_grad_rows_marks_rows_on_other_branches():
@@ -447,12 +465,12 @@ def test_grad_rows_marks_rows_on_other_branches():
     G = np.empty_like(X)
     Y = np.empty(3)
     changed = np.zeros(3, np.int8)
-    t.grad_rows(X, G, Y, changed, 0, 3)
+    t.grad_rows(X, G, Y, changed, RowQueue(0, 3))
     assert changed.tolist() == [0, 1, 0]
     assert G[0].tolist() == [2.0, 1.0] and G[2].tolist() == [-1.0, 3.0]
     assert Y[[0, 2]].tolist() == [2.0, -3.0]
     changed[:] = 0
-    t.grad_rows(X, G, Y, changed, 1, 1)  # an empty range does nothing
+    t.grad_rows(X, G, Y, changed, RowQueue(1, 1))  # an empty range does nothing
     assert not changed.any()
 
 
@@ -462,19 +480,19 @@ def test_grad_rows_checks_shapes_and_ranges():
     G = np.empty((4, 2))
     Y = np.empty(4)
     ch = np.zeros(4, np.int8)
+    rows = RowQueue(0, 4)
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
-        t.grad_rows(np.ones((4, 3)), np.empty((4, 3)), Y, ch, 0, 4)
+        t.grad_rows(np.ones((4, 3)), np.empty((4, 3)), Y, ch, rows)
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
-        t.grad_rows(X, np.empty((3, 2)), Y, ch, 0, 4)
+        t.grad_rows(X, np.empty((3, 2)), Y, ch, rows)
     with pytest.raises(ValueError, match="B rows"):
-        t.grad_rows(X, G, np.empty(3), ch, 0, 4)
+        t.grad_rows(X, G, np.empty(3), ch, rows)
     with pytest.raises(ValueError, match="B rows"):
-        t.grad_rows(X, G, Y, np.zeros(5, np.int8), 0, 4)
-    for lo, hi in [(0, 5), (-1, 2), (3, 2)]:
-        with pytest.raises(ValueError, match="outside the batch"):
-            t.grad_rows(X, G, Y, ch, lo, hi)
+        t.grad_rows(X, G, Y, np.zeros(5, np.int8), rows)
+    with pytest.raises(ValueError, match="outside the batch"):
+        t.grad_rows(X, G, Y, ch, RowQueue(0, 5))
     with pytest.raises(ValueError, match="one scalar output"):
-        hand_trace().grad_rows(X, G, Y, ch, 0, 4)
+        hand_trace().grad_rows(X, G, Y, ch, rows)
 
 
 def test_input_lengths_are_checked():
