@@ -464,13 +464,15 @@ cdef class Trace:
         g, HV, changed = self.hvp(x, V)
         return g, HV[lo:hi], changed
 
-    def grad_rows(self, const double[:, ::1] X, double[:, ::1] G, double[::1] Y,
-                  signed char[::1] changed, RowQueue rows):
+    def grad_rows(self, const double[:, ::1] X not None, double[:, ::1] G not None,
+                  double[::1] Y not None, signed char[::1] changed not None, RowQueue rows not None):
         """The rows of a batch that this thread takes from `rows`: G[i] =
-        gradient of output 0 at X[i], Y[i] its value, changed[i] = 1 where
-        X[i] takes another branch (G[i] is then not valid). Runs without the
-        GIL; the threads of one batch share its RowQueue. Shapes are checked
-        here, with the GIL."""
+        gradient of output 0 at X[i], Y[i] its value, and changed[i] set to 1
+        where X[i] takes another branch (G[i] is then not valid; the caller
+        zeroes changed: a row on the recorded branch writes nothing there,
+        so two threads do not write into one cache line of it on every row).
+        Runs without the GIL; the threads of one batch share its RowQueue.
+        Shapes are checked here, with the GIL."""
         if X.shape[1] != self.n_in or G.shape[1] != self.n_in or G.shape[0] != X.shape[0]:
             raise ValueError(f"batch arrays must be (B, {self.n_in})")
         if Y.shape[0] != X.shape[0] or changed.shape[0] != X.shape[0]:
@@ -486,7 +488,8 @@ cdef class Trace:
             lo = rows.take()
             while lo < rows.hi:
                 for i in range(lo, min(lo + rows.block, rows.hi)):
-                    changed[i] = self.forward(&X[i, 0] if self.n_in else NULL, buf.val) >= 0
+                    if self.forward(&X[i, 0] if self.n_in else NULL, buf.val) >= 0:
+                        changed[i] = 1
                     self.outputs(buf.val, &y)
                     Y[i] = y
                     if self.n_in:

@@ -493,6 +493,11 @@ def test_grad_rows_checks_shapes_and_ranges():
         t.grad_rows(X, G, Y, ch, RowQueue(0, 5))
     with pytest.raises(ValueError, match="one scalar output"):
         hand_trace().grad_rows(X, G, Y, ch, rows)
+    for k in range(5):  # None for any argument: a TypeError, not a crash
+        args = [X, G, Y, ch, rows]
+        args[k] = None
+        with pytest.raises(TypeError):
+            t.grad_rows(*args)
 
 
 def test_input_lengths_are_checked():
