@@ -384,8 +384,8 @@ class CompiledFunction:
 
     def jacobian(self, *args, mode="auto"):
         """d outputs / d argnums, shaped out.shape + in.shape. mode "rev" does
-        one reverse sweep per output, "fwd" one tangent sweep per input,
-        "auto" whichever is fewer."""
+        one reverse sweep per output, "fwd" tangent sweeps of up to 16 inputs
+        each, "auto" forward mode where there are fewer inputs than outputs."""
         if mode not in ("auto", "rev", "fwd"):
             raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}")
         x = self._inputs(args)
