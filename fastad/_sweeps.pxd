@@ -149,16 +149,18 @@ cdef inline void value_sweep(Py_ssize_t n, const op_t* op, const node_t* a, cons
 # with the value in c. So an arithmetic row has a case per argument shape
 # (x * y, x * c, c * x ...) that loads only what it uses, every constant
 # comes from a pool that stays in cache instead of a stream of 8 bytes a
-# row, and each case calls its rule with the op as a constant. The rules
-# it calls are the small arith_value and arith_partials, which GCC inlines
-# down to the one operation at every call (in the disassembly: no call is
-# left in those cases). Called as op_partials(OP_MUL, ...),
-# the big rule of every op, it left 2 to 4 of the 14 cases as calls, and
-# which ones changed with unrelated edits elsewhere in the module (the
-# reverse sweep 200 -> 340 us). Other rows take the general case. Inputs
-# have code 0 and are skipped. Rosenbrock 10k (90k rows): the replayed
-# value and gradient (Trace.value_and_grad) 428 -> 350 us, the forward
-# sweep unchanged.
+# row, and each case calls its rule with the op as a constant: the small
+# arith_value and arith_partials, which GCC inlines down to the one
+# operation at every call (the disassembly has no call left in these
+# cases). Through op_partials, every op's rule and a big function, GCC
+# left 2 to 4 of the 14 cases as calls, and which ones moved with unrelated
+# edits elsewhere in the module (the reverse sweep 200 -> 340 us). Other
+# rows take the general case. Inputs have code 0 and are skipped.
+# Rosenbrock 10k (90k rows): the replayed value and gradient
+# (Trace.value_and_grad) 428 -> 350 us, the forward sweep unchanged.
+# The other replay sweeps read the rows as recorded (op, a, b, c): read
+# lowered too, the dense Hessian route measured 12% slower (a lowered-only
+# trace would have held 18 bytes a row instead of 35).
 cdef enum:
     A_CONST = 64   # the first argument is a constant: a holds ~k
     B_CONST = 128  # the second is a constant, or there is none (unary ops)
@@ -260,9 +262,9 @@ cdef inline void reverse_sweep(const unsigned char* code, const node_t* a, const
     cdef bint prefetch = hi >= PREFETCH_MIN_ROWS
     while top >= 0:
         # Rows top down to lo, PREFETCH_ROWS of them. On a big tape, the
-        # prefetches for the next block but one go out first: a loop of
-        # their own, not a test on every row (Rosenbrock 10k, which needs
-        # none: 20 us of 200).
+        # prefetches for the next block but one go out first, in a loop of
+        # their own: a test on every row cost Rosenbrock 10k, which
+        # prefetches nothing, 20 of its 200 us.
         lo = top - PREFETCH_ROWS + 1 if top >= PREFETCH_ROWS else 0
         if prefetch and lo >= PREFETCH_ROWS:
             for j in range(lo - 2 * PREFETCH_ROWS if lo >= 2 * PREFETCH_ROWS else 0, lo - PREFETCH_ROWS):

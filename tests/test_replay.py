@@ -378,15 +378,23 @@ def every_shape(x, y):
 
 
 def test_lowered_rows_keep_op_arguments_and_constant_bits():
-    t = fad.compile(every_shape, 1.5, 0.5).traces[0]
-    a_const, b_const = (t.op != CODE["input"]) & (t.a < 0), (t.op != CODE["input"]) & (t.b < 0)
-    assert np.array_equal(t.code & 63, t.op)
+    """The rows forward_sweep and reverse_sweep read (code, la, lb, pool)
+    say what the recorded ones say."""
+    with fad.Tape() as tape:
+        every_shape(fad.Var(1.5), fad.Var(0.5))
+    rows = tape.rows()
+    op, a, b, c = rows["op"], rows["a"], rows["b"], rows["c"]
+    n = len(op)
+    t = Trace(op, a, b, c, rows["val"], [0, 1], [n - 1], [0.0])
+    row = op != CODE["input"]
+    a_const, b_const = row & (a < 0), row & (b < 0)
+    assert np.array_equal(t.code & 63, np.where(row, op, 0))
     assert np.array_equal(t.code & 64 != 0, a_const) and np.array_equal(t.code & 128 != 0, b_const)
-    assert np.array_equal(t.la[~a_const], t.a[~a_const]) and np.array_equal(t.lb[~b_const], t.b[~b_const])
+    assert np.array_equal(t.la[~a_const], a[~a_const]) and np.array_equal(t.lb[~b_const], b[~b_const])
     bits = lambda v: np.asarray(v, np.float64).view(np.uint64)
-    assert np.array_equal(bits(t.pool[~t.la[a_const]]), bits(t.c[a_const]))
-    assert np.array_equal(bits(t.pool[~t.lb[b_const]]), bits(t.c[b_const]))
-    assert len(t.pool) == len(set(bits(t.c[a_const | b_const]).tolist())) == 4  # 0, -0, 0.5, 2
+    assert np.array_equal(bits(t.pool[~t.la[a_const]]), bits(c[a_const]))
+    assert np.array_equal(bits(t.pool[~t.lb[b_const]]), bits(c[b_const]))
+    assert len(t.pool) == len(set(bits(c[a_const | b_const]).tolist())) == 4  # 0, -0, 0.5, 2
 
 
 @pytest.mark.parametrize("x, y", [(2.0, 3.0), (-0.5, 0.25), (1e-300, -7.0)])
