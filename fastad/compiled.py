@@ -465,11 +465,9 @@ class CompiledFunction:
             raise ValueError(f"threads must be at least 1, got {threads}")
         trace = self.traces[0]
         threads = min(threads, max(B, 1))
-        # Up to 32 blocks a thread: a thread that starts late (a pool thread
-        # takes a while to be scheduled) or runs slower takes fewer of them.
-        # A multiple of 64 rows, so that two threads seldom write into one
-        # cache line of Y.
-        rows = RowQueue(0, B, 64 * max(1, B // (2048 * threads)))
+        # 32 blocks a thread: a thread that starts late (a pool thread takes
+        # a while to be scheduled) or runs slower takes fewer of them.
+        rows = RowQueue(0, B, max(1, B // (32 * threads)))
         if not isinstance(trace, Trace):
             changed[:] = 1
         elif threads == 1:
