@@ -70,8 +70,8 @@ cdef inline node_t jacobian_sweep(const op_t* op, const node_t* a, const node_t*
     that reads it has been visited and its adjoint is final. The loop names
     no op and calls no libm function: a random DAG's op mix mispredicts a
     switch on every other row, and that, not memory, was most of a sweep
-    that computes partials from values (reverse_sweep, below: 14 ns a row on
-    the live 1M-node DAG; this loop, 4.5). A -1 argument (a constant, or
+    that computes partials from values (an earlier reverse_sweep, below,
+    run over this tape: 14 ns a row on the live 1M-node DAG; this loop, 4.5). A -1 argument (a constant, or
     none) adds its product into one of SINKS scratch slots below adj[0]
     (adj[-SINKS] to adj[-1] must be writable) instead of costing a branch:
     a random op mix mispredicts `if b >= 0` too (5.8 ns a row), and a single
