@@ -33,3 +33,21 @@ def engine(request):
     import fastad
     import fastad.reference
     return fastad if request.param == "core" else fastad.reference
+
+
+def _rosenbrock_hessian(x):
+    """The Hessian of sum_i 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2, by hand:
+    tridiagonal."""
+    x = np.asarray(x, dtype=float)
+    main = np.zeros(len(x))
+    main[:-1] += 1200.0 * x[:-1] ** 2 - 400.0 * x[1:] + 2.0
+    main[1:] += 200.0
+    off = -400.0 * x[:-1]
+    return np.diag(main) + np.diag(off, 1) + np.diag(off, -1)
+
+
+@pytest.fixture
+def rosenbrock_hessian():
+    """Rosenbrock's analytic Hessian, for the tests that check second order
+    against it."""
+    return _rosenbrock_hessian

@@ -752,17 +752,7 @@ def rosenbrock(x):
     return total
 
 
-def rosenbrock_hessian(x):
-    n = len(x)
-    H = np.zeros((n, n))
-    for i in range(n - 1):
-        H[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
-        H[i + 1, i + 1] += 200
-        H[i, i + 1] = H[i + 1, i] = -400 * x[i]
-    return H
-
-
-def test_hessian_rosenbrock():
+def test_hessian_rosenbrock(rosenbrock_hessian):
     rng = np.random.default_rng(10)
     cf = fad.compile(rosenbrock, np.zeros(5))
     for x in [np.ones(5), np.zeros(5)] + [rng.uniform(-2, 2, 5) for _ in range(5)]:

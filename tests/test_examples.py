@@ -98,18 +98,7 @@ def test_textbook_numbers(capsys):
     assert "sin(w1)" in out and "log(w1)" in out
 
 
-def rosenbrock_hessian(x):
-    """Rosenbrock's Hessian by hand: tridiagonal."""
-    n = len(x)
-    H = np.zeros((n, n))
-    for i in range(n - 1):
-        H[i, i] += 1200.0 * x[i] ** 2 - 400.0 * x[i + 1] + 2.0
-        H[i, i + 1] = H[i + 1, i] = -400.0 * x[i]
-        H[i + 1, i + 1] += 200.0
-    return H
-
-
-def test_newton_reaches_rosenbrocks_minimum(capsys):
+def test_newton_reaches_rosenbrocks_minimum(capsys, rosenbrock_hessian):
     newton = load_example("newton")
     import fastad as fad
 

@@ -304,7 +304,7 @@ def test_jvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
     assert np.array_equal(t.jvp(x, np.eye(40))[1], J)  # a basis column picks a column of J
 
 
-def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
+def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one(rosenbrock_hessian):
     """hvp sweeps up to 16 directions at once, after one reverse sweep: 40
     columns (two full blocks and a part) come out as 40 single products
     would, bit for bit, and as the analytic Hessian of a Rosenbrock-like
@@ -321,12 +321,7 @@ def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one():
     assert changed == -1 and HV.shape == (40, 40)
     assert np.array_equal(HV, one_by_one)
     assert np.array_equal(g, t.value_and_grad(x)[1])
-    H = np.zeros((40, 40))  # Rosenbrock's Hessian, by hand
-    for i in range(39):
-        H[i, i] += 1200.0 * x[i] ** 2 - 400.0 * x[i + 1] + 2.0
-        H[i, i + 1] += -400.0 * x[i]
-        H[i + 1, i] += -400.0 * x[i]
-        H[i + 1, i + 1] += 200.0
+    H = rosenbrock_hessian(x)
     np.testing.assert_allclose(t.hvp(x, np.eye(40))[1], H, rtol=1e-13, atol=1e-11)
     np.testing.assert_allclose(HV, H @ V, rtol=1e-12, atol=1e-9)
     assert not HV[:, 7].any()
