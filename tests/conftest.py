@@ -3,7 +3,9 @@
 Every test starts with `random` and NumPy's global RNG seeded, so the points
 the op tests draw are the same on every run, and ends with
 `fad.debug_nans` off, so a test that turns it on (and fails half way)
-cannot change the IEEE behaviour the next test expects.
+cannot change the IEEE behaviour the next test expects. Textbook results
+that several test modules check against (Rosenbrock's Hessian) are
+fixtures here, written once.
 """
 import random
 
