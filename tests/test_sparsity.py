@@ -1,10 +1,13 @@
 """fastad/sparsity.py: a Hessian from as few Hessian-vector products as a
 coloring of its pattern allows, and the same numbers as the dense route."""
+import operator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import fastad as fad
+from fastad import ops as _ops
 from fastad.sparsity import hessian_plan
 
 
@@ -46,6 +49,45 @@ def test_rosenbrock_takes_three_products_at_any_size(rosenbrock_hessian):
     assert cf.traces[0].hessian_plan.n_colors == 3
     assert np.array_equal(H, dense_hessian(cf, x))
     np.testing.assert_allclose(H, rosenbrock_hessian(x), rtol=1e-13, atol=1e-10)
+
+
+DIFFERENTIABLE = [s for s in _ops.SCALAR_OPS if s.arity >= 1 and s.kind != "guard"]
+_OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+              "div": operator.truediv, "neg": operator.neg, "power": operator.pow}
+
+
+@pytest.mark.parametrize("spec,shape", [(s, shape) for s in DIFFERENTIABLE
+                                         for shape in (("x",) if s.arity == 1 else ("xy", "xc", "cx"))],
+                         ids=lambda p: getattr(p, "name", p))
+def test_every_op_curved_where_it_is_curved(spec, shape):
+    """The pattern holds every nonzero of the dense Hessian for each op of
+    the table, alone, with a constant on either side: an op that the
+    pattern took for flat (sparsity._FLAT, mul or div by a constant) but
+    op_second curves would drop its entries. Points are drawn inside the
+    op's domain, off its kinks."""
+    fn = _OPERATORS.get(spec.name) or getattr(fad, spec.name)
+    lo, hi = spec.domain
+    c = lo + 0.37 * (hi - lo)
+    if spec.arity == 1:
+        f = lambda x: sum(fn(xi) for xi in x)  # noqa: E731 (diagonal)
+    elif shape == "xy":
+        f = lambda x: sum(fn(x[2 * k], x[2 * k + 1]) for k in range(4))  # noqa: E731 (2x2 blocks)
+    elif shape == "xc":
+        f = lambda x: sum(fn(xi, c) for xi in x)  # noqa: E731
+    else:
+        f = lambda x: sum(fn(c, xi) for xi in x)  # noqa: E731
+    rng = np.random.default_rng(spec.code)
+    x = rng.uniform(lo, hi, 8).tolist()
+    cf = fad.compile(f, x)
+    plan = plan_of(cf)
+    assert plan is not None
+    pattern = np.zeros((8, 8), bool)
+    pattern[plan.rows, plan.cols] = True
+    for _ in range(3):
+        x = rng.uniform(lo, hi, 8).tolist()
+        H = dense_hessian(cf, x)
+        assert not (H[~pattern] != 0.0).any(), H
+        np.testing.assert_array_equal(colored_hessian(cf, x), H)
 
 
 @pytest.mark.parametrize("f,colors", [
