@@ -737,7 +737,10 @@ BATCH_N = 100  # grad_batch: Rosenbrock of this size
 JAC_N = 100
 # (engine, phase) per item; engine "cf" is the compiled function.
 _REPLAY = [("float", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("cf", "grad"),
-           ("cf", "hvp"), ("fastad", "grad"), ("reference", "grad")]
+           ("cf", "hvp"), ("fastad", "grad"), ("reference", "grad"),
+           # the same replays on an ndarray: no list to read, the gradient
+           # an ndarray instead of a list of Python floats
+           ("cf", "eval-ndarray"), ("cf", "value_and_grad-ndarray"), ("cf", "grad-ndarray")]
 COMPILE_BODIES = {
     "cf-rosenbrock": _REPLAY,
     "cf-dag": _REPLAY,
@@ -828,7 +831,8 @@ def compile_phases(wl, engine):
     x0 = list(wl.x0)
     bodies = {}
     if wl.name in ("cf-rosenbrock", "cf-dag"):
-        v = wl.info["v"]
+        v, xa = wl.info["v"], np.array(x0)
+        cfa = fad.compile(lambda x: fn(x, fad), xa)  # the same trace, called with ndarrays
         bodies = {
             ("float", "eval"): phase(wl.info["base"], FLOAT, "eval"),
             ("cf", "eval"): Phase(lambda: cf(x0)),
@@ -836,6 +840,9 @@ def compile_phases(wl, engine):
             ("cf", "grad"): Phase(lambda: cf.grad(x0)),
             ("cf", "hvp"): Phase(lambda: cf.hvp(x0, v)),
             ("fastad", "grad"): phase(wl.info["base"], engine, "grad"),
+            ("cf", "eval-ndarray"): Phase(lambda: cfa(xa)),
+            ("cf", "value_and_grad-ndarray"): Phase(lambda: cfa.value_and_grad(xa)),
+            ("cf", "grad-ndarray"): Phase(lambda: cfa.grad(xa)),
         }
     elif wl.name == "grad_batch":
         X = wl.info["X"]

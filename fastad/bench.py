@@ -359,14 +359,16 @@ def _phase_table(label, medians, w, rows, against):
     """One workload's phases as a table: each row's time ((engine, phase,
     text) per row, skipped when not timed) and its ratio to each of the
     phases in `against` ((column header, (engine, phase)) pairs)."""
-    lines = ["", f"| {label} | time | " + " | ".join(h for h, _ in against) + " |",
-             "|---|---:|" + "---:|" * len(against)]
+    lines = []
     for e, ph, text in rows:
         t = medians.get((w, e, ph))
         if t is not None:
             ratios = " | ".join(fmt_ratio(_ratio(t, medians.get((w,) + base))) for _, base in against)
             lines.append(f"| {text} | {fmt_time(t)} | {ratios} |")
-    return lines
+    if not lines:  # not timed in this run (--only, or pytest -k)
+        return []
+    return ["", f"| {label} | time | " + " | ".join(h for h, _ in against) + " |",
+            "|---|---:|" + "---:|" * len(against)] + lines
 
 
 def report_compile(wls, medians, borrowed=()):
@@ -399,12 +401,24 @@ def report_compile(wls, medians, borrowed=()):
         if borrowed:
             lines += ["", "\\* the reference's time from the scalar section / test_scalar "
                           "of this run (the same body)."]
+        rows = []
+        for wl in replay:
+            w = wl.name
+            e, vg, g = (m(w, "cf", ph + "-ndarray") for ph in ("eval", "value_and_grad", "grad"))
+            if e is not None:
+                rows.append(f"| {wl.label} | {fmt_time(e)} | {fmt_time(vg)} | {fmt_time(g)} "
+                            f"| {fmt_ratio(_ratio(vg, e))} "
+                            f"| {fmt_ratio(_ratio(m(w, 'fastad', 'grad'), g))} |")
+        if rows:
+            lines += ["", "The same compiled functions called on an ndarray: no list to read, and "
+                      "the gradient an ndarray, not a list of Python floats.", "",
+                      "| workload | cf(x) | cf.value_and_grad | cf.grad | value_and_grad/cf(x) "
+                      "| fad.grad (list)/cf.grad |", "|---|---:|---:|---:|---:|---:|"] + rows
     for wl in wls:
         w = wl.name
         if w == "grad_batch":
             one = m(w, "cf", "threads=1")
-            lines += ["", f"| {wl.label} | time per batch | rows/s | throughput vs threads=1 |",
-                      "|---|---:|---:|---:|"]
+            rows = []
             for ph, text in (("loop", "Python loop of cf.grad"),
                              ("threads=1", "grad_batch threads=1"),
                              ("threads=2", "grad_batch threads=2"),
@@ -412,8 +426,11 @@ def report_compile(wls, medians, borrowed=()):
                 t = m(w, "cf", ph)
                 if t is None:
                     continue
-                lines.append(f"| {text} | {fmt_time(t)} | {wl.size / t:,.0f} "
-                             f"| {fmt_ratio(_ratio(one, t))} |")
+                rows.append(f"| {text} | {fmt_time(t)} | {wl.size / t:,.0f} "
+                            f"| {fmt_ratio(_ratio(one, t))} |")
+            if rows:
+                lines += ["", f"| {wl.label} | time per batch | rows/s | throughput vs threads=1 |",
+                          "|---|---:|---:|---:|"] + rows
         if w == "jacobian":
             lines += _phase_table(wl.label, medians, w, (
                 ("float", "eval", "float eval (one value, no derivative)"),
