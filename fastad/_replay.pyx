@@ -562,13 +562,15 @@ cdef class Buffers:
 
 
 def pack_numbers(list values, list layout):
-    """The flat float64 input vector of arguments that are numbers or flat
-    lists / tuples of numbers, read in C; None if any does not fit `layout`
-    ((kind, n) per argument; n None for a number): then the tree walk
+    """The flat float64 input vector of arguments that are numbers, flat
+    lists / tuples of numbers or real ndarrays, read in C (an array by one
+    copy); None if any does not fit `layout`, (kind, n, shape) per argument:
+    ("f", 1, None) a number, (list or tuple, n, None) a flat sequence of n
+    numbers, ("a", n, shape) an ndarray of that shape. Then the tree walk
     gives the precise error."""
     cdef Py_ssize_t total = 0, k, j, n
-    for kind, n_or_none in layout:
-        total += 1 if n_or_none is None else n_or_none
+    for kind, n, shape in layout:
+        total += n
     if len(values) != len(layout):
         return None
     out = np.empty(total)
@@ -577,17 +579,21 @@ def pack_numbers(list values, list layout):
     cdef PyObject** items
     for k in range(len(layout)):
         v = values[k]
-        kind, n_or_none = layout[k]
-        if n_or_none is None:
+        kind, n, shape = layout[k]
+        if kind == "f":
             if not isinstance(v, float) and type(v) is not int:
                 return None
             o[pos] = v
             pos += 1
             continue
-        if type(v) is not kind:
-            return None
-        n = n_or_none
-        if len(v) != n:
+        if kind == "a":
+            # what flatten takes: float, signed or unsigned integer dtypes
+            if type(v) is not np.ndarray or v.shape != shape or v.dtype.kind not in "fiu":
+                return None
+            out[pos:pos + n] = v.reshape(-1)  # C order, as flatten reads it
+            pos += n
+            continue
+        if type(v) is not kind or len(v) != n:
             return None
         items = PySequence_Fast_ITEMS(v)  # a list's or tuple's item array: no call per item
         for j in range(n):

@@ -193,6 +193,43 @@ def test_integer_inputs_are_taken_as_float():
     assert cf.grad(np.array([3.0, 4.0])).tolist() == [16.0, 24.0]
 
 
+def test_ndarray_arguments_on_the_packed_path():
+    """ndarray arguments are packed in C (pack_numbers), beside numbers and
+    flat lists: every kind of array the tree walk takes gives fad.grad's
+    numbers, an array gradient comes back in the argument's shape, and a
+    call's gradient is its own (not a view of the next call's)."""
+    def f(s, x, M, xs):
+        return s * (x * x).sum() + (M[0] * M[1]).sum() * xs[0] + fad.sin(xs[1])
+
+    M = np.arange(6.0).reshape(2, 3)
+    args = (1.5, np.array([0.5, -1.0, 2.0]), M, [0.3, 0.4])
+    cf = fad.compile(f, *args, argnums=(0, 1, 2, 3))
+    assert cf.traces[0].n_in == 1 + 3 + 6 + 2
+    grad = fad.grad(f, argnums=(0, 1, 2, 3))
+    for got_args in [args,
+                     (2.0, np.array([1, 2, 3]), M.astype(np.int32), [1.0, 2]),  # integer dtypes
+                     (0.5, np.arange(6.0)[::2], np.asfortranarray(M) - 1.0, [0.0, 0.0])]:  # strided, F order
+        g = cf.grad(*got_args)
+        want = grad(*got_args)
+        assert g[0] == want[0] and g[3] == want[3]
+        for k in (1, 2):
+            assert g[k].shape == got_args[k].shape and g[k].dtype == np.float64
+            assert np.array_equal(g[k], want[k])
+        assert cf(*got_args) == f(*(np.asarray(a, float) if k in (1, 2) else a
+                                    for k, a in enumerate(got_args)))
+    g1 = cf.grad(*args)[1]
+    first = g1.copy()
+    cf.grad(2.0, np.ones(3), M, [0.1, 0.2])
+    assert np.array_equal(g1, first)
+    for bad, match in [(np.array([True, False, True]), "dtype bool"),
+                       (np.array([1j, 2j, 3j]), "dtype complex"),
+                       (np.ones(4), r"array\(3,\)"),
+                       (np.ones((3, 1)), r"array\(3,\)"),
+                       ([0.5, -1.0, 2.0], r"array\(3,\)")]:
+        with pytest.raises(TypeError, match=match):
+            cf.grad(1.5, bad, M, [0.3, 0.4])
+
+
 def test_numpy_scalars_in_lists_are_numbers():
     """list(an_array) holds np.float64s (a float subclass): they are read as
     the floats they are, on the fast path, and gradients come back as
