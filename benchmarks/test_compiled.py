@@ -6,7 +6,9 @@ group per workload:
   ``float-eval`` (fn on floats), ``cf-eval`` (``cf(x)``),
   ``cf-value_and_grad``, ``cf-grad``, ``cf-hvp`` (``cf.hvp(x, v)``),
   ``fastad-grad`` (``fad.grad``: record and sweep every call) and
-  ``reference-grad``;
+  ``reference-grad``; ``cf-eval-ndarray``, ``cf-value_and_grad-ndarray``
+  and ``cf-grad-ndarray`` call the same function compiled on an ndarray
+  (no list read, an ndarray gradient);
 * ``grad_batch``: Rosenbrock n=100 at B stacked points, ``cf.grad_batch(X,
   threads=1 | 2 | None)`` and a Python loop of ``cf.grad`` over the rows;
 * ``jacobian``: x -> tanh(A @ x), 100 -> 100, written as Python loops over a
