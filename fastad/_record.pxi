@@ -90,6 +90,31 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
     return (<Var>r).val != 0.0
 
 
+cdef int pin(Var x) except -1:
+    """float(x) or int(x) inside a recording: the number leaves the tape, and
+    whatever Python does with it (math.floor, np.floor on an object array,
+    an `if` on it, a NumPy constant) is frozen into the recording. So pin
+    it: record a guard that holds exactly while x keeps this value (x == v,
+    or x != x for a nan), and a compiled replay where x has another value
+    re-records or raises BranchChanged instead of reusing the number. Not
+    for a leaf outside any recording, nor on a swept tape (float(loss)
+    after backward). `.value` is the unguarded way out, and f"{x:.3f}"
+    reads no number."""
+    cdef Tape t = x.tape
+    cdef _ThreadState st
+    if t is None:
+        st = thread_state()
+        if st.tape is None or st.implicit:
+            return 0
+    elif t.consumed:
+        return 0
+    if x.val == x.val:
+        compare(OP_EQ, x, x.val, False)
+    else:
+        compare(OP_NE, x, x, False)
+    return 0
+
+
 cdef inline Tape handle_tape(object h):
     """The tape a Var or Array records on (None for leaves and constants)."""
     if type(h) is Var:

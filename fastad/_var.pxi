@@ -78,6 +78,7 @@ cdef class Var:
             consume(t)
 
     def __float__(self):
+        pin(self)
         return self.val
 
     def item(self):
@@ -85,6 +86,7 @@ cdef class Var:
         return self
 
     def __int__(self):
+        pin(self)
         return int(self.val)
 
     def __bool__(self):

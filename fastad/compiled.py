@@ -11,8 +11,10 @@ A recording is only valid for inputs that take the same branches. Every
 comparison on a Var and every kink (abs, relu, maximum, ...) remembers the
 piece it fell on; a replay that lands on another piece re-records
 (on_branch_change="retrace", keeping the last few traces) or raises
-BranchChanged ("raise"). Python code that reads `.value` or `float(v)` and
-branches on it escapes the tape: compile cannot see such a branch.
+BranchChanged ("raise"). float(v) and int(v) pin v's value the same way
+(fastad._core's pin): the number they hand Python becomes a constant of the
+recording, valid only while v keeps that value. `.value` is the unguarded
+way out: Python code that reads it and branches on it escapes the tape.
 """
 import concurrent.futures
 import os

@@ -453,6 +453,49 @@ def test_branch_change_from_the_lower_piece(name, f, rec, other):
     assert len(cf.traces) == 2
 
 
+@pytest.mark.parametrize("name,f,rec,others", [
+    ("math.floor", lambda x: math.floor(x) * x, 1.5, [2.5, -0.5, 1.7]),
+    ("int", lambda x: int(x) ** 2 + x, 1.5, [2.5, -1.5]),
+    ("float as a constant", lambda x: x * float(x), 2.0, [3.0, -1.0]),
+    ("math.isnan", lambda x: x * 0.0 if math.isnan(x) else 2.0 * x, math.nan, [1.0, math.inf]),
+    # fad.grad refuses np.floor on an Array; compile records one Var per
+    # number then, and NumPy's object loop calls float() on each
+    ("np.floor of Vars", lambda a: (np.floor(a) * a).sum(), np.array([1.5, -1.5]),
+     [np.array([2.5, 0.5]), np.array([1.2, -1.7])]),
+], ids=["math.floor", "int", "float", "math.isnan", "np.floor"])
+def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
+    """float(x) or int(x) hands Python a plain number, which the recording
+    then holds as a constant: a replay at another x would reuse it (a wrong
+    value and gradient). The conversion records a guard on x's value, so
+    such a replay re-records, or raises with on_branch_change="raise"."""
+    def want(x):
+        if name == "np.floor of Vars":  # floor's derivative is 0: the gradient is floor(a)
+            return float((np.floor(x) * x).sum()), np.floor(x)
+        return fad.value_and_grad(f)(x)
+
+    cf = fad.compile(f, rec)
+    for x in others:
+        v, g = cf.value_and_grad(x)
+        assert v == want(x)[0]
+        assert_same(g, want(x)[1])
+    assert len(cf.traces) > 1
+    again = fad.compile(f, rec, on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged):
+        again.grad(others[0])
+    assert_same(again.grad(rec), want(rec)[1])  # at the recorded value no guard fails
+
+
+def test_float_of_a_value_outside_a_recording_records_nothing():
+    x = fad.Var(2.0)
+    assert float(x) == 2.0 and int(x) == 2
+    with fad.Tape() as t:
+        y = x * 3.0
+        n = len(t)
+    y.backward()
+    assert float(y) == 6.0  # after the sweep: no guard on a swept tape, no error
+    assert len(t) == n and x.grad == 3.0
+
+
 def test_nan_inputs_propagate():
     cf = fad.compile(lambda x: x[0] * fad.sin(x[1]) + fad.exp(x[0]), [1.0, 2.0])
     v, g = cf.value_and_grad([math.nan, 2.0])
