@@ -72,11 +72,14 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
     number or a flat list / tuple of numbers; None otherwise."""
     cdef list call_args = list(args)
     cdef list leaves = []
+    cdef dict made_for = {}  # an argnum named twice gets its gradient twice, from one set of leaves
     for k in nums:
-        made = leaves_of(args[k])
+        made = made_for.get(k)
         if made is None:
-            return None
-        call_args[k] = made
+            made = leaves_of(args[k])
+            if made is None:
+                return None
+            call_args[k] = made_for[k] = made
         leaves.append(made)
     cdef _ThreadState st = thread_state()
     cdef Tape t = Tape()  # its arrays come from the last tape's (the spare slot)

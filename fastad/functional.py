@@ -13,17 +13,22 @@ from fastad import _tree
 from fastad._tree import scalar_output
 
 
+def _is_index(k):
+    """An int or a NumPy integer, not a bool."""
+    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+
+
 class _Argnums:
     """argnums (int or tuple) resolved against the number of arguments of
     each call, remembered per count: the check runs once, not per call."""
 
     def __init__(self, argnums):
-        self.single = isinstance(argnums, int)
+        self.single = _is_index(argnums)
         self.argnums = argnums
-        nums = (argnums,) if self.single else tuple(argnums)
-        if not nums or not all(isinstance(k, int) for k in nums):
+        nums = (argnums,) if self.single else tuple(argnums) if isinstance(argnums, (tuple, list)) else ()
+        if not nums or not all(_is_index(k) for k in nums):
             raise ValueError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
-        self.nums = nums
+        self.nums = tuple(int(k) for k in nums)
         self.resolved = {}
 
     def __call__(self, nargs):
@@ -38,13 +43,15 @@ class _Argnums:
 
 def _value_and_grad_tree(f, nums, args, kwargs, transform):
     args = list(args)
-    trees = []
+    trees, made_for = [], {}
     with Tape():
         for k in nums:
-            parts, treedef = _tree.flatten(args[k], f"argument {k}")
-            leaves = [Array(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
-            args[k] = _tree.unflatten_parts(treedef, leaves)
-            trees.append((treedef, leaves))
+            if k not in made_for:  # an argnum named twice: one set of leaves
+                parts, treedef = _tree.flatten(args[k], f"argument {k}")
+                leaves = [Array(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
+                args[k] = _tree.unflatten_parts(treedef, leaves)
+                made_for[k] = (treedef, leaves)
+            trees.append(made_for[k])
         out = scalar_output(f(*args, **kwargs), transform)
         tape = None
         if type(out) is Var:

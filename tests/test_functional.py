@@ -30,6 +30,30 @@ def test_negative_argnums():
     assert fad.grad(f_xy, argnums=(-2, -1))(2.0, 3.0) == (2.5838531634528574, 2.0)
 
 
+def test_an_argnum_named_twice_gets_its_gradient_twice():
+    """As the reference (and compile) do: both entries are the full
+    gradient, on the fast path (numbers, flat lists) and the tree path."""
+    f = lambda x, y: x * y ** 3  # noqa: E731
+    want = ref.grad(f, argnums=(1, 1))(2.0, 3.0)
+    assert want == (54.0, 54.0)
+    assert fad.grad(f, argnums=(1, 1))(2.0, 3.0) == want
+    assert fad.grad(f, argnums=(1, -1))(2.0, 3.0) == want
+    assert fad.value_and_grad(f, argnums=(0, 1, 0))(2.0, 3.0) == (54.0, (27.0, 54.0, 27.0))
+    assert fad.grad(lambda v: v[0] * v[1], argnums=(0, 0))([2.0, 3.0]) == ([3.0, 2.0], [3.0, 2.0])
+    g = fad.grad(lambda s, a: s * (a * a).sum(), argnums=(1, 1))(2.0, np.array([3.0, 1.0]))
+    assert [x.tolist() for x in g] == [[12.0, 4.0], [12.0, 4.0]]
+    cf = fad.compile(f, 2.0, 3.0, argnums=(1, 1))
+    assert cf.grad(2.0, 3.0) == want
+
+
+def test_numpy_integer_argnums_and_no_bools():
+    assert fad.grad(f_xy, argnums=np.int64(1))(2.0, 3.0) == 2.0
+    assert fad.grad(f_xy, argnums=(np.int32(0), 1))(2.0, 3.0) == (2.5838531634528574, 2.0)
+    for bad in (True, (False,), np.bool_(True), 1.0, None):
+        with pytest.raises(ValueError, match="argnums"):
+            fad.grad(f_xy, argnums=bad)
+
+
 def test_argnums_out_of_range():
     with pytest.raises(ValueError):
         fad.grad(f_xy, argnums=2)(2.0, 3.0)
