@@ -275,7 +275,10 @@ class CompiledFunction:
         return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
 
     def _run(self, x, method, *more):
-        """method(trace, x, *more) on a trace whose branches hold at x."""
+        """method(trace, x, *more) on a trace whose branches hold at x. For
+        forward mode and second order (methods an ArrayTrace lacks) every
+        trace is scalar (_scalar); a branch that records array rows sends
+        the call to the scalarized twin."""
         for k, trace in enumerate(self.traces):
             if type(x) is list and not isinstance(trace, ArrayTrace):
                 x = _tree.numbers(x)
@@ -299,6 +302,11 @@ class CompiledFunction:
             raise FastADError("the function's output changed structure between branches")
         self.traces.insert(0, trace)
         del self.traces[self.cache_size:]
+        if isinstance(trace, ArrayTrace) and not hasattr(trace, method):
+            x = _tree.numbers(x) if type(x) is list else x
+            return self._make_twin(_tree.unflatten(self.treedef, x))._run(x, method, *more)
+        if type(x) is list and not isinstance(trace, ArrayTrace):
+            x = _tree.numbers(x)  # a scalar trace after array ones: it takes the flat vector
         result = getattr(trace, method)(x, *more)
         if result[-1] >= 0:
             raise FastADError("the function took different branches on the same inputs; "
@@ -375,8 +383,11 @@ class CompiledFunction:
         grad_batch: its rows must equal cf.grad's bit for bit, and the twin
         sums a matmul in another order than BLAS (on a 16x8 layer it would
         be 26x faster a row)."""
-        if isinstance(self.traces[0], Trace):
+        if self.scalarize or all(isinstance(t, Trace) for t in self.traces):
             return self
+        return self._make_twin(args)
+
+    def _make_twin(self, args):
         if self._twin is None:
             if self.f is None:
                 raise FastADError("forward mode and second order record an array function again, one "

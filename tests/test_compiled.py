@@ -496,6 +496,38 @@ def test_float_of_a_value_outside_a_recording_records_nothing():
     assert len(t) == n and x.grad == 3.0
 
 
+def _scalar_or_array(a):
+    """Element reads only on one branch (a scalar Trace), NumPy array work on
+    the other (an ArrayTrace): one compiled function caches both kinds."""
+    return (a * a).sum() + a[1] if a[0] > 0 else a[0] * a[1]
+
+
+def test_a_cache_of_both_trace_kinds():
+    """Retracing between a branch that records arrays and one that records
+    scalars: every method gives what the uncompiled transforms give, in
+    whatever order the branches come, and forward mode and second order
+    (which array traces lack) go through the scalarized twin."""
+    up, down = np.array([2.0, 1.0, 1.5]), np.array([-2.0, 1.0, 1.5])
+    v = np.array([1.0, -1.0, 0.5])
+    for first in (up, down):
+        for order in ([up, down, up], [down, up, down]):
+            cf = fad.compile(_scalar_or_array, first)
+            for x in order:
+                assert_same(cf.grad(x), fad.grad(_scalar_or_array)(x))
+                assert_same(cf.hessian(x), fad.hessian(_scalar_or_array)(x))
+                assert_same(cf.hvp(x, v), fad.hvp(_scalar_or_array)(x, v))
+                assert_same(cf.jacobian(x, mode="fwd"), fad.jacobian(_scalar_or_array, mode="fwd")(x))
+                assert cf.jvp((x,), v) == fad.jvp(_scalar_or_array, (x,), (v,))
+            assert {type(t).__name__ for t in cf.traces} == {"Trace", "ArrayTrace"}
+    # a dict argument (not packed in C: the tree walk's parts) after an array trace
+    f = lambda p: _scalar_or_array(p["a"])  # noqa: E731
+    cf = fad.compile(f, {"a": up})
+    assert_same(cf.grad({"a": down}), fad.grad(f)({"a": down}))
+    # a hessian whose call records the array branch
+    cf = fad.compile(_scalar_or_array, down)
+    assert_same(cf.hessian(up), fad.hessian(_scalar_or_array)(up))
+
+
 def test_nan_inputs_propagate():
     cf = fad.compile(lambda x: x[0] * fad.sin(x[1]) + fad.exp(x[0]), [1.0, 2.0])
     v, g = cf.value_and_grad([math.nan, 2.0])
