@@ -216,12 +216,16 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-def _executor(threads):
-    """One shared thread pool (the work releases the GIL)."""
+def _executor():
+    """One shared thread pool, a worker per core beside the caller (the work
+    releases the GIL). Made once at full size: its threads start only as
+    work needs them, and a pool replaced by a bigger one would keep its
+    idle threads."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < threads:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastad")
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
+                                                          thread_name_prefix="fastad")
         return _pool
 
 
@@ -404,6 +408,9 @@ class CompiledFunction:
         x = self._inputs(args)
         V = np.zeros(len(x))
         tangents = (tangents,) if self.single else tuple(tangents)
+        if len(tangents) != len(self.argnums):
+            raise TypeError(f"jvp takes one tangent per differentiated argument ({len(self.argnums)}), "
+                            f"got {len(tangents)}")
         for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
             V[s] = self._from_tree(td, t, "the tangent", flat)
         y, JV = self._run(x, "jvp", V)
@@ -467,9 +474,12 @@ class CompiledFunction:
 
     def grad_batch(self, X, threads=None):
         """Gradients at B inputs at once: X stacks them on a first axis (the
-        function takes one argument), the result has X's shape. Rows are
-        split over `threads` threads (None: every core), each sweeping
-        without the GIL in its own buffers over the shared trace. A row
+        function takes one argument): shape (B,) + the argument's shape, or
+        (B, n) with each row flat, for an argument of n numbers. The result
+        has X's shape. Rows
+        are split over `threads` threads (None: every core; more than the
+        cores are not started), each sweeping without the GIL in its own
+        buffers over the shared trace. A row
         whose inputs take another branch is redone through grad(). An array
         recording (NumPy rows need the GIL) runs row by row through grad()."""
         if len(self.treedef[1]) != 1 or self.argnums != (0,):
@@ -479,19 +489,22 @@ class CompiledFunction:
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")
         n_in = _tree.size(self.treedef)
-        if X.ndim < 1 or (X.shape[0] and X[0].size != n_in) or X.size != X.shape[0] * n_in:
-            raise ValueError(f"grad_batch takes X of shape (B, ...) with {n_in} numbers per row, "
+        row_shape = _tree.shape(self.treedef[1][0])  # an array's shape, (n,) for a list or a dict
+        if X.ndim < 1 or X.shape[1:] not in (row_shape, (n_in,)):
+            raise ValueError(f"grad_batch takes X of shape (B, {', '.join(map(str, row_shape))}) "
+                             f"or (B, {n_in}): B rows shaped like the argument, or flat, "
                              f"got shape {X.shape}")
         B = X.shape[0]
         Xf = np.ascontiguousarray(X.reshape(B, n_in), np.float64)
         G = np.empty((B, n_in))
         Y = np.empty(B)
         changed = np.zeros(B, np.int8)
-        threads = (os.cpu_count() or 1) if threads is None else int(threads)
+        cores = os.cpu_count() or 1
+        threads = cores if threads is None else int(threads)
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         trace = self.traces[0]
-        threads = min(threads, max(B, 1))
+        threads = min(threads, max(B, 1), cores)  # more threads than cores only take turns
         # 32 blocks a thread: a thread that starts late (a pool thread takes
         # a while to be scheduled) or runs slower takes fewer of them.
         rows = RowQueue(0, B, max(1, B // (32 * threads)))
@@ -502,7 +515,7 @@ class CompiledFunction:
         else:
             # The caller sweeps too (it is already running), the pool's
             # threads - 1 workers beside it.
-            pool = _executor(threads - 1)
+            pool = _executor()
             futures = [pool.submit(trace.grad_rows, Xf, G, Y, changed, rows) for _ in range(threads - 1)]
             try:
                 trace.grad_rows(Xf, G, Y, changed, rows)

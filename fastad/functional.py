@@ -154,8 +154,11 @@ def jvp(f, primals, tangents):
     >>> fad.jvp(lambda x, y: x * y, (2.0, 3.0), (1.0, 0.0))
     (6.0, 3.0)
     """
-    primals = tuple(primals)
-    return _traced(f, primals, tuple(range(len(primals))), True).jvp(primals, tuple(tangents))
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(tangents) != len(primals):
+        raise TypeError(f"jvp takes one tangent per primal: {len(primals)} primal(s), "
+                        f"{len(tangents)} tangent(s)")
+    return _traced(f, primals, tuple(range(len(primals))), True).jvp(primals, tangents)
 
 
 def vjp(f, *primals):

@@ -611,8 +611,16 @@ def test_bad_options():
 
 def test_grad_batch_errors():
     cf = fad.compile(f_vec, np.ones(6))
-    with pytest.raises(ValueError, match="6 numbers per row"):
+    with pytest.raises(ValueError, match=r"shape \(B, 6\)"):
         cf.grad_batch(np.ones((4, 5)))
+    for bad in (np.ones((4, 2, 3)), np.ones((0, 7)), np.ones((4, 6, 1))):  # as many numbers, or none
+        with pytest.raises(ValueError, match=r"shape \(B, 6\)"):
+            cf.grad_batch(bad)
+    square = fad.compile(lambda A: A[0, 0] * A[1, 1], np.ones((2, 2)))
+    assert square.grad_batch(np.ones((3, 2, 2))).shape == (3, 2, 2)
+    assert square.grad_batch(np.ones((3, 4))).shape == (3, 4)  # flat rows
+    with pytest.raises(ValueError, match=r"shape \(B, 2, 2\) or \(B, 4\)"):
+        square.grad_batch(np.ones((3, 4, 1)))
     with pytest.raises(ValueError, match="shape"):
         cf.grad_batch(np.ones(6)[0])  # 0-d
     with pytest.raises(ValueError, match="threads"):
@@ -632,6 +640,14 @@ def test_tangent_and_direction_structure_errors():
         cf.hvp(np.ones(6), np.ones(5))
     with pytest.raises(TypeError, match="tangent"):
         cf.jvp((np.ones(6),), np.ones(3))
+    mul = lambda x, y: x * y  # noqa: E731
+    for tangents in [(1.0,), (1.0, 1.0, 9.0), ()]:  # one tangent per primal, not zip's shorter
+        with pytest.raises(TypeError, match="one tangent per primal"):
+            fad.jvp(mul, (2.0, 3.0), tangents)
+    both = fad.compile(mul, 2.0, 3.0, argnums=(0, 1))
+    with pytest.raises(TypeError, match="one tangent per differentiated argument"):
+        both.jvp((2.0, 3.0), (1.0,))
+    assert fad.jvp(mul, (2.0, 3.0), (1.0, 1.0)) == (6.0, 5.0)
 
 
 # ---------------------------------------------------------------------------
@@ -1087,6 +1103,21 @@ def test_grad_batch_matrix_argument(threads):
     G2 = cf.grad_batch(X.reshape(11, 6), threads=threads)  # rows as flat vectors
     assert G2.shape == (11, 6)
     assert np.array_equal(G2, want.reshape(11, 6))
+
+
+def test_grad_batch_starts_no_more_threads_than_cores():
+    """threads beyond the core count (or the rows) are not started: the
+    shared pool holds at most a worker per core beside the caller, however
+    many threads calls ask for."""
+    import os
+    import threading
+    cf = fad.compile(f_list, [0.1, 0.2, 0.3])
+    X = np.random.default_rng(19).normal(size=(300, 3))
+    want = np.array([cf.grad(list(x)) for x in X])
+    for threads in (64, 5000, 2):
+        assert np.array_equal(cf.grad_batch(X, threads=threads), want)
+    workers = [t for t in threading.enumerate() if t.name.startswith("fastad")]
+    assert len(workers) <= max(1, (os.cpu_count() or 1) - 1)
 
 
 def test_grad_batch_scalar_and_list_arguments():
