@@ -354,10 +354,10 @@ class CompiledFunction:
                        for td, s, flat in zip(self._arg_treedefs, self._slices, self._arg_flat)]
         return per_arg[0] if self.single else tuple(per_arg)
 
-    def _scalar_output(self):
+    def _scalar_output(self, what):
         if _tree.size(self.out_treedef) != 1:
-            raise ValueError("grad needs a function with a scalar output; "
-                             "for a vector output use cf.jacobian (or fad.vjp)")
+            raise ValueError(f"{what} needs a function with a scalar output; "
+                             "for a vector output use jacobian (or vjp)")
 
     # -- evaluation --
 
@@ -367,7 +367,7 @@ class CompiledFunction:
         return float(y[0]) if self.out_treedef == "f" else _tree.unflatten(self.out_treedef, y)
 
     def value_and_grad(self, *args):
-        self._scalar_output()
+        self._scalar_output("grad")
         y, g = self._run(self._inputs(args), "value_and_grad")
         return float(y[0]), self._grads(g)
 
@@ -377,6 +377,12 @@ class CompiledFunction:
 
     def vjp(self, args, cotangent):
         parts, td = _tree.flatten(cotangent, "the cotangent")
+        # shaped like the output, or an ndarray of the output's shape (a
+        # Jacobian row's: (len,) for a list of numbers)
+        if td != self.out_treedef and not (td != "f" and td[0] == "a"
+                                           and tuple(td[1]) == _tree.shape(self.out_treedef)):
+            raise TypeError(f"the cotangent must be shaped like the output, "
+                            f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
         y, g = self._run(self._inputs(args), "vjp", _tree.numbers(parts))
         return _tree.unflatten(self.out_treedef, y), self._grads(g)
 
@@ -429,7 +435,9 @@ class CompiledFunction:
             mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
         if mode == "fwd" and self._scalar(args) is not self:
             return self._twin.jacobian(*args, mode="fwd")
-        if mode == "rev":
+        if not len(cols):  # no input numbers: an empty Jacobian, no sweep
+            J = np.zeros((n_out, self._n_in))
+        elif mode == "rev":
             _, J = self._run(x, "jacobian_rev")
         else:
             V = np.zeros((self._n_in, len(cols)))
@@ -446,7 +454,7 @@ class CompiledFunction:
         """Second derivatives of a scalar output, shaped in.shape + in.shape
         (for one argnum), from Hessian-vector products 16 a sweep: as few as
         a coloring of its sparsity pattern allows (Trace.hessian)."""
-        self._scalar_output()
+        self._scalar_output("hessian")
         if not self.single:
             raise ValueError("hessian takes a single argnum")
         if self._scalar(args) is not self:
@@ -459,7 +467,7 @@ class CompiledFunction:
     def hvp(self, *args_and_v):
         """H @ v for a function of the arguments args, where v has the
         structure of the (single) argnum: cf.hvp(x, v)."""
-        self._scalar_output()
+        self._scalar_output("hvp")
         if not self.single:
             raise ValueError("hvp takes a single argnum")
         *args, v = args_and_v
@@ -484,7 +492,7 @@ class CompiledFunction:
         recording (NumPy rows need the GIL) runs row by row through grad()."""
         if len(self.treedef[1]) != 1 or self.argnums != (0,):
             raise ValueError("grad_batch needs a compiled function of one argument")
-        self._scalar_output()
+        self._scalar_output("grad_batch")
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")

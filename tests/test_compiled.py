@@ -634,6 +634,30 @@ def test_grad_batch_errors():
         two.grad_batch(np.ones((3, 2)))
 
 
+def test_cotangents_shaped_like_the_output():
+    """vjp's cotangent has the output's structure (or is an ndarray of its
+    Jacobian-row shape); the count alone is not enough."""
+    out, pullback = fad.vjp(lambda x, y: [x * y, x + y], 2.0, 3.0)
+    assert pullback([1.0, 1.0]) == pullback(np.array([1.0, 1.0])) == (4.0, 3.0)
+    for bad in [(1.0, [2.0]), np.ones((2, 1)), [1.0], 1.0]:
+        with pytest.raises(TypeError, match=r"cotangent must be shaped like the output, \[float, float\]"):
+            pullback(bad)
+    _, pullback = fad.vjp(lambda x: x * 2.0, np.ones(3))
+    with pytest.raises(TypeError, match=r"array\(3,\), got array\(3, 1\)"):
+        pullback(np.ones((3, 1)))
+
+
+def test_transforms_name_themselves_and_empty_inputs():
+    for transform in (fad.hessian, fad.grad):
+        with pytest.raises(ValueError, match=f"^{transform.__name__} needs a function with a scalar output"):
+            transform(lambda x: [x, x])(1.0)
+    with pytest.raises(ValueError, match="^hvp needs a function with a scalar output"):
+        fad.hvp(lambda x: [x, x])(1.0, 1.0)
+    for mode in ("auto", "fwd", "rev"):  # no input numbers: an empty Jacobian, not a reshape error
+        J = fad.jacobian(lambda x: [1.0, 2.0], mode=mode)(np.zeros(0))
+        assert J.shape == (2, 0)
+
+
 def test_tangent_and_direction_structure_errors():
     cf = fad.compile(f_vec, np.ones(6))
     with pytest.raises(TypeError, match="direction"):
