@@ -197,6 +197,23 @@ cdef class Var:
     def tanh(self): return unop(OP_TANH, self)
     def sign(self): return unop(OP_SIGN, self)
 
+    # NumPy's reductions of a scalar: np.sum(v), np.mean(v) ... call these
+    # (a 1-D a @ b is a Var, and code written for arrays sums it); each is v.
+    def sum(self, axis=None, dtype=None, out=None, **kwargs):
+        return scalar_reduction(self, "sum", axis, out)
+
+    def mean(self, axis=None, dtype=None, out=None, **kwargs):
+        return scalar_reduction(self, "mean", axis, out)
+
+    def prod(self, axis=None, dtype=None, out=None, **kwargs):
+        return scalar_reduction(self, "prod", axis, out)
+
+    def max(self, axis=None, out=None, **kwargs):
+        return scalar_reduction(self, "max", axis, out)
+
+    def min(self, axis=None, out=None, **kwargs):
+        return scalar_reduction(self, "min", axis, out)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         fn = _UFUNCS.get(ufunc)
         if fn is None or method != "__call__" or kwargs:
@@ -208,6 +225,16 @@ cdef class Var:
             # (each Var wrapped in a 0-d object array, so NumPy does not ask us again).
             return np.frompyfunc(fn, len(inputs), 1)(*[_object_scalar(v) for v in inputs])
         return fn(*[v if type(v) is Var else float(v) for v in inputs])
+
+
+cdef object scalar_reduction(Var v, str name, object axis, object out):
+    """A reduction of the one-number array a Var stands for: v itself (a
+    scalar has no axis but None or (), and no out array)."""
+    if axis is not None and axis != ():
+        raise ValueError(f"{name} of a scalar Var takes no axis, got axis={axis!r}")
+    if out is not None:
+        raise TypeError(f"{name} of a scalar Var writes no out array")
+    return v
 
 
 def _object_scalar(v):

@@ -407,6 +407,19 @@ def test_object_array_ufuncs():
     assert (v1.grad, v2.grad) == (0.0, 2.0)
 
 
+@pytest.mark.parametrize("reduce", [np.sum, np.mean, np.prod, np.max, np.min, np.amax])
+def test_numpy_reductions_of_a_scalar_are_the_scalar(reduce):
+    """np.sum(v) and friends on a Var (a 1-D a @ b is one) give v itself:
+    the same row, so the gradient flows through; an axis is an error."""
+    x = fad.Var(3.0)
+    with fad.Tape():
+        y = x * x
+        assert reduce(y) is y
+    assert fad.grad(lambda a: reduce(a @ a))(np.array([1.0, 2.0])).tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError, match="no axis"):
+        reduce(y, axis=0)
+
+
 @pytest.mark.parametrize("name", [n for n in ops.UNARY
                                   if isinstance(getattr(np, n, None), np.ufunc) and n != "sign"])
 def test_numpy_unary_ufuncs_on_object_arrays(name):
