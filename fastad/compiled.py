@@ -22,53 +22,11 @@ import threading
 
 import numpy as np
 
-from fastad import _tree
+from fastad import _scalarized, _tree
 from fastad import ops as _ops
-from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, _object_scalar, array_trace
+from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
-
-
-class _Scalarized(np.ndarray):
-    """An object array of Vars that a recording hands to f in place of a
-    float array: every element is a scalar row, so the trace replays in C.
-    NumPy ufuncs on it go through fastad's scalar functions element by
-    element (np.maximum splits ties 0.5 / 0.5 as fad.maximum does, instead
-    of NumPy's own object comparison)."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        plain = [v.view(np.ndarray) if isinstance(v, _Scalarized) else _object_scalar(v) for v in inputs]
-        fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
-        if fn is not None and method == "__call__" and not kwargs:
-            with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
-                out = np.frompyfunc(fn, len(plain), 1)(*plain)
-        else:
-            out = getattr(ufunc, method)(*plain, **kwargs)
-        return out.view(_Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
-
-
-def _scalar_ufuncs():
-    from fastad._core import _UFUNCS, clip  # the ufunc -> fastad function table of Var
-    table = dict(_UFUNCS)
-    table["clip"] = clip  # np.clip's ufunc
-    return table
-
-
-_SCALAR_UFUNCS = _scalar_ufuncs()
-
-
-def _scalarized(treedef, leaves):
-    """The arguments with one Var per number, arrays as _Scalarized arrays."""
-    it = iter(leaves)
-
-    def leaf(td):
-        if td == "f":
-            return next(it)
-        out = np.empty(td[1], dtype=object)
-        out.ravel()[:] = [next(it) for _ in range(out.size)] if out.size else []
-        return out.view(_Scalarized)
-
-    return _tree.rebuild(treedef, leaf)
 
 
 def _array_work(rows):
@@ -111,16 +69,16 @@ def record(f, treedef, x, scalarize=False):
             rows = tape.rows()
             if _array_work(rows):
                 return _array_trace(tape, rows, leaves, starts, outs), out_treedef
-    with Tape() as tape:
+    with Tape() as tape, _scalarized.recording(scalarize):
         leaves = [Var(v) for v in x]
-        out = f(*_scalarized(treedef, leaves))
+        out = f(*_scalarized.scalarized(treedef, leaves))
         outs, out_treedef = _output_parts(tape, out)
     rows = tape.rows()
     if _array_work(rows):
         if scalarize:
-            raise TypeError("forward mode, second order and grad_batch replay scalar recordings; "
-                            "this function builds arrays from its numbers (fad.stack, np.array of "
-                            "Vars ...): use fad.grad, fad.jacobian or fad.vjp, which record arrays")
+            raise TypeError("forward mode and second order replay scalar recordings; this function "
+                            "builds fastad Arrays of its numbers (fad.Array(...) * x ...): use "
+                            "fad.grad, fad.jacobian(mode='rev') or fad.vjp, which record arrays")
         return _array_trace(tape, rows, leaves, range(len(leaves)), outs), out_treedef
     number = {id(leaf): k for k, leaf in enumerate(leaves)}
     in_rows = np.full(len(leaves), -1, np.int32)

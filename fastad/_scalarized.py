@@ -1,0 +1,121 @@
+"""One Var per number: the recordings that forward mode and second order replay.
+
+For jvp, hvp, hessian and jacobian(mode="fwd"), compile records an array
+function a second time (its scalarized twin: compiled.record(...,
+scalarize=True)). Each ndarray argument arrives as a Scalarized array, an
+object array of Vars, so every number is a scalar row and the trace sweeps
+in C, where every op has its tangent and second-order rules. NumPy code
+runs on such arrays element by element. fastad's own array builders would
+make Array rows of their Vars instead (fad.stack, fad.concatenate, and
+logsumexp, softmax and log_softmax, which stack object arrays): while a
+scalarized recording runs (`recording`), fastad.array sends them here,
+where they build object arrays of scalar rows.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+from fastad import _tree
+from fastad._core import _UFUNCS, _object_scalar, clip, exp, log
+
+
+class Scalarized(np.ndarray):
+    """An object array of Vars that a recording hands to f in place of a
+    float array. NumPy ufuncs on it go through fastad's scalar functions
+    element by element (np.maximum splits ties 0.5 / 0.5 as fad.maximum
+    does, instead of NumPy's own object comparison)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [v.view(np.ndarray) if isinstance(v, Scalarized) else _object_scalar(v) for v in inputs]
+        fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
+        if fn is not None and method == "__call__" and not kwargs:
+            with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
+                out = np.frompyfunc(fn, len(plain), 1)(*plain)
+        else:
+            out = getattr(ufunc, method)(*plain, **kwargs)
+        return out.view(Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
+
+
+_SCALAR_UFUNCS = dict(_UFUNCS, clip=clip)  # the ufunc -> fastad function table of Var; np.clip's ufunc
+
+
+def scalarized(treedef, leaves):
+    """The arguments with one Var per number, arrays as Scalarized arrays."""
+    it = iter(leaves)
+
+    def leaf(td):
+        if td == "f":
+            return next(it)
+        out = np.empty(td[1], dtype=object)
+        out.ravel()[:] = [next(it) for _ in range(out.size)] if out.size else []
+        return out.view(Scalarized)
+
+    return _tree.rebuild(treedef, leaf)
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def recording(on=True):
+    """While f runs for a scalarized recording (on), fastad.array's
+    builders come here."""
+    before = getattr(_state, "on", False)
+    _state.on = on
+    try:
+        yield
+    finally:
+        _state.on = before
+
+
+def active():
+    return getattr(_state, "on", False)
+
+
+def _objects(v):
+    """v as an object array: a Var or a number is 0-d."""
+    return np.asarray(v.view(np.ndarray) if isinstance(v, Scalarized) else v, dtype=object)
+
+
+def stack(values, axis=0):
+    if not len(values):
+        raise ValueError("stack needs at least one value")
+    return np.stack([_objects(v) for v in values], axis=axis).view(Scalarized)
+
+
+def concatenate(arrays, axis=0):
+    parts = [np.atleast_1d(_objects(a)) for a in arrays]
+    if axis is None:
+        parts = [p.ravel() for p in parts]
+    return np.concatenate(parts, axis=0 if axis is None else axis).view(Scalarized)
+
+
+_exp, _log = np.frompyfunc(exp, 1, 1), np.frompyfunc(log, 1, 1)
+
+
+def _finite_or_zero(v):
+    # compared, not converted: a replay whose max turns infinite re-records
+    return v if -np.inf < v < np.inf else 0.0
+
+
+def logsumexp(x, ax, keepdims):
+    """fastad.array.logsumexp, element by element (ax: the resolved axes).
+    The max taken out first is one of x's Vars (NumPy's object max compares
+    them: guarded), so the recording holds for inputs whose maximum sits at
+    the same place; the value and its derivatives do not depend on it."""
+    x = _objects(x)
+    m = np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size else np.zeros_like(x)
+    value = _log(np.sum(_exp(x - m), axis=ax, keepdims=True)) + m
+    if keepdims:
+        return value.view(Scalarized)
+    value = np.squeeze(value, axis=ax) if ax is not None else value.reshape(())
+    return value.item() if value.ndim == 0 else value.view(Scalarized)
+
+
+def log_softmax(x, ax):
+    return (_objects(x) - _objects(logsumexp(x, ax, True))).view(Scalarized)
+
+
+def softmax(x, ax):
+    return _exp(_objects(log_softmax(x, ax))).view(Scalarized)
