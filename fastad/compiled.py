@@ -410,17 +410,20 @@ class CompiledFunction:
 
     def hessian(self, *args):
         """Second derivatives of a scalar output, shaped in.shape + in.shape
-        (for one argnum), from Hessian-vector products 16 a sweep: as few as
-        a coloring of its sparsity pattern allows (Trace.hessian)."""
+        for one argnum; for a tuple of them, blocks H[i][j] shaped
+        arg_i.shape + arg_j.shape, as JAX nests them. From Hessian-vector
+        products 16 a sweep: as few as a coloring of its sparsity pattern
+        allows (Trace.hessian)."""
         self._scalar_output("hessian")
-        if not self.single:
-            raise ValueError("hessian takes a single argnum")
         if self._scalar(args) is not self:
             return self._twin.hessian(*args)
-        s = self._slices[0]
-        _, H = self._run(self._inputs(args), "hessian", s.start, s.stop)
-        shape = _tree.shape(self._arg_treedefs[0])
-        return H.reshape(shape + shape)
+        lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
+        _, H = self._run(self._inputs(args), "hessian", lo, hi)  # the inputs lo..hi-1: all the argnums'
+        shapes = [_tree.shape(td) for td in self._arg_treedefs]
+        blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
+                             for sj, b in zip(self._slices, shapes))
+                       for si, a in zip(self._slices, shapes))
+        return blocks[0][0] if self.single else blocks
 
     def hvp(self, *args_and_v):
         """H @ v for a function of the arguments args, where v has the

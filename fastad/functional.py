@@ -126,7 +126,8 @@ def jacobian(f, argnums=0, mode="auto"):
 
 
 def hessian(f, argnums=0):
-    """Second derivatives of a scalar f, shaped in.shape + in.shape.
+    """Second derivatives of a scalar f, shaped in.shape + in.shape; for a
+    tuple of argnums, nested blocks H[i][j] (arg_i.shape + arg_j.shape).
 
     >>> import fastad as fad, numpy as np
     >>> fad.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]))
