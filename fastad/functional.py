@@ -115,7 +115,9 @@ def _traced(f, args, argnums, scalarize=False):
 def jacobian(f, argnums=0, mode="auto"):
     """d f / d args[argnums], shaped out.shape + in.shape; mode "rev"
     (a reverse sweep per output), "fwd" (a tangent sweep per input) or
-    "auto" (whichever is fewer).
+    "auto" (whichever is fewer). Where no derivative exists because a zero
+    meets an infinity (sqrt(x*x) at 0), the modes may differ: nan or 0 (see
+    the README's "How the tape works").
 
     >>> import fastad as fad, numpy as np
     >>> fad.jacobian(lambda x: [x[0] * x[1], fad.sin(x[0])])(np.array([2.0, 3.0]))

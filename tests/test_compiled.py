@@ -855,6 +855,20 @@ def test_jacobian_100_to_100(layer):
     np.testing.assert_allclose(vj, v @ J_exact, rtol=1e-11, atol=1e-12)
 
 
+def test_modes_where_a_zero_meets_an_infinity():
+    """What the README says of sqrt(x*x) at 0, where no derivative exists:
+    reverse mode multiplies the adjoint inf by x*x's partial 0 (nan), forward
+    mode stops at the zero tangent before sqrt's inf (0). Off that point,
+    and on a path that is all zero tangent / zero adjoint, they agree."""
+    f = lambda x: fad.sqrt(x * x)  # noqa: E731
+    assert math.isnan(fad.grad(f)(0.0)) and math.isnan(fad.jacobian(f, mode="rev")(0.0))
+    assert fad.jacobian(f, mode="fwd")(0.0) == 0.0
+    assert fad.jacobian(f, mode="fwd")(-2.0) == fad.jacobian(f, mode="rev")(-2.0) == -1.0
+    g = lambda x: [x[0] + fad.sqrt(x[1])]  # noqa: E731 (sqrt'(0) = inf, on x[1]'s path only)
+    assert fad.jacobian(g, mode="fwd")(np.array([1.0, 0.0])).tolist() == [[1.0, math.inf]]
+    assert fad.jacobian(g, mode="rev")(np.array([1.0, 0.0])).tolist() == [[1.0, math.inf]]
+
+
 def test_jacobian_shapes_and_argnums():
     M = np.arange(6.0).reshape(2, 3) / 10
 
