@@ -8,8 +8,9 @@ in C, where every op has its tangent and second-order rules. NumPy code
 runs on such arrays element by element. fastad's own array builders would
 make Array rows of their Vars instead (fad.stack, fad.concatenate, and
 logsumexp, softmax and log_softmax, which stack object arrays): while a
-scalarized recording runs (`recording`), fastad.array sends them here,
-where they build object arrays of scalar rows.
+scalarized recording runs (`recording`), fastad.array sends them here
+(unless an operand is an Array of the function's own making), where they
+build object arrays of scalar rows.
 """
 import contextlib
 import threading

@@ -216,7 +216,7 @@ def logsumexp(x, axis=None, keepdims=False):
     >>> fad.logsumexp(np.array([1000.0, 1000.0]))
     1000.6931471805599
     """
-    if _scalarized.active():
+    if _scalarized.active() and type(x) is not Array:
         return _scalarized.logsumexp(x, _axis(axis, np.ndim(x)), keepdims)
     hx, vx = operand(x)
     ax = _axis(axis, np.ndim(vx))
@@ -237,7 +237,7 @@ def softmax(x, axis=-1):
     >>> fad.softmax(np.array([0.0, 0.0]))
     array([0.5, 0.5])
     """
-    if _scalarized.active():
+    if _scalarized.active() and type(x) is not Array:
         return _scalarized.softmax(x, _axis(axis, np.ndim(x)))
     return unary(CODE["exp"], log_softmax(x, axis))
 
@@ -249,7 +249,7 @@ def log_softmax(x, axis=-1):
     >>> fad.log_softmax(np.array([1000.0, 1000.0]))
     array([-0.69314718, -0.69314718])
     """
-    if _scalarized.active():
+    if _scalarized.active() and type(x) is not Array:
         return _scalarized.log_softmax(x, _axis(axis, np.ndim(x)))
     return binary(CODE["sub"], x, logsumexp(x, axis, keepdims=True))
 
@@ -302,7 +302,7 @@ def concatenate(arrays, axis=0):
     >>> fad.concatenate([fad.Array(np.ones(2)), np.zeros(1)]).value
     array([1., 1., 0.])
     """
-    if _scalarized.active():
+    if _scalarized.active() and not any(type(a) is Array for a in arrays):
         return _scalarized.concatenate(arrays, axis)
     pairs = [operand(a) for a in arrays]
     values = _joined([v for _, v in pairs], axis is None)
@@ -325,7 +325,7 @@ def stack(values, axis=0):
     >>> fad.stack([x, x * x]).value
     array([2., 4.])
     """
-    if _scalarized.active():
+    if _scalarized.active() and not any(type(v) is Array for v in values):
         return _scalarized.stack(values, axis)
     pairs = [operand(v) for v in values]
     if not pairs:
