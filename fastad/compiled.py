@@ -218,6 +218,7 @@ class CompiledFunction:
         self._flat_args = [_pack_layout(td) for td in self.treedef[1]]
         if None in self._flat_args:
             self._flat_args = None
+        self._packs_arrays = self._flat_args is not None and any(e[0] == "a" for e in self._flat_args)
         self._n_in = _tree.size(self.treedef)
 
     # -- structure --
@@ -226,7 +227,9 @@ class CompiledFunction:
         """The arguments as a trace takes them: the flat float64 vector of
         their numbers, or for an ArrayTrace the list of flatten's parts (a
         number or an array per leaf: big arrays are not copied)."""
-        if self._flat_args is not None and len(args) == len(self._flat_args):
+        if (self._flat_args is not None and len(args) == len(self._flat_args)
+                and not (self._packs_arrays and isinstance(self.traces[0], ArrayTrace))):
+            # (an ArrayTrace reads an ndarray argument in place: no copy)
             x = pack_numbers(list(args), self._flat_args)
             if x is not None:
                 return x
@@ -445,12 +448,11 @@ class CompiledFunction:
         """Gradients at B inputs at once: X stacks them on a first axis (the
         function takes one argument): shape (B,) + the argument's shape, or
         (B, n) with each row flat, for an argument of n numbers. The result
-        has X's shape. Rows
-        are split over `threads` threads (None: every core; more than the
-        cores are not started), each sweeping without the GIL in its own
-        buffers over the shared trace. A row
-        whose inputs take another branch is redone through grad(). An array
-        recording (NumPy rows need the GIL) runs row by row through grad()."""
+        has X's shape. Rows are split over `threads` threads (None: every
+        core; more than the cores are not started), each sweeping without
+        the GIL in its own buffers over the shared trace. A row whose inputs
+        take another branch is redone through grad(). An array recording
+        (NumPy rows need the GIL) runs row by row through grad()."""
         if len(self.treedef[1]) != 1 or self.argnums != (0,):
             raise ValueError("grad_batch needs a compiled function of one argument")
         self._scalar_output("grad_batch")
