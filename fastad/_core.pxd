@@ -47,6 +47,8 @@ cdef class Tape:
     cdef bint has_arrays   # any array row: the sweep hands those to fastad/array_rules.py
     cdef uint64_t serial   # unique per tape (and per reset): leaves cache rows by it
     cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
+    cdef bint sweeping     # a sweep runs (its C loops without the GIL): no second sweep,
+                           # and no realloc of the rows it reads (grow, shrink) meanwhile
 
     cdef int grow(self) except -1
     cdef node_t push(self, op_t op, node_t a, node_t b, double da, double db) except -1
@@ -54,6 +56,7 @@ cdef class Tape:
     cdef node_t array_input_row(self, Array leaf) except -1
     cdef int add_leaf(self, object leaf, node_t row) except -1
     cdef int sweep(self, node_t out, object seed, bint deposit) except -1
+    cdef int sweep_rows(self, node_t out, object seed, bint deposit) except -1
     cdef set elem_targets(self, node_t out)
     cdef int sweep_arrays(self, node_t out) except -1
     cdef int find_nan_adjoint(self, node_t out) except -1

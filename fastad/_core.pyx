@@ -57,6 +57,8 @@ MIXED_TAPES = ("these values were recorded on two different tapes (another threa
                "values of one tape")
 CONSUMED = ("this value belongs to a graph that backward() already swept and released; "
             "recompute it, or pass retain_graph=True to backward() to keep the graph")
+SWEEPING = ("this tape is being swept in another thread: a tape takes one sweep at a time, "
+            "and cannot grow while one runs; record each thread's graph on its own tape")
 SWEPT_TWICE = ("backward() was already called on this graph and its tape was released; "
                "pass retain_graph=True to the first backward() to sweep it again")
 

@@ -105,6 +105,8 @@ cdef class Tape:
             free(self.in_rows)
 
     cdef int grow(self) except -1:
+        if self.sweeping:  # another thread's sweep reads these arrays: no realloc under it
+            raise FastADError(SWEEPING)
         if self.n >= self.max_rows:
             raise FastADError(
                 f"the graph has {self.n:,} rows, the most one tape can index "
@@ -194,13 +196,24 @@ cdef class Tape:
     cdef int sweep(self, node_t out, object seed, bint deposit) except -1:
         """Reverse sweep from row `out`; with `deposit`, add the inputs'
         adjoints into their leaves' grads (backward() does, grad() reads
-        its own leaves' adjoints and leaves other leaves alone)."""
+        its own leaves' adjoints and leaves other leaves alone). One at a
+        time: the C loops run without the GIL, over the tape's one adjoint
+        column, and another thread could otherwise sweep it too or grow it."""
+        if self.sweeping:
+            raise FastADError(SWEEPING)
+        if self.cap > self.n + self.n // 8 or self.in_cap > 2 * len(self.leaves) + 16:
+            self.shrink()  # a swept tape keeps at most 12.5% spare rows: 33 bytes a row, 37 with them
+        self.sweeping = True
+        try:
+            return self.sweep_rows(out, seed, deposit)
+        finally:
+            self.sweeping = False
+
+    cdef int sweep_rows(self, node_t out, object seed, bint deposit) except -1:
         cdef Py_ssize_t n = out + 1, k
         cdef node_t r
         cdef Var leaf
         cdef Array aleaf
-        if self.cap > self.n + self.n // 8 or self.in_cap > 2 * len(self.leaves) + 16:
-            self.shrink()  # a swept tape keeps at most 12.5% spare rows: 33 bytes a row, 37 with them
         # Rows below adj_dirty may hold an earlier sweep's adjoints (this
         # tape's, with retain_graph, or a parked tape's); the rest are 0.
         memset(self.adj_mem, 0, (SINKS + min(n, self.adj_dirty)) * sizeof(double))
@@ -407,6 +420,8 @@ cdef class Tape:
         cdef Py_ssize_t n = self.n if self.n > FIRST_ROWS else FIRST_ROWS
         cdef Py_ssize_t k = len(self.leaves) + 8
         cdef void* p
+        if self.sweeping:  # another thread's sweep reads the rows (consume() after its own)
+            return
         if self.in_cap > k + k // 8:
             p = realloc(self.in_rows, k * sizeof(node_t))
             if p != NULL:

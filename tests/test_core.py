@@ -530,6 +530,69 @@ def test_threads_record_on_their_own_tapes():
     assert [last[k].value for k in range(1, n_threads + 1)] == [1.0, 2.0, 3.0, 4.0]
 
 
+def _chain(n):
+    x = fad.Var(0.5)
+    y = x
+    for _ in range(n):
+        y = y * 1.0000001 + 0.0
+    return x, y
+
+
+def test_one_tape_swept_from_two_threads_gives_right_numbers_or_refuses():
+    """A tape's sweep runs without the GIL over its one adjoint column: two
+    threads sweeping it at once summed into each other's adjoints (x.grad
+    was 2e26 where 16.6 was right). Now a second sweep while one runs raises
+    FastADError, and every sweep that ran added exactly its own gradient."""
+    x, y = _chain(300_000)
+    outs = [y * 1.0, y * 2.0]
+    outs[0].backward(retain_graph=True)
+    one = x.grad  # d outs[0] / dx
+    x.grad = 0.0
+    done = {0: 0, 1: 0}
+
+    def work(k):
+        for _ in range(6):
+            try:
+                outs[k].backward(retain_graph=True)
+                done[k] += 1
+            except fad.FastADError as e:
+                assert "being swept in another thread" in str(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert done[0] + done[1] > 0
+    assert x.grad == pytest.approx((done[0] + 2 * done[1]) * one, rel=1e-12)
+
+
+def test_recording_on_a_tape_while_another_thread_sweeps_it_is_no_crash():
+    """Growing a tape reallocates the rows a sweep in another thread is
+    reading: that was a segfault. Now the grow raises FastADError. In a
+    subprocess, so that a crash fails this test, not the whole run."""
+    script = """if True:
+        import threading, fastad as fad
+        x = fad.Var(0.5); y = x
+        for _ in range(300_000): y = y * 1.0000001
+        done, seen = threading.Event(), []
+        def record():
+            z = y
+            try:
+                while not done.is_set(): z = z * 1.0
+            except fad.FastADError as e:
+                seen.append("being swept in another thread" in str(e))
+        t = threading.Thread(target=record); t.start()
+        for _ in range(30): y.backward(retain_graph=True)
+        done.set(); t.join()
+        print("ok", seen)
+    """
+    import subprocess
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ok") and "False" not in run.stdout
+
+
 # ---------------------------------------------------------------------------
 # debug_nans
 # ---------------------------------------------------------------------------
