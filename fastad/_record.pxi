@@ -82,8 +82,24 @@ cdef inline object unop(op_t op, Var x):
     return record(op, x, None, 0.0)
 
 
+cdef inline bint swept(Var v):
+    return v.tape is not None and v.tape.consumed
+
+
 cdef object compare(op_t op, Var x, object y, bint reflected):
-    """A comparison: records a guard row (for replays) and returns a bool."""
+    """A comparison: records a guard row (for replays) and returns a bool.
+    A value of a graph that backward() swept and released is compared as
+    the number it is, with no row: nothing replays that graph, and `if
+    loss < best` after loss.backward() is no error."""
+    cdef double cy
+    if swept(x) or (type(y) is Var and swept(<Var>y)):
+        if type(y) is Var:
+            cy = (<Var>y).val
+        elif is_number(y):
+            cy = y
+        else:
+            return NotImplemented
+        return (op_value(op, cy, x.val) if reflected else op_value(op, x.val, cy)) != 0.0
     r = rbinop(op, x, y) if reflected else binop(op, x, y)
     if r is NotImplemented:
         return r

@@ -100,6 +100,8 @@ def compare(code, x, y):
     remembers it, so a compiled replay whose inputs flip an element re-records."""
     (hx, vx), (hy, vy) = operand(x), operand(y)
     value = _COMPARE_UFUNC[code](vx, vy)
+    if any(_tracked(h) and h.tape is not None and h.tape.consumed for h in (hx, hy)):
+        return value  # a swept graph's values: compared as they are, nothing to replay
     if _tracked(hx) or _tracked(hy):
         record_array(CODE["compare"], (hx, hy), np.asarray(value, np.float64) if np.ndim(value) else float(value),
                      code, (None if hx is not None else vx, None if hy is not None else vy))

@@ -710,6 +710,11 @@ def _operator(name, x, y):
         return NotImplemented
     if name == "power":
         return power(x, y)
+    if name in ops.GUARDS and any(isinstance(v, Var) and v._tape is not None and v._tape.consumed
+                                  for v in (x, y)):
+        # a value of a swept graph: compared as the number it is (no row, no error)
+        x, y = (v.value if isinstance(v, Var) else float(v) for v in (x, y))
+        return _FORWARD[ops.BY_NAME[name].code](x, y) == 1.0
     out = _apply(name, x, y)
     if name in ops.GUARDS:  # a comparison returns a bool
         return out.value == 1.0

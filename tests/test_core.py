@@ -530,6 +530,25 @@ def test_threads_record_on_their_own_tapes():
     assert [last[k].value for k in range(1, n_threads + 1)] == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_comparisons_after_backward_compare_values(engine):
+    """`if loss < best` after loss.backward(): the swept graph's value is
+    compared as a number (no guard row on a released tape, no error), on
+    both engines; Arrays compare elementwise."""
+    x = engine.Var(2.0)
+    loss = x * x
+    loss.backward()
+    assert (loss < 5, loss > 5, loss == 4.0, loss != 4.0, 5 > loss, loss >= x) == (
+        True, False, True, False, True, True)
+    assert bool(loss) and min(loss, 10.0) is loss and loss in [4.0]
+    assert x.grad == 4.0
+    if engine is fad:
+        a = fad.Array(np.array([1.0, 2.0]))
+        y = a * a
+        total = y.sum()
+        total.backward()
+        assert (y > 1.0).tolist() == [False, True] and (total < 10.0) is True
+
+
 def _chain(n):
     x = fad.Var(0.5)
     y = x
