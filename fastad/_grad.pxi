@@ -83,9 +83,14 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         leaves.append(made)
     cdef _ThreadState st = thread_state()
     cdef Tape t = Tape()  # its arrays come from the last tape's (the spare slot)
+    cdef int no_grad = st.no_grad  # grad records, even inside no_grad (recording_on)
     st.saved.append((st.tape, st.implicit))
     st.tape = t
     st.implicit = False
+    if no_grad:
+        global _no_grad_threads
+        st.no_grad = 0
+        _no_grad_threads -= 1
     try:
         out = f(*call_args, **kwargs)
         if type(out) is not Var:
@@ -99,4 +104,7 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
             value = out
     finally:
         st.tape, st.implicit = st.saved.pop()
+        if no_grad:
+            st.no_grad = no_grad
+            _no_grad_threads += 1
     return value, [grads_of(made, t) for made in leaves]

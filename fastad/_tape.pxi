@@ -652,6 +652,29 @@ class no_grad:
         return False
 
 
+class recording_on:
+    """Record inside a `no_grad` block, for this block: grad, compile and
+    the transforms built on them ask for a graph, and inside no_grad they
+    would get constants (a gradient of silent zeros)."""
+
+    def __enter__(self):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        self.depth = st.no_grad
+        if self.depth:
+            st.no_grad = 0
+            _no_grad_threads -= 1
+        return self
+
+    def __exit__(self, *exc):
+        global _no_grad_threads
+        cdef _ThreadState st = thread_state()
+        if self.depth:
+            st.no_grad = self.depth
+            _no_grad_threads += 1
+        return False
+
+
 def debug_nans(bint enable=True):
     """Raise FloatingPointError at the first op whose value is nan while its
     inputs are not, naming the op. Off by default (IEEE results instead).

@@ -24,7 +24,7 @@ import numpy as np
 
 from fastad import _scalarized, _tree
 from fastad import ops as _ops
-from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace
+from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace, recording_on
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -60,7 +60,7 @@ def record(f, treedef, x, scalarize=False):
             return leaves[-1]
 
         try:
-            with Tape() as tape:
+            with Tape() as tape, recording_on():
                 out = f(*_tree.rebuild(treedef, leaf))
                 outs, out_treedef = _output_parts(tape, out)
         except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
@@ -69,7 +69,7 @@ def record(f, treedef, x, scalarize=False):
             rows = tape.rows()
             if _array_work(rows):
                 return _array_trace(tape, rows, leaves, starts, outs), out_treedef
-    with Tape() as tape, _scalarized.recording(scalarize):
+    with Tape() as tape, recording_on(), _scalarized.recording(scalarize):
         leaves = [Var(v) for v in x]
         out = f(*_scalarized.scalarized(treedef, leaves))
         outs, out_treedef = _output_parts(tape, out)

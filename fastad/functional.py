@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from fastad._core import Array, Tape, Var, input_adjoints, sweep_for, value_and_grad_simple
+from fastad._core import Array, Tape, Var, input_adjoints, recording_on, sweep_for, value_and_grad_simple
 from fastad import _tree
 from fastad._tree import scalar_output
 
@@ -44,7 +44,7 @@ class _Argnums:
 def _value_and_grad_tree(f, nums, args, kwargs, transform):
     args = list(args)
     trees, made_for = [], {}
-    with Tape():
+    with Tape(), recording_on():
         for k in nums:
             if k not in made_for:  # an argnum named twice: one set of leaves
                 parts, treedef = _tree.flatten(args[k], f"argument {k}")

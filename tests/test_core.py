@@ -199,6 +199,23 @@ def test_no_grad_gives_leaves_and_records_nothing():
     assert (y.grad, x.grad) == (1.0, 0.0)
 
 
+def test_transforms_record_inside_no_grad():
+    """grad, value_and_grad, jacobian and hessian ask for a graph: inside a
+    no_grad block they still record (they returned zeros), and the block is
+    back in force after them."""
+    A = np.array([1.0, 2.0])
+    with fad.no_grad():
+        assert fad.grad(lambda x: x * x)(3.0) == 6.0
+        v, g = fad.value_and_grad(lambda x: (x * x).sum())(A)
+        assert v == 5.0 and g.tolist() == [2.0, 4.0]
+        assert fad.grad(lambda d: d["a"] * d["b"])({"a": 2.0, "b": 3.0}) == {"a": 3.0, "b": 2.0}
+        assert fad.jacobian(lambda x: x * x)(A).tolist() == [[2.0, 0.0], [0.0, 4.0]]
+        assert fad.hessian(lambda x: x[0] ** 2 * x[1])(A).tolist() == [[4.0, 2.0], [2.0, 0.0]]
+        y = fad.Var(2.0) * 3.0
+        assert y.tape is None  # still no recording of its own
+    assert (fad.Var(2.0) * 3.0).tape is not None
+
+
 def test_backward_of_a_leaf_adds_its_seed():
     x = fad.Var(1.0)
     x.backward()
