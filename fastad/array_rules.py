@@ -96,20 +96,24 @@ def _extremum(tape, i, a, b, c, aux, g):
 def _prod(tape, i, a, b, c, aux, g):
     x = tape._value(a)
     axis, keepdims = aux
-    g = _expand(g, x.shape, axis, keepdims)
-    f = _expand(tape._value(i), x.shape, axis, keepdims)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        others = np.where(x != 0.0, f / np.where(x != 0.0, x, 1.0), 0.0)
-    for idx in zip(*np.nonzero(x == 0.0)):  # a zero factor: the product of the others, directly
-        keep = np.ones(x.shape, bool)
-        keep[idx] = False
-        sel = [slice(None)] * x.ndim
-        if axis is not None:
-            for k in range(x.ndim):
-                if k not in axis:
-                    sel[k] = idx[k]
-        others[idx] = np.prod(np.where(keep, x, 1.0)[tuple(sel)])
-    _add(tape, a, g * others, fresh=True)
+    _add(tape, a, _expand(g, x.shape, axis, keepdims) * _others_product(x, axis), fresh=True)
+
+
+def _others_product(x, axis):
+    """For each x_j, the product of the other factors of its reduction: the
+    product of those before it times the product of those after it. No
+    division, so exact at zeros, and no inf / inf or 0 * inf where the
+    whole product overflows (f / x_j did both)."""
+    axes = list(range(x.ndim)) if axis is None else list(axis)
+    order = [k for k in range(x.ndim) if k not in axes] + axes  # the reduced axes last, as one
+    moved = np.transpose(x, order)
+    flat = moved.reshape(moved.shape[:x.ndim - len(axes)] + (-1,))
+    before, after = np.ones_like(flat), np.ones_like(flat)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and nan are the IEEE answer
+        before[..., 1:] = np.cumprod(flat[..., :-1], axis=-1)
+        after[..., :-1] = np.cumprod(flat[..., :0:-1], axis=-1)[..., ::-1]
+        others = before * after
+    return np.transpose(others.reshape(moved.shape), np.argsort(order))
 
 
 def _reshape(tape, i, a, b, c, aux, g):

@@ -713,6 +713,31 @@ def test_prod_with_zeros():
     np.testing.assert_array_equal(a.grad, [[4.0, 5.0], [0.0, 2.0]])
 
 
+@pytest.mark.parametrize("x,want", [
+    ([1e200, 1e200, 1e-200], [1.0, 1.0, math.inf]),  # the product overflows; the others' do not
+    ([math.inf, 2.0], [2.0, math.inf]),
+    ([math.inf, 0.0], [0.0, math.inf]),
+    ([math.nan, 2.0], [2.0, math.nan]),
+])
+def test_prod_gradient_is_the_product_of_the_others(x, want):
+    """d prod / d x_j is the product of the other factors, also where the
+    whole product is inf or nan (f / x_j gave inf / inf = nan, and inf for
+    the small factor's neighbours): as the same product written as a chain
+    of scalar multiplications, and as the reference."""
+    a = fad.Array(np.array(x))
+    a.prod().backward()
+    np.testing.assert_array_equal(a.grad, want)
+    vs = [fad.Var(v) for v in x]
+    chain = vs[0]
+    for v in vs[1:]:
+        chain = chain * v
+    chain.backward()
+    np.testing.assert_array_equal([v.grad for v in vs], want)
+    r = fad.reference.Array(np.array(x))
+    r.prod().backward()
+    np.testing.assert_array_equal(r.grad, want)
+
+
 # ---------------------------------------------------------------------------
 # 1d. shapes, indexing, joining
 # ---------------------------------------------------------------------------
