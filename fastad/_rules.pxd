@@ -12,7 +12,7 @@ All arithmetic is C double arithmetic: a domain error gives the IEEE result
 """
 from libc.math cimport (sin, cos, tan, asin, acos, atan, sinh, cosh, tanh, exp,
                         expm1, log, log1p, log2, log10, sqrt, cbrt, erf, atan2,
-                        hypot, pow, fabs)
+                        hypot, pow, fabs, INFINITY)
 from fastad._ops cimport *
 
 cdef extern from *:
@@ -127,7 +127,7 @@ cdef inline double elementary_value(op_t op, double x, double y) noexcept nogil:
             return 1.0
         elif x < 0.0:
             return -1.0
-        return x  # 0.0 and nan, as np.sign
+        return 0.0 if x == 0.0 else x  # +0.0 for either zero, nan for nan: as np.sign
     elif op == OP_MAXIMUM:
         if x > y:
             return x
@@ -204,7 +204,7 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
         if need_dy:
             d.dy = f * log(x) if x != 0.0 else 0.0
     elif op == OP_SQRT:
-        d.dx = 0.5 / f  # inf at 0
+        d.dx = 0.5 / f if f != 0.0 else INFINITY  # inf at 0, -0.0 too (0.5 / -0.0 is -inf)
     elif op == OP_CBRT:
         d.dx = 1.0 / (3.0 * f * f)  # inf at 0
     elif op == OP_EXP:
@@ -244,15 +244,15 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
     elif op == OP_RELU:
         d.dx = 1.0 if x > 0.0 else 0.0  # relu'(0) = 0
     elif op == OP_ABS:
-        d.dx = 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)  # abs'(0) = 0
+        d.dx = 1.0 if x > 0.0 else (-1.0 if x < 0.0 else x * 0.0)  # abs'(0) = 0; nan at nan, sign(nan)
     elif op == OP_MAXIMUM or op == OP_MINIMUM:
         # The adjoint goes to the argument that was chosen; a tie splits it.
         if x == y:
             d.dx = 0.5
             d.dy = 0.5
-        elif (x > y) == (op == OP_MAXIMUM):
+        elif (x > y) if op == OP_MAXIMUM else (x < y):
             d.dx = 1.0
-        else:
+        else:  # y chosen, or a nan: y takes it (maximum and minimum alike)
             d.dy = 1.0
     elif op == OP_ARCTAN2:
         r = x * x + y * y  # f = atan2(x, y): x is the numerator
@@ -316,7 +316,7 @@ cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nog
     elif op == OP_SQUARE:
         s.dxx = 2.0
     elif op == OP_SQRT:
-        s.dxx = -0.25 / (f * f * f)
+        s.dxx = -0.25 / (f * f * f) if f != 0.0 else -INFINITY  # as the first partial: -0.0 is 0
     elif op == OP_CBRT:
         s.dxx = -2.0 / (9.0 * f * f * f * f * f)
     elif op == OP_EXP:

@@ -84,13 +84,14 @@ def _sum(tape, i, a, b, c, aux, g):
 
 
 def _extremum(tape, i, a, b, c, aux, g):
-    # Ties split the adjoint evenly among the maxima (as maximum's 0.5 / 0.5).
+    # Ties split the adjoint evenly among the maxima (as maximum's 0.5 / 0.5);
+    # a nan result (NumPy's max of data with a nan) is the nans' to share.
     x = tape._value(a)
     axis, keepdims = aux
     f = _expand(tape._value(i), x.shape, axis, keepdims)
-    hit = (x == f)
+    hit = (x == f) | (np.isnan(x) & np.isnan(f))
     count = hit.sum(axis=axis, keepdims=True)
-    _add(tape, a, hit * _expand(g, x.shape, axis, keepdims) / count, fresh=True)
+    _add(tape, a, np.where(hit, _expand(g, x.shape, axis, keepdims) / count, 0.0), fresh=True)
 
 
 def _prod(tape, i, a, b, c, aux, g):

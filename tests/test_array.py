@@ -713,6 +713,21 @@ def test_prod_with_zeros():
     np.testing.assert_array_equal(a.grad, [[4.0, 5.0], [0.0, 2.0]])
 
 
+@pytest.mark.parametrize("fn", ["max", "min"])
+def test_extremum_of_data_with_nans_goes_to_the_nans(fn):
+    """NumPy's max of data holding a nan is nan: the nans share the adjoint
+    (as the reference); no element matched the nan, and 0 / 0 made every
+    entry nan."""
+    x = np.array([[1.0, math.nan, 3.0, math.nan], [1.0, 2.0, 3.0, 3.0]])
+    a, r = fad.Array(x), fad.reference.Array(x)
+    getattr(a, fn)(axis=1).sum().backward()
+    getattr(r, fn)(axis=1).sum().backward()
+    want = [[0.0, 0.5, 0.0, 0.5], [0.0, 0.0, 0.5, 0.5] if fn == "max" else [1.0, 0.0, 0.0, 0.0]]
+    assert a.grad.tolist() == want and r.grad.tolist() == want
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")  # NumPy's own, forward
 @pytest.mark.parametrize("x,want", [
     ([1e200, 1e200, 1e-200], [1.0, 1.0, math.inf]),  # the product overflows; the others' do not
     ([math.inf, 2.0], [2.0, math.inf]),

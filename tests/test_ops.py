@@ -258,8 +258,44 @@ def test_minimum_routes_to_the_smaller():
 
 
 def test_sqrt_and_cbrt_at_zero_are_infinite():
-    assert grad_at(fad.sqrt, 0.0) == (math.inf,)
-    assert grad_at(fad.cbrt, 0.0) == (math.inf,)
+    for zero in (0.0, -0.0):  # sqrt'(0) = inf at either zero (0.5 / -0.0 would be -inf)
+        assert grad_at(fad.sqrt, zero) == (math.inf,)
+        assert grad_at(fad.cbrt, zero) == (math.inf,)
+    a = fad.Array(np.array([0.0, -0.0]))
+    np.sqrt(a).sum().backward()
+    assert a.grad.tolist() == [math.inf, math.inf]
+    assert fad.hessian(lambda x: fad.sqrt(x[0]))(np.array([-0.0])).tolist() == [[-math.inf]]
+
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize("name,f,args", [
+    ("sqrt at -0", lambda m: m.sqrt, (-0.0,)),
+    ("abs at nan", lambda m: m.abs, (NAN,)),              # sign(nan): nan
+    ("relu at nan", lambda m: m.relu, (NAN,)),
+    ("sign at nan", lambda m: m.sign, (NAN,)),
+    ("maximum(nan, 1)", lambda m: m.maximum, (NAN, 1.0)),  # a nan: y takes the adjoint
+    ("maximum(1, nan)", lambda m: m.maximum, (1.0, NAN)),
+    ("minimum(nan, 1)", lambda m: m.minimum, (NAN, 1.0)),  # the same rule as maximum
+    ("minimum(1, nan)", lambda m: m.minimum, (1.0, NAN)),
+    ("sign at -0", lambda m: m.sign, (-0.0,)),
+], ids=lambda p: p if isinstance(p, str) else "")
+def test_edges_agree_with_the_reference(name, f, args):
+    """At -0.0 and nan the core and the reference pick the same piece, bit
+    for bit (value, and every partial, sign of zero included)."""
+    nums = tuple(range(len(args)))
+    got = fad.value_and_grad(f(fad), argnums=nums)(*args)
+    want = ref.value_and_grad(f(ref), argnums=nums)(*args)
+    pack = lambda vg: [vg[0], *vg[1]]  # noqa: E731
+    assert [(math.copysign(1.0, v), v) if v == v else "nan" for v in pack(got)] == \
+           [(math.copysign(1.0, v), v) if v == v else "nan" for v in pack(want)]
+
+
+def test_sign_of_minus_zero_is_plus_zero_as_numpy():
+    for v in (fad.sign(-0.0), fad.sign(fad.Var(-0.0)).value, float(fad.sign(np.array([-0.0]))[0])):
+        assert v == 0.0 and math.copysign(1.0, v) == 1.0
+    assert math.copysign(1.0, float(np.sign(-0.0))) == 1.0
 
 
 def test_power_conventions_at_zero():
