@@ -200,19 +200,19 @@ cdef class Var:
     # NumPy's reductions of a scalar: np.sum(v), np.mean(v) ... call these
     # (a 1-D a @ b is a Var, and code written for arrays sums it); each is v.
     def sum(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "sum", axis, out)
+        return scalar_reduction(self, "sum", axis, out, kwargs)
 
     def mean(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "mean", axis, out)
+        return scalar_reduction(self, "mean", axis, out, kwargs)
 
     def prod(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "prod", axis, out)
+        return scalar_reduction(self, "prod", axis, out, kwargs)
 
     def max(self, axis=None, out=None, **kwargs):
-        return scalar_reduction(self, "max", axis, out)
+        return scalar_reduction(self, "max", axis, out, kwargs)
 
     def min(self, axis=None, out=None, **kwargs):
-        return scalar_reduction(self, "min", axis, out)
+        return scalar_reduction(self, "min", axis, out, kwargs)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         fn = _UFUNCS.get(ufunc)
@@ -227,13 +227,16 @@ cdef class Var:
         return fn(*[v if type(v) is Var else float(v) for v in inputs])
 
 
-cdef object scalar_reduction(Var v, str name, object axis, object out):
+cdef object scalar_reduction(Var v, str name, object axis, object out, dict kwargs):
     """A reduction of the one-number array a Var stands for: v itself (a
-    scalar has no axis but None or (), and no out array)."""
+    scalar has no axis but None or (), no out array, no where= or initial=)."""
     if axis is not None and axis != ():
         raise ValueError(f"{name} of a scalar Var takes no axis, got axis={axis!r}")
     if out is not None:
         raise TypeError(f"{name} of a scalar Var writes no out array")
+    kwargs.pop("keepdims", None)  # a scalar either way
+    if kwargs:
+        raise TypeError(f"{name} of a scalar Var does not support {', '.join(map(repr, kwargs))}")
     return v
 
 

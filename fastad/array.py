@@ -367,24 +367,55 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     return unary(code, inputs[0]) if ufunc.nin == 1 else binary(code, *inputs)
 
 
+def _plain(name, out=None, dtype=None, **rest):
+    """NumPy's keywords that a recorded result cannot honour are refused,
+    not ignored: an `out` array left as it was, a `where=` mask skipped."""
+    if out is not None:
+        raise TypeError(f"numpy.{name} on tracked values returns a new value; out= is not supported")
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise TypeError(f"numpy.{name} on tracked values computes in float64, not {np.dtype(dtype)}")
+    if rest:
+        raise TypeError(f"numpy.{name} on tracked values does not support {', '.join(map(repr, rest))}")
+
+
 def _fn_sum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    _plain("sum", out, dtype, **kw)
     return sum(a, axis, keepdims)
 
 
 def _fn_mean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    _plain("mean", out, dtype, **kw)
     return mean(a, axis, keepdims)
 
 
 def _fn_max(a, axis=None, out=None, keepdims=False, **kw):
+    _plain("max", out, **kw)
     return amax(a, axis, keepdims)
 
 
 def _fn_min(a, axis=None, out=None, keepdims=False, **kw):
+    _plain("min", out, **kw)
     return amin(a, axis, keepdims)
 
 
 def _fn_prod(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    _plain("prod", out, dtype, **kw)
     return prod(a, axis, keepdims)
+
+
+def _fn_concatenate(arrays, axis=0, out=None, dtype=None, **kw):
+    _plain("concatenate", out, dtype, **{k: v for k, v in kw.items() if k != "casting"})
+    return concatenate(arrays, axis)
+
+
+def _fn_stack(arrays, axis=0, out=None, dtype=None, **kw):
+    _plain("stack", out, dtype, **{k: v for k, v in kw.items() if k != "casting"})
+    return stack(arrays, axis)
+
+
+def _fn_clip(a, a_min, a_max, out=None, **kw):
+    _plain("clip", out, **kw)
+    return clip(a, a_min, a_max)
 
 
 _FUNCTIONS = {
@@ -392,9 +423,8 @@ _FUNCTIONS = {
     np.amin: _fn_min, np.prod: _fn_prod, np.reshape: lambda a, shape=None, *r, **k: reshape(a, shape if shape is not None else k.get("newshape")),
     np.transpose: lambda a, axes=None: transpose(a, axes), np.swapaxes: swapaxes,
     np.expand_dims: expand_dims, np.squeeze: lambda a, axis=None: squeeze(a, axis),
-    np.ravel: lambda a, order="C": ravel(a), np.concatenate: lambda arrays, axis=0, **k: concatenate(arrays, axis),
-    np.stack: lambda arrays, axis=0, **k: stack(arrays, axis), np.where: where,
-    np.clip: lambda a, a_min, a_max, **k: clip(a, a_min, a_max), np.outer: outer, np.einsum: einsum,
+    np.ravel: lambda a, order="C": ravel(a), np.concatenate: _fn_concatenate,
+    np.stack: _fn_stack, np.where: where, np.clip: _fn_clip, np.outer: outer, np.einsum: einsum,
     np.dot: dot, np.matmul: matmul, np.shape: lambda a: np.shape(value_of(a)),
     np.ndim: lambda a: np.ndim(value_of(a)), np.size: lambda a, axis=None: np.size(value_of(a), axis),
 }
