@@ -334,6 +334,8 @@ class Tape:
         """The input row of ``leaf`` (a Var or an Array) on this tape,
         appended on first use."""
         row = self._row_of_leaf.get(id(leaf))
+        if row is not None and self.val[row] is not leaf._value:
+            row = None  # its value was set since: a new input row, as the core does
         if row is None:
             if isinstance(leaf, Array):
                 self.has_arrays = True

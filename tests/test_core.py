@@ -547,6 +547,22 @@ def test_threads_record_on_their_own_tapes():
     assert [last[k].value for k in range(1, n_threads + 1)] == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_a_leaf_set_to_a_new_value_while_an_old_graph_lives(engine):
+    """The new graph differentiates at the new value (the reference reused
+    the leaf's input row, recorded at the old one: sin' gave cos 0.5, not 1)."""
+    x = engine.Var(2.0)
+    keep = x * x
+    x.value = 3.0
+    w = x * x
+    w.backward()
+    assert x.grad == 6.0 and keep.value == 4.0
+    x = engine.Var(0.5)
+    keep = engine.sin(x)
+    x.value = 0.0
+    engine.sin(x).backward()
+    assert x.grad == 1.0
+
+
 def test_comparisons_after_backward_compare_values(engine):
     """`if loss < best` after loss.backward(): the swept graph's value is
     compared as a number (no guard row on a released tape, no error), on
