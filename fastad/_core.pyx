@@ -48,7 +48,7 @@ class FastADError(Exception):
     >>> z.backward()
     Traceback (most recent call last):
     ...
-    fastad._core.FastADError: backward() was already called on this graph and its tape was released; pass retain_graph=True to the first backward() to sweep it again
+    fastad._core.FastADError: backward() was already called on this graph and its tape was released; pass retain_graph=True to the first backward() to sweep it again (graphs built outside a `with fad.Tape()` block share the thread's tape: the first backward() releases all of them; give each its own block)
     """
 
 
@@ -60,7 +60,9 @@ CONSUMED = ("this value belongs to a graph that backward() already swept and rel
 SWEEPING = ("this tape is being swept in another thread: a tape takes one sweep at a time, "
             "and cannot grow while one runs; record each thread's graph on its own tape")
 SWEPT_TWICE = ("backward() was already called on this graph and its tape was released; "
-               "pass retain_graph=True to the first backward() to sweep it again")
+               "pass retain_graph=True to the first backward() to sweep it again (graphs "
+               "built outside a `with fad.Tape()` block share the thread's tape: the first "
+               "backward() releases all of them; give each its own block)")
 
 
 # Rows a tape starts with, and the largest tape whose memory is kept for the

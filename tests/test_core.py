@@ -547,6 +547,25 @@ def test_threads_record_on_their_own_tapes():
     assert [last[k].value for k in range(1, n_threads + 1)] == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_two_graphs_on_the_thread_tape_and_what_the_error_says():
+    """Graphs built outside any `with fad.Tape()` share the thread's tape,
+    so the first backward() releases the second too; the error says so and
+    what to do, and with a block each both sweep."""
+    x = fad.Var(2.0)
+    z1, z2 = x * x, x * 3.0
+    z1.backward()
+    with pytest.raises(fad.FastADError, match=r"share the thread's tape.*its own block"):
+        z2.backward()
+    x.grad = 0.0
+    with fad.Tape():
+        z1 = x * x
+    with fad.Tape():
+        z2 = x * 3.0
+    z1.backward()
+    z2.backward()
+    assert x.grad == 7.0
+
+
 def test_a_leaf_set_to_a_new_value_while_an_old_graph_lives(engine):
     """The new graph differentiates at the new value (the reference reused
     the leaf's input row, recorded at the old one: sin' gave cos 0.5, not 1)."""
