@@ -85,6 +85,31 @@ def test_implicit_tape_stays_bounded():
     assert z.tape.nbytes < 1 << 20
 
 
+def test_evaluation_loops_that_keep_the_last_result_stay_bounded_as_the_readme_says():
+    """`loss = f(params)` with no backward keeps the last loss alive while
+    the next records, so the thread's tape cannot reset and grows (the
+    README says so); no_grad, `.value` or a Tape block per step stay flat."""
+    ps = [fad.Var(0.1 * k) for k in range(10)]
+    f = lambda: sum(p * p for p in ps)  # noqa: E731
+    loss = f()
+    start = len(loss.tape)
+    for _ in range(50):
+        loss = f()
+    assert len(loss.tape) == start + 50 * (start - len(ps))  # every step's ops, kept: as documented
+    del loss
+    for _ in range(200):
+        with fad.no_grad():
+            loss = f()
+        assert loss.tape is None
+    for _ in range(200):
+        with fad.Tape():
+            loss = f()
+        assert len(loss.tape) <= start  # each step's tape goes with the last loss
+    for _ in range(200):
+        kept = f().value
+    assert kept == loss.value and len(f().tape) <= start
+
+
 def _mlp(n_in, n_hidden, rng):
     w1 = [[fad.Var(rng.uniform(-1, 1)) for _ in range(n_in)] for _ in range(n_hidden)]
     b1 = [fad.Var(0.0) for _ in range(n_hidden)]
