@@ -493,7 +493,7 @@ cdef class Tape:
         c (each row's constant) and val (the values, recomputed), and adj
         (None before a sweep). An array row's value and adjoint do not fit a
         float column: they read nan there (the arrays are in tape.obj /
-        tape.arr_adj)."""
+        tape.arr_adj; shapes() says which rows hold arrays)."""
         cdef Py_ssize_t n = self.n, i
         out = {"op": np.empty(n, np.uint8), "a": np.empty(n, np.int32), "b": np.empty(n, np.int32),
                "da": np.empty(n, np.float64), "db": np.empty(n, np.float64),
@@ -516,6 +516,11 @@ cdef class Tape:
             for r in self.obj:
                 adj_v[<Py_ssize_t>r] = NAN
         return out
+
+    def shapes(self):
+        """Per row: None where its value is a number, the shape of its array
+        value where it is one (rows() reads nan for those)."""
+        return [self.obj[i].shape if i in self.obj else None for i in range(self.n)]
 
     def inputs(self):
         """[(row, leaf Var)] for every INPUT row, in row order."""

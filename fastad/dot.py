@@ -85,7 +85,7 @@ def to_dot(output, labels=None):
     out_name = tr["output"]
     rows = _reached(tr["rows"], out_name)
     for row in rows:
-        if row["op"] == "input":
+        if row["op"] in ("input", "array_input"):
             head = f"{row['name']} = {row['label']}\ninput"
             shape = "box"
         else:

@@ -7,11 +7,11 @@ its adjoint from the last reverse sweep, and the local partial derivatives
 that the sweep multiplied into each argument's adjoint. Then the gradient:
 the adjoints of the input rows.
 
-The printer reads only the op table and ``Tape.rows()`` / ``Tape.inputs()``
-(INTERNAL-CONTRACT.md), so it serves the compiled core and the reference
-alike. The local partials are computed with the reference engine's
-per-op rules (``fastad.reference.DERIVATIVES``) from the row's recorded
-values: no third copy of the derivative formulas. Because the adjoints
+The printer reads only the op table and ``Tape.rows()``, ``Tape.shapes()``
+and ``Tape.inputs()``, which both engines have, so it serves the compiled
+core and the reference alike. The local partials are computed with the
+reference engine's per-op rules (``fastad.reference.DERIVATIVES``) from the
+row's recorded values: no third copy of the derivative formulas. Because the adjoints
 come from the engine that swept the tape, a core adjoint that disagrees
 with the printed partials times the readers' adjoints points at a bug in
 one of the two rule sets.
@@ -24,7 +24,7 @@ from . import ops
 __all__ = ["explain", "explain_tape"]
 
 FORMATS = ("text", "markdown", "json")
-_INPUT = ops.BY_NAME["input"].code
+_INPUTS = (ops.BY_NAME["input"].code, ops.BY_NAME["array_input"].code)
 
 
 # --------------------------------------------------------------------------
@@ -36,7 +36,10 @@ def _num(v, digits=10):
 
     Integral values print without a fraction; others with ``digits``
     significant digits, or the shortest round-trip repr if ``digits`` is None.
+    An array row's value is the text ``array(2, 3)``: it goes through as is.
     """
+    if isinstance(v, str):
+        return v
     v = float(v)
     if math.isnan(v):
         return "nan"
@@ -49,8 +52,8 @@ def _num(v, digits=10):
 
 def _json_num(v):
     """JSON has no nan/inf: they become the strings "nan", "inf", "-inf"."""
-    if v is None:
-        return None
+    if v is None or isinstance(v, str):
+        return v
     v = float(v)
     return v if math.isfinite(v) else _num(v)
 
@@ -166,18 +169,22 @@ def trace(tape, labels=None, output=None):
     r = tape.rows()
     n = len(r["op"])
     adj = r["adj"]
+    # an array row's value and adjoint are arrays (nan in the float columns):
+    # shown by their shape, and its partials are not numbers to print
+    shape = tape.shapes()
+    array = [None if s is None else "array" + str(tuple(s)) for s in shape]
     names = _leaf_labels(tape, labels)
     rows = []
     for i in range(n):
         code, a, b, c = int(r["op"][i]), int(r["a"][i]), int(r["b"][i]), float(r["c"][i])
-        f = float(r["val"][i])
+        f = float(r["val"][i]) if array[i] is None else array[i]
         spec = _spec(code)
         name = _row_name(i)
         if spec is None:
             opname, arity, fmt = f"op{code}", 2 if b >= 0 else 1, None
         else:
             opname, arity, fmt = spec.name, spec.arity, spec.fmt
-        label = names.get(i) if code == _INPUT else None
+        label = names.get(i) if code in _INPUTS else None
 
         args, arg_rows, arg_vals = [], [], []
         for slot in (a, b)[:arity]:
@@ -191,7 +198,7 @@ def trace(tape, labels=None, output=None):
                 arg_vals.append(c)
 
         inner = _spec(int(c)) if opname in ("map", "compare") and c == int(c) else None
-        if code == _INPUT:
+        if code in _INPUTS:
             definition = label
         elif inner is not None and inner.arity in (1, 2):
             # An elementwise array row: its scalar op (code in c) on its
@@ -207,7 +214,8 @@ def trace(tape, labels=None, output=None):
                 definition = fmt.format(*shown)
 
         partials = local = None
-        if spec is not None and spec.kind != "input":
+        if spec is not None and spec.kind != "input" and array[i] is None and not any(
+                s is not None and array[s] is not None for s in arg_rows):
             x = arg_vals[0] if arg_vals else None
             y = arg_vals[1] if len(arg_vals) > 1 else None
             local = local_partials(opname, x, y, f)
@@ -226,7 +234,7 @@ def trace(tape, labels=None, output=None):
             "args": args,
             "definition": definition,
             "value": f,
-            "adjoint": None if adj is None else float(adj[i]),
+            "adjoint": None if adj is None else float(adj[i]) if array[i] is None else array[i],
             "partials": partials,
             "_local": local,  # per argument slot, for dot's edges; not printed
         })
@@ -238,7 +246,8 @@ def trace(tape, labels=None, output=None):
         # position for explain), then any other inputs in row order
         order = {label: k for k, label in enumerate(_given_labels(labels))}
         rows_in_order = sorted(names, key=lambda row: (order.get(names[row], len(order)), row))
-        gradient = {names[row]: float(adj[row]) for row in rows_in_order}
+        gradient = {names[row]: float(adj[row]) if array[row] is None else array[row]
+                    for row in rows_in_order}
     return {
         "rows": rows,
         "output": None if out_row is None else _row_name(out_row),
@@ -261,7 +270,7 @@ def _cells(row):
     return (
         row["name"],
         row["label"] or "",
-        "input" if row["op"] == "input" else row["definition"],
+        "input" if row["op"] in ("input", "array_input") else row["definition"],
         _num(row["value"]),
         "" if row["adjoint"] is None else _num(row["adjoint"]),
         partials,

@@ -395,12 +395,13 @@ class Tape:
         if self.consumed:
             raise FastADError(_RELEASED)
 
-    # -- introspection (INTERNAL-CONTRACT.md) --------------------------------
+    # -- introspection: the same rows(), shapes() and inputs() as the core's --
 
     def rows(self):
         """The rows as numpy arrays (copies). An array row's value and
         adjoint do not fit a float column: they read nan there (the arrays
-        themselves are ``tape.val[i]`` and ``tape.adj[i]``)."""
+        themselves are ``tape.val[i]`` and ``tape.adj[i]``; ``shapes()``
+        says which rows hold arrays)."""
         n = len(self.op)
         val, adj = self.val, self.adj
         if self.has_arrays:
@@ -420,6 +421,11 @@ class Tape:
             "val": np.array(val, dtype=np.float64),
             "adj": out_adj,
         }
+
+    def shapes(self):
+        """Per row: None where its value is a number, the shape of its array
+        value where it is one."""
+        return [v.shape if isinstance(v, np.ndarray) else None for v in self.val]
 
     def inputs(self):
         """``(row, leaf)`` for every input row, in row order."""

@@ -218,12 +218,37 @@ def test_unknown_op_code_prints_generically():
                     "b": np.array([-1, -1], np.int32), "c": np.zeros(2),
                     "val": np.array([1.0, 2.0]), "adj": None}
 
+        def shapes(self):
+            return [None, None]
+
         def inputs(self):
             return [(0, object())]
 
     t = trace(FakeTape())
     assert t["rows"][1]["definition"] == "op200(w1)"
     assert t["rows"][1]["partials"] is None
+
+
+def test_array_rows_print_their_shape_not_nan(engine):
+    """An array row's value and adjoint are arrays: the trace shows their
+    shape (the float columns read nan there, which it printed, down to a
+    nan gradient), an array input is an input with its label, and no
+    partials are printed for array rows. to_dot labels them the same way."""
+    import numpy as np
+    a, x = engine.Array(np.array([1.0, 2.0])), engine.Var(3.0)
+    with engine.Tape() as t:
+        s = (a * a).sum() * x
+    s.backward(retain_graph=True)
+    tr = trace(t)
+    assert [r["value"] for r in tr["rows"]] == ["array(2,)", "array(2,)", 5.0, 3.0, 15.0]
+    assert [r["adjoint"] for r in tr["rows"]] == ["array(2,)", "array(2,)", 3.0, 5.0, 1.0]
+    assert tr["rows"][0]["label"] == "x1" and tr["rows"][0]["definition"] == "x1"
+    assert tr["rows"][1]["partials"] is None and tr["rows"][2]["partials"] is None
+    assert tr["gradient"] == {"x1": "array(2,)", "x2": 5.0}
+    text = t.explain()
+    assert "nan" not in text and "∂w5/∂x1 = array(2,)" in text
+    import fastad
+    assert "nan" not in t.explain(fmt="json") and "nan" not in fastad.to_dot(s)
 
 
 def test_elementwise_array_rows_print_their_scalar_op():
