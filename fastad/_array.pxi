@@ -66,7 +66,7 @@ cdef int array_nan_check(int op, tuple args, value, double c, aux) except -1:
         inputs += [v for v in aux if isinstance(v, (float, np.ndarray))]
     if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs):
         return 0  # nan in, nan out: reported where it was first made
-    raise FloatingPointError(f"fastad: op '{array_op_name(op, c)}' made nan from finite inputs")
+    raise FloatingPointError(f"fastad: op '{array_op_name(op, c)}' made nan from inputs with no nan")
 
 
 def record_array(int op, tuple args, value, double c=0.0, aux=None):
@@ -264,7 +264,7 @@ cdef class Array:
     def __reduce__(self):
         if self.tape is not None:
             raise TypeError("a recorded array cannot be pickled; pickle its .value")
-        return (Array, (np.array(self.value),))
+        return (_array_leaf, (np.array(self.value), None if self.grad_ is None else np.array(self.grad_)))
 
     # -- operators: NumPy semantics, recorded --
 

@@ -22,7 +22,7 @@ cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
                  if v is not None or _ops_table.OPS[op].arity == 2)
     if any(a != a for a in args):
         return 0  # nan in, nan out: reported where it was first made
-    raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from finite inputs {args}")
+    raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
 
 
 cdef Var record(op_t op, Var x, Var y, double c):

@@ -689,7 +689,7 @@ def debug_nans(bint enable=True):
     >>> fad.log(fad.Var(-1.0))
     Traceback (most recent call last):
     ...
-    FloatingPointError: fastad: op 'log' made nan from finite inputs (-1.0,)
+    FloatingPointError: fastad: op 'log' made nan from inputs with no nan (-1.0,)
     >>> fad.debug_nans(False)
     """
     global _debug_nans

@@ -283,3 +283,10 @@ def _leaf(value, grad):
     v = Var(value)
     v.grad_ = grad
     return v
+
+
+def _array_leaf(value, grad):
+    """An unpickled Array leaf, with its gradient (None: never swept)."""
+    a = Array(value)
+    a.grad_ = grad
+    return a

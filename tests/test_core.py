@@ -311,6 +311,16 @@ def test_leaf_pickles_node_does_not():
         pickle.dumps(x * 2.0)
 
 
+def test_array_leaf_pickles_with_its_grad():
+    a = fad.Array(np.array([1.0, 2.0, 3.0]))
+    (a * a).sum().backward()
+    b = pickle.loads(pickle.dumps(a))
+    assert b.value.tolist() == [1.0, 2.0, 3.0] and b.grad.tolist() == [2.0, 4.0, 6.0] and b is not a
+    assert pickle.loads(pickle.dumps(fad.Array(np.ones(2)))).grad.tolist() == [0.0, 0.0]  # never swept
+    with pytest.raises(TypeError):
+        pickle.dumps(a * 2.0)
+
+
 @pytest.mark.parametrize("bad", ["a", 1 + 2j, None, [1.0], np.array([1.0, 2.0])])
 def test_var_of_a_non_number_raises(bad):
     with pytest.raises(TypeError):
