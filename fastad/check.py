@@ -58,7 +58,9 @@ def _replace(tree, path, new):
         return out
     items = list(tree)
     items[key] = _replace(tree[key], rest, new)
-    return type(tree)(items) if isinstance(tree, tuple) else items
+    if not isinstance(tree, tuple):
+        return items
+    return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # a namedtuple: fields
 
 
 def _as_float(out):

@@ -84,6 +84,13 @@ def test_nested_arguments_with_the_reference():
     assert check_grad(f, {"w": [1.5, -0.5], "b": 0.2}, engine=ref) < 1e-9
 
 
+def test_namedtuple_arguments(engine):
+    import collections
+    Point = collections.namedtuple("Point", "a b")
+    err = check_grad(lambda p: p.a * engine.sin(p.b), Point(2.0, 0.5), engine=engine)
+    assert err < 1e-8
+
+
 def test_single_argument_bare_gradient_engine():
     # an engine returning the bare gradient for one argument is accepted too
     eng = types.SimpleNamespace(grad=lambda f, argnums=0: lambda x: 2 * x)
