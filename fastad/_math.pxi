@@ -18,13 +18,22 @@ cdef object elementwise(op_t op, object x, object y, str name):
     return map_value(op, *arrays)
 
 
+cdef double plain_value(op_t op, double x, double y) except? -1.0:
+    """op on plain numbers: a float, checked by debug_nans as a Var's op is."""
+    cdef double v = op_value(op, x, y)
+    if _debug_nans and v != v and x == x and y == y:
+        args = (x, y)[:_ops_table.OPS[op].arity]
+        raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
+    return v
+
+
 cdef object unary(op_t op, object x):
     if type(x) is Var:
         return unop(op, <Var>x)
     if type(x) is Array:
         return array_unary(op, x)
     if is_number(x):
-        return op_value(op, <double>x, 0.0)
+        return plain_value(op, <double>x, 0.0)
     return elementwise(op, x, None, _ops_table.OPS[op].name)
 
 
@@ -37,7 +46,7 @@ cdef object binary(op_t op, object x, object y):
     elif type(y) is Var:
         r = rbinop(op, <Var>y, x)
     elif is_number(x) and is_number(y):
-        return op_value(op, <double>x, <double>y)
+        return plain_value(op, <double>x, <double>y)
     if r is NotImplemented:
         return elementwise(op, x, y, _ops_table.OPS[op].name)
     return r

@@ -690,6 +690,23 @@ def test_debug_nans_raises_naming_the_op():
     assert math.isnan(fad.log(fad.Var(-1.0)).value)
 
 
+def test_debug_nans_checks_plain_numbers_too():
+    """fad.log(-1.0) on a float raises like fad.log(Var(-1.0)) (it returned
+    nan); a nan in is no error, and inf - inf names its inputs."""
+    fad.debug_nans(True)
+    try:
+        with pytest.raises(FloatingPointError, match=r"'log' made nan from inputs with no nan \(-1.0,\)"):
+            fad.log(-1.0)
+        with pytest.raises(FloatingPointError, match="'power'"):
+            fad.power(-2.0, 0.5)
+        assert math.isnan(fad.log(math.nan))
+        with pytest.raises(FloatingPointError, match=r"'sub' made nan from inputs with no nan \(inf, inf\)"):
+            fad.Var(math.inf) - math.inf
+    finally:
+        fad.debug_nans(False)
+    assert math.isnan(fad.log(-1.0))
+
+
 def test_debug_nans_reports_where_nan_is_made_not_where_it_flows():
     x = fad.Var(-1.0)
     with fad.Tape():
