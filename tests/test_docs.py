@@ -51,6 +51,8 @@ def test_readme_snippets_run_and_print_what_they_say(capsys):
     assert namespace["value"] == want[0] and np.array_equal(namespace["dW"], want[1])
     g = namespace["g"]
     assert g["W"].shape == (3, 4) and g["v"].shape == (4,)
+    blocks = fad.hessian(lambda x, y: x * x * y, argnums=(0, 1))(2.0, 3.0)
+    assert [[float(h) for h in row] for row in blocks] == [[6.0, 4.0], [4.0, 0.0]]
     assert isinstance(fad, type(np))
     printed = capsys.readouterr().out
     assert "6.909297426825682 2.5838531634528574 2.0" in printed
