@@ -668,8 +668,13 @@ def test_recording_on_a_tape_while_another_thread_sweeps_it_is_no_crash():
         done.set(); t.join()
         print("ok", seen)
     """
+    import os
     import subprocess
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    import tempfile
+    # beside the fastad these tests imported (an installed one under CI), not the source tree
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fad.__file__)))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=tempfile.gettempdir(), env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("ok") and "False" not in run.stdout
 
