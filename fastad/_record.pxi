@@ -88,18 +88,22 @@ cdef inline bint swept(Var v):
 
 cdef object compare(op_t op, Var x, object y, bint reflected):
     """A comparison: records a guard row (for replays) and returns a bool.
-    A value of a graph that backward() swept and released is compared as
-    the number it is, with no row: nothing replays that graph, and `if
-    loss < best` after loss.backward() is no error."""
-    cdef double cy
-    if swept(x) or (type(y) is Var and swept(<Var>y)):
-        if type(y) is Var:
-            cy = (<Var>y).val
-        elif is_number(y):
-            cy = y
-        else:
+    A value of a graph that backward() swept and released is a number now
+    (`if loss < best` after loss.backward() is no error): against a live
+    value it is that value's constant, so the guard is still recorded on
+    the live side; two such values compare with no row."""
+    cdef double cx, cy
+    if type(y) is Var and swept(<Var>y):
+        y = (<Var>y).val
+    if swept(x):
+        cx = x.val
+        if type(y) is Var:  # live: guard it against the number x holds
+            r = binop(op, <Var>y, cx) if reflected else rbinop(op, <Var>y, cx)
+            return (<Var>r).val != 0.0
+        if not is_number(y):
             return NotImplemented
-        return (op_value(op, cy, x.val) if reflected else op_value(op, x.val, cy)) != 0.0
+        cy = y
+        return (op_value(op, cy, cx) if reflected else op_value(op, cx, cy)) != 0.0
     r = rbinop(op, x, y) if reflected else binop(op, x, y)
     if r is NotImplemented:
         return r
@@ -107,19 +111,20 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
 
 
 cdef int pin(Var x) except -1:
-    """float(x) or int(x) inside a recording: the number leaves the tape, and
-    whatever Python does with it (math.floor, np.floor on an object array,
-    an `if` on it, a NumPy constant) is frozen into the recording. So pin
-    it: record a guard that holds exactly while x keeps this value (x == v,
-    or x != x for a nan), and a compiled replay where x has another value
-    re-records or raises BranchChanged instead of reusing the number. Not
-    for a leaf outside any recording, nor on a swept tape (float(loss)
-    after backward). `.value` is the unguarded way out, and f"{x:.3f}"
-    reads no number."""
+    """float(x) or int(x) while compile records: the number leaves the tape,
+    and whatever Python does with it (math.floor, np.floor on an object
+    array, an `if` on it, a NumPy constant) is frozen into the recording. So
+    pin it: record a guard that holds exactly while x keeps this value
+    (x == v, or x != x for a nan), and a replay where x has another value
+    re-records or raises BranchChanged instead of reusing the number. Only
+    in compile's recordings (`pinning`), for a value recorded there: no
+    replay reads any other tape, and float(v) in a loop must not grow one.
+    `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
     cdef Tape t = x.tape
-    cdef _ThreadState st
+    cdef _ThreadState st = thread_state()
+    if not st.pinning:
+        return 0
     if t is None:
-        st = thread_state()
         if st.tape is None or st.implicit:
             return 0
     elif t.consumed:

@@ -565,6 +565,7 @@ cdef class _ThreadState:
     cdef Tape tape      # where ops on leaves record; None until the first
     cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
     cdef int no_grad    # depth of `with no_grad()` blocks
+    cdef int pinning    # depth of compile's recordings: float(v) records a guard (pin)
     cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
 
     def __cinit__(self):
@@ -654,6 +655,23 @@ class no_grad:
         st.no_grad -= 1
         if st.no_grad == 0:
             _no_grad_threads -= 1
+        return False
+
+
+class pinning:
+    """While compile records f: float(v) and int(v) of a recorded value
+    guard that value (fastad/_record.pxi, pin), so a replay never reuses a
+    number Python took out of the recording. Elsewhere a conversion records
+    nothing (a loop of float(loss) must not grow the tape)."""
+
+    def __enter__(self):
+        cdef _ThreadState st = thread_state()
+        st.pinning += 1
+        return self
+
+    def __exit__(self, *exc):
+        cdef _ThreadState st = thread_state()
+        st.pinning -= 1
         return False
 
 

@@ -40,8 +40,8 @@ def operand(v):
     """(handle, value): handle is the Var/Array, or None for a constant."""
     if _tracked(v):
         return v, v.value
-    if isinstance(v, np.ndarray) and v.dtype == object:
-        return operand(stack(list(v.reshape(-1))).reshape(v.shape) if v.size else np.zeros(v.shape))
+    if isinstance(v, np.ndarray) and v.dtype == object:  # Vars in an object array: an Array row
+        return operand(_stack(list(v.reshape(-1)), 0).reshape(v.shape) if v.size else np.zeros(v.shape))
     if isinstance(v, (list, tuple)) and any(_tracked(e) for e in np.ravel(np.array(v, dtype=object))):
         return operand(np.array(v, dtype=object))
     a = np.asarray(v)
@@ -99,9 +99,9 @@ def compare(code, x, y):
     array, which Python code branches on or hands to where. A `compare` row
     remembers it, so a compiled replay whose inputs flip an element re-records."""
     (hx, vx), (hy, vy) = operand(x), operand(y)
+    # a swept graph's value is a constant now: the guard goes on the live side, if any
+    hx, hy = (None if _tracked(h) and h.tape is not None and h.tape.consumed else h for h in (hx, hy))
     value = _COMPARE_UFUNC[code](vx, vy)
-    if any(_tracked(h) and h.tape is not None and h.tape.consumed for h in (hx, hy)):
-        return value  # a swept graph's values: compared as they are, nothing to replay
     if _tracked(hx) or _tracked(hy):
         record_array(CODE["compare"], (hx, hy), np.asarray(value, np.float64) if np.ndim(value) else float(value),
                      code, (None if hx is not None else vx, None if hy is not None else vy))
@@ -329,6 +329,12 @@ def stack(values, axis=0):
     """
     if _scalarized.active() and not any(type(v) is Array for v in values):
         return _scalarized.stack(values, axis)
+    return _stack(values, axis)
+
+
+def _stack(values, axis):
+    """stack's Array row (operand's too: an object array of Vars that meets
+    an Array becomes one, also in a scalarized recording)."""
     pairs = [operand(v) for v in values]
     if not pairs:
         raise ValueError("stack needs at least one value")

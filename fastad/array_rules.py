@@ -108,7 +108,8 @@ def _others_product(x, axis):
     axes = list(range(x.ndim)) if axis is None else list(axis)
     order = [k for k in range(x.ndim) if k not in axes] + axes  # the reduced axes last, as one
     moved = np.transpose(x, order)
-    flat = moved.reshape(moved.shape[:x.ndim - len(axes)] + (-1,))
+    kept = moved.shape[:x.ndim - len(axes)]
+    flat = moved.reshape(kept + (int(np.prod(moved.shape[len(kept):])),))  # (-1 is ambiguous when empty)
     before, after = np.ones_like(flat), np.ones_like(flat)
     with np.errstate(over="ignore", invalid="ignore"):  # inf and nan are the IEEE answer
         before[..., 1:] = np.cumprod(flat[..., :-1], axis=-1)

@@ -12,8 +12,9 @@ comparison on a Var and every kink (abs, relu, maximum, ...) remembers the
 piece it fell on; a replay that lands on another piece re-records
 (on_branch_change="retrace", keeping the last few traces) or raises
 BranchChanged ("raise"). float(v) and int(v) pin v's value the same way
-(fastad._core's pin): the number they hand Python becomes a constant of the
-recording, valid only while v keeps that value. `.value` is the unguarded
+while compile records (fastad._core's pin, `pinning`): the number they hand
+Python becomes a constant of the recording, valid only while v keeps that
+value. `.value` is the unguarded
 way out: Python code that reads it and branches on it escapes the tape.
 """
 import concurrent.futures
@@ -24,7 +25,7 @@ import numpy as np
 
 from fastad import _scalarized, _tree
 from fastad import ops as _ops
-from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace, recording_on
+from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace, pinning, recording_on
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -60,7 +61,7 @@ def record(f, treedef, x, scalarize=False):
             return leaves[-1]
 
         try:
-            with Tape() as tape, recording_on():
+            with Tape() as tape, recording_on(), pinning():
                 out = f(*_tree.rebuild(treedef, leaf))
                 outs, out_treedef = _output_parts(tape, out)
         except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
@@ -69,7 +70,7 @@ def record(f, treedef, x, scalarize=False):
             rows = tape.rows()
             if _array_work(rows):
                 return _array_trace(tape, rows, leaves, starts, outs), out_treedef
-    with Tape() as tape, recording_on(), _scalarized.recording(scalarize):
+    with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
         leaves = [Var(v) for v in x]
         out = f(*_scalarized.scalarized(treedef, leaves))
         outs, out_treedef = _output_parts(tape, out)

@@ -718,11 +718,12 @@ def _operator(name, x, y):
         return NotImplemented
     if name == "power":
         return power(x, y)
-    if name in ops.GUARDS and any(isinstance(v, Var) and v._tape is not None and v._tape.consumed
-                                  for v in (x, y)):
-        # a value of a swept graph: compared as the number it is (no row, no error)
-        x, y = (v.value if isinstance(v, Var) else float(v) for v in (x, y))
-        return _FORWARD[ops.BY_NAME[name].code](x, y) == 1.0
+    if name in ops.GUARDS:
+        # a value of a swept graph is a number now: a guard on the live side, if any
+        x, y = (v.value if isinstance(v, Var) and v._tape is not None and v._tape.consumed else v
+                for v in (x, y))
+        if not isinstance(x, Var) and not isinstance(y, Var):
+            return _FORWARD[ops.BY_NAME[name].code](float(x), float(y)) == 1.0
     out = _apply(name, x, y)
     if name in ops.GUARDS:  # a comparison returns a bool
         return out.value == 1.0

@@ -713,6 +713,17 @@ def test_prod_with_zeros():
     np.testing.assert_array_equal(a.grad, [[4.0, 5.0], [0.0, 2.0]])
 
 
+@pytest.mark.parametrize("shape,axis", [((0, 3), 1), ((3, 0), 0), ((2, 0, 3), 2), ((2, 0, 3), (0, 1)), ((), None)])
+def test_prod_gradient_of_empty_and_0d_arrays(shape, axis):
+    a = fad.Array(np.full(shape, 2.0))
+    p = np.prod(a, axis=axis)
+    (p if type(p) is fad.Var else p.sum()).backward()
+    r = fad.reference.Array(np.full(shape, 2.0))
+    q = np.prod(r, axis=axis)
+    (q if type(q) is fad.reference.Var else q.sum()).backward()
+    assert a.grad.shape == shape and np.array_equal(a.grad, r.grad)
+
+
 @pytest.mark.parametrize("fn", ["max", "min"])
 def test_extremum_of_data_with_nans_goes_to_the_nans(fn):
     """NumPy's max of data holding a nan is nan: the nans share the adjoint

@@ -244,8 +244,11 @@ def test_element_loops_on_arrays_stay_scalar_traces():
     assert isinstance(cf.traces[0], ArrayTrace)  # arrays built from numbers
     assert cf.grad([2.0, 3.0]) == [4.0, 2.0]
     assert cf.hvp([2.0, 3.0], [1.0, 0.0]) == [0.0, 1.0]  # the twin stacks object arrays
+    W = fad.Array(np.ones(2))
     for f in (lambda x: (fad.Array(np.arange(2.0)) * x[0]).sum(),
-              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0])):
+              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0]),
+              lambda x: (W * np.array([x[0], x[0]])).sum(),  # an object array meeting an Array:
+              lambda x: fad.stack([W, np.array([x[0], x[0]])]).sum()):  # once a RecursionError
         cf = fad.compile(f, [2.0])
         with pytest.raises(TypeError, match="builds fastad Arrays"):  # an Array of its own: no twin
             cf.hvp([2.0], [1.0])

@@ -485,15 +485,36 @@ def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
     assert_same(again.grad(rec), want(rec)[1])  # at the recorded value no guard fails
 
 
-def test_float_of_a_value_outside_a_recording_records_nothing():
+def test_a_swept_value_compared_in_a_recording_still_guards_the_live_side():
+    """A swept graph's value compares as a number, but against a live
+    value of the recording the guard is still recorded: a replay where the
+    comparison flips re-records (it took the stale branch: 10 for 15)."""
+    best = fad.Var(1.0) * 1.0
+    best.backward()
+    for f in (lambda x: x * 2.0 if x < best else x * 3.0, lambda x: x * 2.0 if best > x else x * 3.0):
+        cf = fad.compile(f, 0.5)
+        assert cf(5.0) == 15.0 and cf.grad(5.0) == 3.0 and cf(0.25) == 0.5
+    bA = fad.Array(np.ones(2)) * 1.0
+    bA.sum().backward()
+    cg = fad.compile(lambda x: fad.where(x < bA, x * 2.0, x * 3.0).sum(), np.array([0.5, 0.5]))
+    assert cg(np.array([5.0, 5.0])) == 30.0 and cg(np.array([0.5, 5.0])) == 16.0
+
+
+def test_float_outside_compile_records_nothing():
+    """Only compile's recordings pin: float(v) elsewhere adds no row (a loop
+    of float(loss) grew the thread's tape by a row a call, and a full
+    Tape(max_rows) made float raise)."""
     x = fad.Var(2.0)
     assert float(x) == 2.0 and int(x) == 2
-    with fad.Tape() as t:
-        y = x * 3.0
-        n = len(t)
+    y = x * x
+    for _ in range(1000):
+        float(y)
+    assert len(y.tape) == 2
+    with fad.Tape(max_rows=3) as t:
+        y = x * x + 1.0
+        assert float(y) == 5.0 and int(y) == 5 and len(t) == 3
     y.backward()
-    assert float(y) == 6.0  # after the sweep: no guard on a swept tape, no error
-    assert len(t) == n and x.grad == 3.0
+    assert float(y) == 5.0 and x.grad == 4.0  # after the sweep too
 
 
 def _scalar_or_array(a):
