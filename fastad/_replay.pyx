@@ -569,10 +569,15 @@ def pack_numbers(list values, list layout):
     numbers, ("a", n, shape) an ndarray of that shape. Then the tree walk
     gives the precise error."""
     cdef Py_ssize_t total = 0, k, j, n
-    for kind, n, shape in layout:
-        total += n
     if len(values) != len(layout):
         return None
+    if len(layout) == 1 and layout[0][0] == "a":  # one ndarray: as it is, when C-contiguous float64
+        v = values[0]
+        if type(v) is not np.ndarray or v.shape != layout[0][2] or v.dtype.kind not in "fiu":
+            return None
+        return np.ascontiguousarray(v, np.float64).reshape(-1)  # (the sweeps only read it)
+    for kind, n, shape in layout:
+        total += n
     out = np.empty(total)
     cdef double[::1] o = out
     cdef Py_ssize_t pos = 0

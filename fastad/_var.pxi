@@ -200,13 +200,13 @@ cdef class Var:
     # NumPy's reductions of a scalar: np.sum(v), np.mean(v) ... call these
     # (a 1-D a @ b is a Var, and code written for arrays sums it); each is v.
     def sum(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "sum", axis, out, kwargs)
+        return scalar_reduction(self, "sum", axis, out, dict(kwargs, dtype=dtype))
 
     def mean(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "mean", axis, out, kwargs)
+        return scalar_reduction(self, "mean", axis, out, dict(kwargs, dtype=dtype))
 
     def prod(self, axis=None, dtype=None, out=None, **kwargs):
-        return scalar_reduction(self, "prod", axis, out, kwargs)
+        return scalar_reduction(self, "prod", axis, out, dict(kwargs, dtype=dtype))
 
     def max(self, axis=None, out=None, **kwargs):
         return scalar_reduction(self, "max", axis, out, kwargs)
@@ -235,6 +235,9 @@ cdef object scalar_reduction(Var v, str name, object axis, object out, dict kwar
     if out is not None:
         raise TypeError(f"{name} of a scalar Var writes no out array")
     kwargs.pop("keepdims", None)  # a scalar either way
+    dtype = kwargs.pop("dtype", None)
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise TypeError(f"{name} of a scalar Var computes in float64, not {np.dtype(dtype)}")
     if kwargs:
         raise TypeError(f"{name} of a scalar Var does not support {', '.join(map(repr, kwargs))}")
     return v

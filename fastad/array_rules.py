@@ -89,7 +89,9 @@ def _extremum(tape, i, a, b, c, aux, g):
     x = tape._value(a)
     axis, keepdims = aux
     f = _expand(tape._value(i), x.shape, axis, keepdims)
-    hit = (x == f) | (np.isnan(x) & np.isnan(f))
+    hit = x == f
+    if np.isnan(f).any():  # (checked on the result, which is small: no nan pass over x otherwise)
+        hit |= np.isnan(x) & np.isnan(f)
     count = hit.sum(axis=axis, keepdims=True)
     _add(tape, a, np.where(hit, _expand(g, x.shape, axis, keepdims) / count, 0.0), fresh=True)
 

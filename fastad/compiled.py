@@ -163,6 +163,30 @@ def _pack_layout(treedef):
     return None
 
 
+def _array_shape(v):
+    """np.shape(v), or None for a ragged or non-numeric structure."""
+    try:
+        a = np.asarray(v)
+    except ValueError:  # ragged
+        return None
+    return a.shape if a.dtype.kind in "fiu" else None
+
+
+def _nested_shape(treedef):
+    """The array shape of nested lists / tuples of numbers, as np.shape
+    reads them; None where they are ragged or hold dicts."""
+    if treedef == "f":
+        return ()
+    if treedef[0] == "a":
+        return tuple(treedef[1])
+    if treedef[0] is dict:
+        return None
+    kids = {_nested_shape(kid) for kid in treedef[1]}
+    if len(kids) != 1 or None in kids:
+        return None if kids else (0,)
+    return (len(treedef[1]),) + kids.pop()
+
+
 def _is_flat(treedef):
     """Whether treedef is a list or tuple of plain numbers. It walks the
     structure: ask once per compiled function (CompiledFunction._arg_flat),
@@ -339,10 +363,9 @@ class CompiledFunction:
 
     def vjp(self, args, cotangent):
         parts, td = _tree.flatten(cotangent, "the cotangent")
-        # shaped like the output, or an ndarray of the output's shape (a
-        # Jacobian row's: (len,) for a list of numbers)
-        if td != self.out_treedef and not (td != "f" and td[0] == "a"
-                                           and tuple(td[1]) == _tree.shape(self.out_treedef)):
+        # the output's structure, or any array-like of its Jacobian-row shape
+        # (np.shape: (n,) for a list or tuple of n numbers, an array's shape)
+        if td != self.out_treedef and _array_shape(cotangent) != _tree.shape(self.out_treedef):
             raise TypeError(f"the cotangent must be shaped like the output, "
                             f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
         y, g = self._run(self._inputs(args), "vjp", _tree.numbers(parts))
@@ -461,11 +484,13 @@ class CompiledFunction:
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")
         n_in = _tree.size(self.treedef)
-        row_shape = _tree.shape(self.treedef[1][0])  # an array's shape, (n,) for a list or a dict
-        if X.ndim < 1 or X.shape[1:] not in (row_shape, (n_in,)):
-            raise ValueError(f"grad_batch takes X of shape (B, {', '.join(map(str, row_shape))}) "
-                             f"or (B, {n_in}): B rows shaped like the argument, or flat, "
-                             f"got shape {X.shape}")
+        # rows shaped like the argument (as np.shape reads it), or flat
+        rows_as = [_nested_shape(self.treedef[1][0]), (n_in,)] + ([()] if n_in == 1 else [])
+        rows_as = list(dict.fromkeys(r for r in rows_as if r is not None))
+        if X.ndim < 1 or X.shape[1:] not in rows_as:
+            shapes = " or ".join(str((f"B",) + r).replace("'", "") for r in rows_as)
+            raise ValueError(f"grad_batch takes X of shape {shapes} (B rows shaped like the argument, "
+                             f"or flat), got shape {X.shape}")
         B = X.shape[0]
         Xf = np.ascontiguousarray(X.reshape(B, n_in), np.float64)
         G = np.empty((B, n_in))

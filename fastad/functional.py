@@ -25,7 +25,7 @@ class _Argnums:
     def __init__(self, argnums):
         self.single = _is_index(argnums)
         self.argnums = argnums
-        nums = (argnums,) if self.single else tuple(argnums) if isinstance(argnums, (tuple, list)) else ()
+        nums = (argnums,) if self.single else tuple(argnums) if isinstance(argnums, (tuple, list, range)) else ()
         if not nums or not all(_is_index(k) for k in nums):
             raise ValueError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
         self.nums = tuple(int(k) for k in nums)

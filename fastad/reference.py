@@ -1668,14 +1668,19 @@ def _make_leaf(x):
 
 def value_and_grad(f, argnums=0):
     """``value_and_grad(f)(*args)`` -> (f(*args), df/dargs[argnums])."""
+    single = isinstance(argnums, numbers.Integral) and not isinstance(argnums, (bool, np.bool_))
+    nums = (argnums,) if single else tuple(argnums) if isinstance(argnums, (tuple, list, range)) else ()
+    if not nums or any(not isinstance(n, numbers.Integral) or isinstance(n, (bool, np.bool_)) for n in nums):
+        raise ValueError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+
     def wrapped(*args, **kwargs):
-        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         for n in nums:
             if not -len(args) <= n < len(args):
                 raise ValueError(f"argnums {n} is out of range for {len(args)} arguments")
+        nums_here = tuple(int(n) % len(args) for n in nums)  # -1 and 1 of two: one argument
         args = list(args)
-        leaves = {n: _tree_map(_make_leaf, args[n]) for n in nums}
-        for n in nums:
+        leaves = {n: _tree_map(_make_leaf, args[n]) for n in nums_here}
+        for n in nums_here:
             args[n] = leaves[n]
         with Tape():
             out = _scalar_output(f(*args, **kwargs))
@@ -1696,8 +1701,8 @@ def value_and_grad(f, argnums=0):
             if isinstance(leaf, Array):
                 return np.array(np.broadcast_to(g, leaf.shape), dtype=np.float64)
             return float(g)
-        grads = tuple(_tree_map(gradient, leaves[n]) for n in nums)
-        return float(out), grads[0] if isinstance(argnums, int) else grads
+        grads = tuple(_tree_map(gradient, leaves[n]) for n in nums_here)
+        return float(out), grads[0] if single else grads
     return wrapped
 
 

@@ -1139,8 +1139,9 @@ def test_plain_numpy_function_runs_on_arrays():
     (lambda a: np.stack([a, a], dtype=np.float32), "float64, not float32"),
     (lambda a: np.sum(a @ a, where=False), "does not support 'where'"),  # a Var: its own sum
     (lambda a: np.sum(a @ a, out=np.zeros(())), "no out array"),
+    (lambda a: np.sum(a @ a, dtype=np.int32), "float64, not int32"),
 ], ids=["sum-out", "sum-where", "sum-dtype", "max-initial", "mean-out", "prod-where", "clip-out",
-        "concatenate-out", "stack-dtype", "var-sum-where", "var-sum-out"])
+        "concatenate-out", "stack-dtype", "var-sum-where", "var-sum-out", "var-sum-dtype"])
 def test_numpy_keywords_a_recording_cannot_honour_are_refused(call, match):
     """out=, where=, initial= and a dtype other than float64 were dropped in
     silence (np.sum(a, out=o) left o as it was): now a TypeError."""

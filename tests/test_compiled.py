@@ -221,6 +221,10 @@ def test_ndarray_arguments_on_the_packed_path():
     first = g1.copy()
     cf.grad(2.0, np.ones(3), M, [0.1, 0.2])
     assert np.array_equal(g1, first)
+    x = np.array([0.5, -1.0, 2.0])  # one contiguous float64 argument is read in place, never written
+    lone = fad.compile(lambda x: (x * x).sum(), x)
+    v, g = lone.value_and_grad(x)
+    assert x.tolist() == [0.5, -1.0, 2.0] and not np.shares_memory(g, x) and g.tolist() == [1.0, -2.0, 4.0]
     for bad, match in [(np.array([True, False, True]), "dtype bool"),
                        (np.array([1j, 2j, 3j]), "dtype complex"),
                        (np.ones(4), r"array\(3,\)"),
@@ -662,8 +666,14 @@ def test_grad_batch_errors():
     square = fad.compile(lambda A: A[0, 0] * A[1, 1], np.ones((2, 2)))
     assert square.grad_batch(np.ones((3, 2, 2))).shape == (3, 2, 2)
     assert square.grad_batch(np.ones((3, 4))).shape == (3, 4)  # flat rows
-    with pytest.raises(ValueError, match=r"shape \(B, 2, 2\) or \(B, 4\)"):
+    with pytest.raises(ValueError, match=r"shape \(B, 2, 2\) or \(B, 4\) \(B rows"):
         square.grad_batch(np.ones((3, 4, 1)))
+    nested = fad.compile(lambda A: A[0][0] * A[1][1], [[1.0, 2.0], [3.0, 4.0]])  # as np.shape reads it
+    assert nested.grad_batch(np.full((3, 2, 2), 2.0)).tolist() == [[[2.0, 0.0], [0.0, 2.0]]] * 3
+    one = fad.compile(lambda v: v[0] ** 2, [2.0])
+    assert one.grad_batch(np.array([1.0, 3.0])).tolist() == [2.0, 6.0]  # one number: (B,) too
+    with pytest.raises(ValueError, match=r"shape \(B, 1\) or \(B,\) \(B rows"):
+        one.grad_batch(np.ones((3, 2)))
     with pytest.raises(ValueError, match="shape"):
         cf.grad_batch(np.ones(6)[0])  # 0-d
     with pytest.raises(ValueError, match="threads"):
@@ -678,10 +688,13 @@ def test_grad_batch_errors():
 
 
 def test_cotangents_shaped_like_the_output():
-    """vjp's cotangent has the output's structure (or is an ndarray of its
-    Jacobian-row shape); the count alone is not enough."""
+    """vjp's cotangent has the output's structure, or any array-like of its
+    Jacobian-row shape (a tuple for a list, a list for an ndarray); the
+    count alone is not enough."""
     out, pullback = fad.vjp(lambda x, y: [x * y, x + y], 2.0, 3.0)
-    assert pullback([1.0, 1.0]) == pullback(np.array([1.0, 1.0])) == (4.0, 3.0)
+    assert pullback([1.0, 1.0]) == pullback(np.array([1.0, 1.0])) == pullback((1.0, 1.0)) == (4.0, 3.0)
+    _, along = fad.vjp(lambda x: x * 2.0, np.ones(3))
+    assert along([1.0, 0.0, 2.0])[0].tolist() == [2.0, 0.0, 4.0]
     for bad in [(1.0, [2.0]), np.ones((2, 1)), [1.0], 1.0]:
         with pytest.raises(TypeError, match=r"cotangent must be shaped like the output, \[float, float\]"):
             pullback(bad)
