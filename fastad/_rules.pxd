@@ -12,7 +12,7 @@ All arithmetic is C double arithmetic: a domain error gives the IEEE result
 """
 from libc.math cimport (sin, cos, tan, asin, acos, atan, sinh, cosh, tanh, exp,
                         expm1, log, log1p, log2, log10, sqrt, cbrt, erf, atan2,
-                        hypot, pow, fabs, INFINITY)
+                        hypot, pow, fabs)
 from fastad._ops cimport *
 
 cdef extern from *:
@@ -204,7 +204,7 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
         if need_dy:
             d.dy = f * log(x) if x != 0.0 else 0.0
     elif op == OP_SQRT:
-        d.dx = 0.5 / f if f != 0.0 else INFINITY  # inf at 0, -0.0 too (0.5 / -0.0 is -inf)
+        d.dx = 0.5 / fabs(f)  # inf at 0; fabs: sqrt(-0.0) is -0.0, and 0.5 / -0.0 -inf
     elif op == OP_CBRT:
         d.dx = 1.0 / (3.0 * f * f)  # inf at 0
     elif op == OP_EXP:
@@ -250,7 +250,7 @@ cdef inline Partials op_partials(op_t op, double x, double y, double f, bint nee
         if x == y:
             d.dx = 0.5
             d.dy = 0.5
-        elif (x > y) if op == OP_MAXIMUM else (x < y):
+        elif (x > y) == (op == OP_MAXIMUM) and x == x and y == y:
             d.dx = 1.0
         else:  # y chosen, or a nan: y takes it (maximum and minimum alike)
             d.dy = 1.0
@@ -316,7 +316,7 @@ cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nog
     elif op == OP_SQUARE:
         s.dxx = 2.0
     elif op == OP_SQRT:
-        s.dxx = -0.25 / (f * f * f) if f != 0.0 else -INFINITY  # as the first partial: -0.0 is 0
+        s.dxx = -0.25 / (f * f * fabs(f))  # -inf at 0, -0.0 too (as the first partial)
     elif op == OP_CBRT:
         s.dxx = -2.0 / (9.0 * f * f * f * f * f)
     elif op == OP_EXP:

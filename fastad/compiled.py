@@ -222,6 +222,7 @@ class CompiledFunction:
         self.f = f
         self.scalarize = scalarize
         self._twin = None
+        self._batch_rows = None  # the row shapes grad_batch takes, worked out on first use
         self.on_branch_change = on_branch_change
         self.cache_size = cache_size
         parts, self.treedef = _tree.flatten(tuple(example_args), "the arguments")
@@ -484,9 +485,10 @@ class CompiledFunction:
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")
         n_in = _tree.size(self.treedef)
-        # rows shaped like the argument (as np.shape reads it), or flat
-        rows_as = [_nested_shape(self.treedef[1][0]), (n_in,)] + ([()] if n_in == 1 else [])
-        rows_as = list(dict.fromkeys(r for r in rows_as if r is not None))
+        if getattr(self, "_batch_rows", None) is None:  # rows like the argument (as np.shape reads it), or flat
+            rows_as = [_nested_shape(self.treedef[1][0]), (n_in,)] + ([()] if n_in == 1 else [])
+            self._batch_rows = list(dict.fromkeys(r for r in rows_as if r is not None))
+        rows_as = self._batch_rows
         if X.ndim < 1 or X.shape[1:] not in rows_as:
             shapes = " or ".join(str((f"B",) + r).replace("'", "") for r in rows_as)
             raise ValueError(f"grad_batch takes X of shape {shapes} (B rows shaped like the argument, "
