@@ -564,10 +564,11 @@ cdef class Buffers:
 def pack_numbers(list values, list layout):
     """The flat float64 input vector of arguments that are numbers, flat
     lists / tuples of numbers or real ndarrays, read in C (an array by one
-    copy); None if any does not fit `layout`, (kind, n, shape) per argument:
-    ("f", 1, None) a number, (list or tuple, n, None) a flat sequence of n
-    numbers, ("a", n, shape) an ndarray of that shape. Then the tree walk
-    gives the precise error."""
+    copy; a lone C-contiguous float64 array not even that: its flat view,
+    which the sweeps only read); None if any does not fit `layout`, (kind,
+    n, shape) per argument: ("f", 1, None) a number, (list or tuple, n,
+    None) a flat sequence of n numbers, ("a", n, shape) an ndarray of that
+    shape. Then the tree walk gives the precise error."""
     cdef Py_ssize_t total = 0, k, j, n
     if len(values) != len(layout):
         return None

@@ -229,17 +229,12 @@ cdef class Var:
 
 cdef object scalar_reduction(Var v, str name, object axis, object out, dict kwargs):
     """A reduction of the one-number array a Var stands for: v itself (a
-    scalar has no axis but None or (), no out array, no where= or initial=)."""
+    scalar has no axis but None or (); out=, where= ... are refused as for
+    an Array, by fastad.array._plain)."""
     if axis is not None and axis != ():
         raise ValueError(f"{name} of a scalar Var takes no axis, got axis={axis!r}")
-    if out is not None:
-        raise TypeError(f"{name} of a scalar Var writes no out array")
     kwargs.pop("keepdims", None)  # a scalar either way
-    dtype = kwargs.pop("dtype", None)
-    if dtype is not None and np.dtype(dtype) != np.float64:
-        raise TypeError(f"{name} of a scalar Var computes in float64, not {np.dtype(dtype)}")
-    if kwargs:
-        raise TypeError(f"{name} of a scalar Var does not support {', '.join(map(repr, kwargs))}")
+    front()._plain(name, out, **kwargs)
     return v
 
 
