@@ -410,8 +410,8 @@ def report_compile(wls, medians, borrowed=()):
                             f"| {fmt_ratio(_ratio(vg, e))} "
                             f"| {fmt_ratio(_ratio(m(w, 'fastad', 'grad'), g))} |")
         if rows:
-            lines += ["", "The same compiled functions called on an ndarray: no list to read, and "
-                      "the gradient an ndarray, not a list of Python floats.", "",
+            lines += ["", "The same functions compiled and called on an ndarray: no list to read, "
+                      "and the gradient an ndarray, not a list of Python floats.", "",
                       "| workload | cf(x) | cf.value_and_grad | cf.grad | value_and_grad/cf(x) "
                       "| fad.grad (list)/cf.grad |", "|---|---:|---:|---:|---:|---:|"] + rows
     for wl in wls:
