@@ -54,12 +54,10 @@ def _walk(node, path, parts, types):
         keys = tuple(node)
         return (dict, keys, tuple(_walk(node[k], f"{path}[{k!r}]", parts, types) for k in keys))
     if type(node).__module__ == "fastad._core":
-        if getattr(node, "is_leaf", False) or getattr(node, "tape", True) is None:
-            raise TypeError(f"{path} is a fastad {type(node).__name__} leaf: grad makes its own "
-                            "leaves from numbers and arrays; pass its .value")
-        raise TypeError(f"{path} is a recorded fastad {type(node).__name__}: differentiating a "
-                        "function that itself takes gradients (grad of grad) is not supported "
-                        "yet; for second derivatives use fad.hessian or fad.hvp")
+        raise TypeError(f"{path} is a fastad {type(node).__name__}: grad takes numbers and arrays "
+                        "and makes its own leaves (pass its .value); differentiating a function "
+                        "that itself takes gradients (grad of grad) is not supported yet: for "
+                        "second derivatives use fad.hessian or fad.hvp")
     raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
                     "float64 arrays, and lists / tuples / dicts of them")
 
