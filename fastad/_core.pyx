@@ -21,7 +21,6 @@ them are plain C calls):
     _array_replay.pxi fad.compile's replay of recordings with array rows
 """
 cimport cython
-from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_REFCNT
 from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uint8_t, uint64_t, INT32_MAX

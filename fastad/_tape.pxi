@@ -576,14 +576,22 @@ cdef class _ThreadState:
 _local = threading.local()
 # A thread-local lookup costs tens of ns; ops on leaves need the state often,
 # so remember the last thread's. Safe under the GIL: nothing between the
-# check and the use can switch threads.
-cdef unsigned long _cached_ident = 0
+# check and the use can switch threads. The key is CPython's id of the
+# thread's state, never reused: a thread ident is, by the next thread, which
+# took over a finished thread's tape (its ops went on that tape).
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyThreadState_Get()
+    uint64_t PyThreadState_GetID(PyThreadState* tstate)
+
+cdef uint64_t _cached_ident = 0
 cdef _ThreadState _cached_state = None
 
 
 cdef _ThreadState thread_state():
     global _cached_ident, _cached_state
-    cdef unsigned long ident = PyThread_get_thread_ident()
+    cdef uint64_t ident = PyThreadState_GetID(PyThreadState_Get())
     if ident == _cached_ident and _cached_state is not None:
         return _cached_state
     st = getattr(_local, "state", None)

@@ -611,6 +611,31 @@ def test_comparisons_after_backward_compare_values(engine):
         assert (y > 1.0).tolist() == [False, True] and (total < 10.0) is True
 
 
+def test_a_thread_that_reuses_a_finished_threads_ident_gets_its_own_tape():
+    """Thread idents are reused (a new thread often gets the last one's):
+    keyed by the ident, the per-thread state went to the new thread, whose
+    ops landed on the finished thread's tape (so its backward() released
+    values the first thread handed out). Keyed by CPython's thread-state id
+    now. Tries until two threads share an ident (at once on Linux)."""
+    def run(out, k):
+        out[k] = (threading.get_ident(), fad.Var(1.0) * 2.0)
+
+    for _ in range(50):
+        got = {}
+        for k in (0, 1):
+            t = threading.Thread(target=run, args=(got, k))
+            t.start()
+            t.join()
+        if got[0][0] == got[1][0]:
+            break
+    else:
+        pytest.skip("no two threads shared an ident here")
+    first, second = got[0][1], got[1][1]
+    assert first.tape is not second.tape
+    second.backward()
+    assert first.value == 2.0 and (first * 3.0).value == 6.0  # the first thread's tape lives on
+
+
 def _chain(n):
     x = fad.Var(0.5)
     y = x
