@@ -577,8 +577,9 @@ _local = threading.local()
 # A thread-local lookup costs tens of ns; ops on leaves need the state often,
 # so remember the last thread's. Safe under the GIL: nothing between the
 # check and the use can switch threads. The key is CPython's id of the
-# thread's state, never reused: a thread ident is, by the next thread, which
-# took over a finished thread's tape (its ops went on that tape).
+# thread's state, which is never reused. A thread ident is: keyed by it, the
+# next thread took over a finished thread's state, and its ops went on that
+# thread's tape.
 cdef extern from "Python.h":
     ctypedef struct PyThreadState:
         pass
