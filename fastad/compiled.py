@@ -14,8 +14,8 @@ piece it fell on; a replay that lands on another piece re-records
 BranchChanged ("raise"). float(v) and int(v) pin v's value the same way
 while compile records (fastad._core's pin, `pinning`): the number they hand
 Python becomes a constant of the recording, valid only while v keeps that
-value. `.value` is the unguarded
-way out: Python code that reads it and branches on it escapes the tape.
+value. `.value` is the unguarded way out: Python code that reads it and
+branches on it escapes the tape.
 """
 import concurrent.futures
 import os
@@ -490,7 +490,7 @@ class CompiledFunction:
             self._batch_rows = list(dict.fromkeys(r for r in rows_as if r is not None))
         rows_as = self._batch_rows
         if X.ndim < 1 or X.shape[1:] not in rows_as:
-            shapes = " or ".join(str((f"B",) + r).replace("'", "") for r in rows_as)
+            shapes = " or ".join(str(("B",) + r).replace("'", "") for r in rows_as)
             raise ValueError(f"grad_batch takes X of shape {shapes} (B rows shaped like the argument, "
                              f"or flat), got shape {X.shape}")
         B = X.shape[0]

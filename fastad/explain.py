@@ -11,10 +11,10 @@ The printer reads only the op table and ``Tape.rows()``, ``Tape.shapes()``
 and ``Tape.inputs()``, which both engines have, so it serves the compiled
 core and the reference alike. The local partials are computed with the
 reference engine's per-op rules (``fastad.reference.DERIVATIVES``) from the
-row's recorded values: no third copy of the derivative formulas. Because the adjoints
-come from the engine that swept the tape, a core adjoint that disagrees
-with the printed partials times the readers' adjoints points at a bug in
-one of the two rule sets.
+row's recorded values: no third copy of the derivative formulas. Because
+the adjoints come from the engine that swept the tape, a core adjoint that
+disagrees with the printed partials times the readers' adjoints points at
+a bug in one of the two rule sets.
 """
 import json
 import math
