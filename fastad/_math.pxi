@@ -3,15 +3,19 @@
 
 # ==== the math functions =====================================================
 
-cdef object elementwise(op_t op, object x, object y, str name):
-    """An op over ndarrays: float arrays in a C loop (map_value, the same rule
-    as for Vars), object arrays (of Vars) element by element."""
-    arrays = [np.asarray(v) for v in ((x,) if y is None else (x, y))]
+cdef object elementwise(op_t op, tuple args, str name):
+    """An op over ndarrays (args: its one or two operands): float arrays in a
+    C loop (map_value, the same rule as for Vars), object arrays (of Vars)
+    element by element."""
+    arrays = [np.asarray(v) for v in args]
     if any(a.dtype == object for a in arrays):
-        if y is None:
+        if all(a.ndim == 0 for a in arrays):  # scalars that are no number or Var: None, a str ...
+            raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got "
+                            + " and ".join(type(v).__name__ for v in args))
+        if len(args) == 1:
             return np.frompyfunc(lambda u: unary(op, u), 1, 1)(*arrays)
         return np.frompyfunc(lambda u, v: binary(op, u, v), 2, 1)(*arrays)
-    for v, a in zip((x, y), arrays):
+    for v, a in zip(args, arrays):
         if a.dtype.kind not in "fiub":
             raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"
                             + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
@@ -34,7 +38,7 @@ cdef object unary(op_t op, object x):
         return array_unary(op, x)
     if is_number(x):
         return plain_value(op, <double>x, 0.0)
-    return elementwise(op, x, None, _ops_table.OPS[op].name)
+    return elementwise(op, (x,), _ops_table.OPS[op].name)
 
 
 cdef object binary(op_t op, object x, object y):
@@ -48,8 +52,21 @@ cdef object binary(op_t op, object x, object y):
     elif is_number(x) and is_number(y):
         return plain_value(op, <double>x, <double>y)
     if r is NotImplemented:
-        return elementwise(op, x, y, _ops_table.OPS[op].name)
+        if var_with_float_array(x, y):
+            if front()._scalarized.active():  # compile's twin: one scalar row per element
+                return front()._scalarized.elementwise(lambda u, v: binary(op, u, v), (x, y))
+            return array_binary(op, x, y)  # an Array, as np.maximum(v, a) and v * a give
+        return elementwise(op, (x, y), _ops_table.OPS[op].name)
     return r
+
+
+cdef bint var_with_float_array(object x, object y):
+    """Whether one of x, y is a Var and the other a numeric ndarray of one
+    or more dimensions: their op is one array row, not an object array of
+    one Var per element."""
+    if type(x) is not Var and type(y) is not Var:
+        return False
+    return any(isinstance(v, np.ndarray) and v.ndim and v.dtype.kind in "fiub" for v in (x, y))
 
 
 def sqrt(x):
@@ -292,6 +309,10 @@ def where(cond, x, y):
     if isinstance(cond, np.ndarray) and cond.ndim:
         if cond.dtype == object or any(isinstance(v, np.ndarray) and v.dtype == object for v in (x, y)):
             return np.frompyfunc(where, 3, 1)(cond, x, y)
+        if type(x) is Var or type(y) is Var:  # a Var with a float array
+            if front()._scalarized.active():  # compile's twin: one scalar row per element
+                return front()._scalarized.elementwise(where, (cond, x, y))
+            return front().where(cond, x, y)  # one Array row, as in the reference
         return np.where(cond, x, y)
     return x if cond else y
 

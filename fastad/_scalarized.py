@@ -28,14 +28,28 @@ class Scalarized(np.ndarray):
     does, instead of NumPy's own object comparison)."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        plain = [v.view(np.ndarray) if isinstance(v, Scalarized) else _object_scalar(v) for v in inputs]
         fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
         if fn is not None and method == "__call__" and not kwargs:
-            with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
-                out = np.frompyfunc(fn, len(plain), 1)(*plain)
-        else:
-            out = getattr(ufunc, method)(*plain, **kwargs)
+            return elementwise(fn, inputs)
+        out = getattr(ufunc, method)(*_plain(inputs), **kwargs)
         return out.view(Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
+
+
+def _plain(inputs):
+    """Operands as NumPy sees them without asking fastad again: Scalarized
+    arrays as plain object arrays, a Var in a 0-d object array."""
+    return [v.view(np.ndarray) if isinstance(v, Scalarized) else _object_scalar(v) for v in inputs]
+
+
+def elementwise(fn, inputs):
+    """fn (a fastad function of numbers and Vars) over operands with
+    broadcasting, element by element: a Scalarized array. What NumPy code on
+    Scalarized arrays makes, and also a Var with a float array while a
+    scalarized recording runs (the core asks here), where a recording of
+    its own would make one Array row."""
+    with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
+        out = np.frompyfunc(fn, len(inputs), 1)(*_plain(inputs))
+    return out.view(Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
 
 
 _SCALAR_UFUNCS = dict(_UFUNCS, clip=clip)  # the ufunc -> fastad function table of Var; np.clip's ufunc

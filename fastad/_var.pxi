@@ -219,6 +219,8 @@ cdef class Var:
         if fn is None or method != "__call__" or kwargs:
             return NotImplemented
         if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):
+            if front()._scalarized.active():  # compile's twin: one scalar row per element
+                return front()._scalarized.elementwise(fn, inputs)
             return front().array_ufunc(ufunc, method, inputs, kwargs)  # Var with a float array: an Array
         if any(isinstance(v, np.ndarray) and v.ndim for v in inputs):
             # An ndarray with Vars in it: NumPy's object-array semantics, element by element

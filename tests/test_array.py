@@ -514,6 +514,34 @@ def test_where_and_clip_broadcasting(which, shapes, seed):
         assert_value(out, np.clip(x, -1.0, 1.0))
 
 
+@pytest.mark.parametrize("var_first", [True, False], ids=["var-first", "array-first"])
+@pytest.mark.parametrize("name", ["maximum", "minimum", "arctan2", "hypot", "power", "where", "clip"])
+def test_a_var_with_a_float_array_is_one_array_row(name, var_first):
+    # fad.maximum(v, a) is an Array, as np.maximum(v, a) and v * a are, with
+    # the reference's values and gradient (it was an object array of Vars)
+    from fastad import reference as ref
+    a = np.array([0.5, 1.5, 2.5])
+    cond = np.array([True, False, True])
+
+    def call(m, v):
+        if name == "where":
+            return m.where(cond, v, a) if var_first else m.where(cond, a, v)
+        if name == "clip":
+            return m.clip(a, v, 2.0) if var_first else m.clip(a, 1.0, v)
+        f = getattr(m, name)
+        return f(v, a) if var_first else f(a, v)
+
+    results = []
+    for m in (fad, ref):
+        v = m.Var(1.25)
+        out = call(m, v)
+        assert type(out) is m.Array
+        out.backward(seed=np.array([1.0, 2.0, 3.0]))
+        results.append((out.value, v.grad))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-14)
+
+
 def test_where_routes_the_adjoint_exactly():
     a = fad.Array(np.array([1.0, -2.0, 3.0]))
     b = fad.Array(np.array([10.0, 20.0, 30.0]))
@@ -1319,6 +1347,23 @@ def test_shapes_that_do_not_broadcast_raise_value_error():
                lambda: a.reshape(2, 2)):
         with pytest.raises(ValueError):
             op()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fad.maximum(fad.Var(1.0), None),  # was Var(1.0): None read as "no second operand"
+    lambda: fad.maximum(1.0, None),  # was array(1.0)
+    lambda: fad.maximum(1.0, np.array([None])),
+    lambda: fad.hypot(None, 2.0),
+    lambda: fad.maximum(fad.Var(1.0), "a"),  # was a RecursionError
+    lambda: fad.maximum(fad.Var(1.0), np.array(["a"])),
+    lambda: fad.arctan2(np.array(["a"]), fad.Var(1.0)),
+    lambda: fad.sin(None),
+    lambda: fad.sin(np.array([None, 1.0])),
+], ids=["var-none", "float-none", "float-none-array", "none-float", "var-str", "var-str-array",
+        "str-array-var", "unary-none", "unary-none-array"])
+def test_math_functions_refuse_what_is_no_number(call):
+    with pytest.raises(TypeError, match="takes real numbers"):
+        call()
 
 
 def test_bad_array_construction_raises_type_error():

@@ -254,6 +254,49 @@ def test_element_loops_on_arrays_stay_scalar_traces():
             cf.hvp([2.0], [1.0])
 
 
+def test_a_model_of_numbers_over_data_arrays_has_its_exact_hessian():
+    # p[0] * xs is one array row when recorded; forward mode and second order
+    # run on the twin, where it is one scalar row per element (they raised
+    # "builds fastad Arrays" before)
+    xs = np.linspace(0.0, 1.0, 5)
+    ys = 2.0 * xs + 1.0
+
+    def f(p):
+        return ((p[0] * xs + p[1] - ys) ** 2).sum()
+
+    cf = fad.compile(f, [1.0, 0.0])
+    assert isinstance(cf.traces[0], ArrayTrace)
+    H = 2.0 * np.array([[np.sum(xs * xs), np.sum(xs)], [np.sum(xs), 5.0]])
+    np.testing.assert_allclose(cf.hessian([1.0, 0.0]), H, rtol=1e-14)
+    np.testing.assert_allclose(fad.hessian(f)([0.3, -2.0]), H, rtol=1e-14)
+    p, t = [0.5, 0.25], [1.0, -2.0]
+    assert cf.jvp((p,), t)[1] == pytest.approx(np.dot(cf.grad(p), t), rel=1e-14)
+
+
+A_DATA = np.array([0.5, 1.5, 2.5])
+
+
+@pytest.mark.parametrize("f", [
+    lambda p: (np.exp(p[0] * A_DATA) * p[1]).sum(),
+    lambda p: (np.maximum(p[0], A_DATA) * p[1] ** 2).sum(),
+    lambda p: (fad.maximum(A_DATA, p[0]) * p[1] ** 2).sum(),
+    lambda p: (fad.where(A_DATA > 1.0, p[0] * p[1], p[1]) ** 2).sum(),
+    lambda p: fad.power(A_DATA, p[0] * p[1]).sum(),
+    lambda p: fad.arctan2(p[0], A_DATA * p[1]).sum(),
+], ids=["np.exp", "np.maximum", "fad.maximum", "fad.where", "fad.power", "fad.arctan2"])
+def test_numbers_with_data_arrays_have_hessians(f):
+    p = np.array([0.9, 1.3])
+    cf = fad.compile(f, list(p))
+    H = cf.hessian(list(p))
+    h = 1e-6
+    for j in range(2):
+        e = np.eye(2)[j] * h
+        fd = (np.array(fad.grad(f)(list(p + e))) - np.array(fad.grad(f)(list(p - e)))) / (2 * h)
+        np.testing.assert_allclose(H[:, j], fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(H, H.T, rtol=1e-13)
+    assert fad.jacobian(f, mode="fwd")(list(p)) == pytest.approx(np.array(cf.grad(list(p))), rel=1e-13)
+
+
 def test_pickle_and_process_pool():
     x = RNG.normal(size=5)
     cf = fad.compile(_module_piecewise, x)
