@@ -590,15 +590,32 @@ cdef uint64_t _cached_ident = 0
 cdef _ThreadState _cached_state = None
 
 
+cdef class _StateGuard:
+    """Kept by the thread's threading.local beside its state, and by nothing
+    else: it goes when the thread ends, and takes the thread's state out of
+    the cache if it is still there, so a finished thread's tape does not
+    wait for another thread's first op to be freed."""
+    cdef _ThreadState state
+
+    def __dealloc__(self):
+        global _cached_ident, _cached_state
+        if _cached_state is self.state:
+            _cached_ident = 0
+            _cached_state = None
+
+
 cdef _ThreadState thread_state():
     global _cached_ident, _cached_state
     cdef uint64_t ident = PyThreadState_GetID(PyThreadState_Get())
+    cdef _StateGuard guard
     if ident == _cached_ident and _cached_state is not None:
         return _cached_state
     st = getattr(_local, "state", None)
     if st is None:
         st = _ThreadState()
-        _local.state = st
+        guard = _StateGuard()
+        guard.state = st
+        _local.state, _local.guard = st, guard
     _cached_ident = ident
     _cached_state = st
     return st

@@ -4,6 +4,7 @@ import gc
 import math
 import os
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -73,6 +74,23 @@ def test_grad_leaves_no_tape_alive_when_f_raises():
     x = fad.Var(1.0)
     y = x * 2.0
     assert y.tape is not None and len(y.tape) == 2
+
+
+def test_a_finished_threads_tape_is_freed_with_it():
+    # Its state stayed in the core's one-slot thread cache until another
+    # thread's first op; nothing here calls fastad after the join.
+    def work():
+        kept.append((fad.Var(1.0) * 2.0).value)  # the thread's implicit tape now has rows
+
+    kept = []
+    gc.collect()
+    before = live_tapes()
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert kept == [2.0]
+    assert live_tapes() == before
 
 
 def test_implicit_tape_stays_bounded():
