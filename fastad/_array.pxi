@@ -242,7 +242,8 @@ cdef class Array:
         if self.value.size != 1:
             raise ValueError("the truth value of an array with more than one element is ambiguous; "
                              "use .value.any() or .value.all()")
-        return bool(self.value.reshape(-1)[0])
+        # through a comparison, so that a compiled replay where it flips re-records
+        return bool(front().compare(OP_NE, self, 0.0))
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError("a tracked fad.Array cannot be turned into a plain ndarray (that would "
@@ -277,11 +278,15 @@ cdef class Array:
     def __truediv__(self, other): return array_binary(OP_DIV, self, other)
     def __rtruediv__(self, other): return array_binary(OP_DIV, other, self)
     def __pow__(self, other, mod):
+        if mod is not None:
+            return NotImplemented
         if is_plain_number(other) and other == 2:
             return array_unary(OP_SQUARE, self)  # x ** 2 is square, as in front().power
         r = map_record(OP_POWER, self, other, True)
         return r if r is not None else front().power(self, other)
     def __rpow__(self, other, mod):
+        if mod is not None:
+            return NotImplemented
         r = map_record(OP_POWER, other, self, True)
         return r if r is not None else front().power(other, self)
     def __matmul__(self, other): return front().matmul(self, other)
@@ -306,11 +311,11 @@ cdef class Array:
     def max(self, axis=None, keepdims=False): return front().amax(self, axis, keepdims)
     def min(self, axis=None, keepdims=False): return front().amin(self, axis, keepdims)
     def prod(self, axis=None, keepdims=False): return front().prod(self, axis, keepdims)
-    def reshape(self, *shape): return front().reshape(self, shape[0] if len(shape) == 1 else shape)
+    def reshape(self, *shape, order="C"): return front().reshape(self, shape[0] if len(shape) == 1 else shape, order)
     def transpose(self, *axes): return front().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
     def swapaxes(self, a1, a2): return front().swapaxes(self, a1, a2)
     def squeeze(self, axis=None): return front().squeeze(self, axis)
-    def ravel(self): return front().reshape(self, (-1,))
+    def ravel(self, order="C"): return front().reshape(self, (-1,), order)
     def flatten(self): return front().reshape(self, (-1,))
     def dot(self, other): return front().dot(self, other)
     def clip(self, lo, hi): return front().clip(self, lo, hi)

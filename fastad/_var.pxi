@@ -218,6 +218,10 @@ cdef class Var:
         fn = _UFUNCS.get(ufunc)
         if fn is None or method != "__call__" or kwargs:
             return NotImplemented
+        if any(type(v) is Array for v in inputs):  # np.maximum(v, a): the Array's rule
+            return front().array_ufunc(ufunc, method, inputs, kwargs)
+        # a 0-d array is its one element (a Var in an object array stays a Var)
+        inputs = tuple(v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v for v in inputs)
         if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):
             if front()._scalarized.active():  # compile's twin: one scalar row per element
                 return front()._scalarized.elementwise(fn, inputs)

@@ -7,6 +7,8 @@ Vars are scalar rows, Arrays are array rows, and all mix in one graph.
 Elementwise ops are one `map` row whose `c` is the scalar op code, so they
 share their derivatives with the scalar core (map_vjp).
 """
+import operator
+
 import numpy as np
 
 from fastad import _scalarized, ops as _ops
@@ -258,19 +260,37 @@ def log_softmax(x, axis=-1):
 
 # -- shape --
 
-def reshape(x, shape):
+def reshape(x, shape, order="C"):
     hx, vx = operand(x)
+    if order == "F":  # column-major: the reversed axes read in row-major order
+        shape = np.reshape(vx, shape, order="F").shape
+        return transpose(reshape(transpose(x), shape[::-1]))
+    if order != "C":
+        raise ValueError(f"fastad reshapes in order 'C' or 'F', not {order!r}")
     return _record(CODE["reshape"], (hx,), np.reshape(vx, shape), 0.0, None)
+
+
+_AxisError = getattr(np, "exceptions", np).AxisError  # NumPy 2 moved it, 1.23 has no exceptions module
+
+
+def _axis_index(a, ndim):
+    """An axis as a number in range(ndim); out of range raises AxisError (a ValueError)."""
+    a = operator.index(a)
+    if not -ndim <= a < ndim:
+        raise _AxisError(a, ndim)
+    return a % ndim
 
 
 def transpose(x, axes=None):
     hx, vx = operand(x)
-    axes = None if axes is None else tuple(int(a) % np.ndim(vx) for a in axes)
+    axes = None if axes is None else tuple(_axis_index(a, np.ndim(vx)) for a in axes)
     return _record(CODE["transpose"], (hx,), np.transpose(vx, axes), 0.0, axes)
 
 
 def swapaxes(x, a1, a2):
-    axes = list(range(np.ndim(value_of(x))))
+    ndim = np.ndim(value_of(x))
+    axes = list(range(ndim))
+    a1, a2 = _axis_index(a1, ndim), _axis_index(a2, ndim)
     axes[a1], axes[a2] = axes[a2], axes[a1]
     return transpose(x, axes)
 
@@ -283,13 +303,20 @@ def squeeze(x, axis=None):
     return reshape(x, np.squeeze(value_of(x), axis).shape)
 
 
-def ravel(x):
-    return reshape(x, (-1,))
+def ravel(x, order="C"):
+    return reshape(x, (-1,), order)
+
+
+def _own(k):
+    """An index array (or list) as an array of the row's own: the backward
+    rule reads it later, after the caller may have changed theirs."""
+    return k.copy() if isinstance(k, np.ndarray) else np.array(k) if isinstance(k, list) else k
 
 
 def getitem(x, key):
     if any(_tracked(k) for k in (key if isinstance(key, tuple) else (key,))):
         raise TypeError("an index must be made of ints, slices or integer arrays, not fastad values")
+    key = tuple(_own(k) for k in key) if isinstance(key, tuple) else _own(key)
     hx, vx = operand(x)
     value = vx[key]
     if np.ndim(value) == 0 and hx is not None:  # one element: the scalar-speed elem row
@@ -347,7 +374,7 @@ def where(cond, x, y):
     # A tracked condition (an Array or Var, true where nonzero) is read
     # through a comparison, so its row guards a compiled replay: the mask is
     # kept as a constant, and a replay whose mask differs must re-record.
-    c = np.asarray(compare(CODE["ne"], cond, 0.0) if _tracked(cond) else cond, bool)
+    c = np.array(compare(CODE["ne"], cond, 0.0) if _tracked(cond) else cond, bool)  # a copy of its own
     (hx, vx), (hy, vy) = operand(x), operand(y)
     value = np.where(c, vx, vy).astype(np.float64)
     return _record(CODE["where"], (hx, hy), value, 0.0,
@@ -419,6 +446,10 @@ def _fn_stack(arrays, axis=0, out=None, dtype=None, **kw):
     return stack(arrays, axis)
 
 
+def _fn_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    return reshape(a, shape if shape is not None else newshape, order)
+
+
 def _fn_clip(a, a_min, a_max, out=None, **kw):
     _plain("clip", out, **kw)
     return clip(a, a_min, a_max)
@@ -426,10 +457,10 @@ def _fn_clip(a, a_min, a_max, out=None, **kw):
 
 _FUNCTIONS = {
     np.sum: _fn_sum, np.mean: _fn_mean, np.max: _fn_max, np.amax: _fn_max, np.min: _fn_min,
-    np.amin: _fn_min, np.prod: _fn_prod, np.reshape: lambda a, shape=None, *r, **k: reshape(a, shape if shape is not None else k.get("newshape")),
+    np.amin: _fn_min, np.prod: _fn_prod, np.reshape: _fn_reshape,
     np.transpose: lambda a, axes=None: transpose(a, axes), np.swapaxes: swapaxes,
     np.expand_dims: expand_dims, np.squeeze: lambda a, axis=None: squeeze(a, axis),
-    np.ravel: lambda a, order="C": ravel(a), np.concatenate: _fn_concatenate,
+    np.ravel: ravel, np.concatenate: _fn_concatenate,
     np.stack: _fn_stack, np.where: where, np.clip: _fn_clip, np.outer: outer, np.einsum: einsum,
     np.dot: dot, np.matmul: matmul, np.shape: lambda a: np.shape(value_of(a)),
     np.ndim: lambda a: np.ndim(value_of(a)), np.size: lambda a, axis=None: np.size(value_of(a), axis),

@@ -933,15 +933,15 @@ class Array(_Handle):
     def prod(self, axis=None, keepdims=False): return _reduce("prod", self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return _mean(self, axis, keepdims)
 
-    def reshape(self, *shape):
-        return _reshape(self, shape[0] if len(shape) == 1 else shape)
+    def reshape(self, *shape, order="C"):
+        return _reshape(self, shape[0] if len(shape) == 1 else shape, order)
 
     def transpose(self, *axes):
         return _transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     def swapaxes(self, axis1, axis2): return _swapaxes(self, axis1, axis2)
     def squeeze(self, axis=None): return _squeeze(self, axis)
-    def ravel(self): return _reshape(self, (-1,))
+    def ravel(self, order="C"): return _reshape(self, (-1,), order)
     def flatten(self): return _reshape(self, (-1,))
     def dot(self, other): return _dot(self, other)
     def clip(self, lo, hi): return clip(self, lo, hi)
@@ -1208,21 +1208,35 @@ def softmax(x, axis=-1):
 
 # -- shapes and indexing ----------------------------------------------------
 
-def _reshape(x, shape):
+def _reshape(x, shape, order="C"):
     hx, vx = _operand(x)
+    if order == "F":  # column-major = reverse the axes, reshape row-major, reverse back
+        shape = np.reshape(vx, shape, order="F").shape
+        return _transpose(_reshape(_transpose(x), shape[::-1]))
+    if order != "C":
+        raise ValueError(f"reshape takes order 'C' or 'F', not {order!r}")
     return _record("reshape", [hx], np.reshape(vx, shape))
+
+
+def _axis(a, ndim):
+    """An axis in range(ndim), negative ones counted from the end."""
+    if not -ndim <= a < ndim:
+        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
+    return int(a) % ndim
 
 
 def _transpose(x, axes=None):
     """np.transpose: aux = the permutation (None: reverse the axes)."""
     hx, vx = _operand(x)
     if axes is not None:
-        axes = tuple(int(a) % np.ndim(vx) for a in axes)
+        axes = tuple(_axis(a, np.ndim(vx)) for a in axes)
     return _record("transpose", [hx], np.transpose(vx, axes), 0.0, axes)
 
 
 def _swapaxes(x, axis1, axis2):
-    axes = list(range(np.ndim(_operand(x)[1])))
+    ndim = np.ndim(_operand(x)[1])
+    axes = list(range(ndim))
+    axis1, axis2 = _axis(axis1, ndim), _axis(axis2, ndim)
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return _transpose(x, axes)
 
@@ -1247,9 +1261,10 @@ def _getitem(x, key):
     if any(_holds_tracked(k) for k in parts):
         raise TypeError("an index must be made of ints, slices or integer arrays, "
                         "not tracked values")
-    # lists become arrays, so a later change to the caller's list cannot
-    # change the recorded key (and NumPy reads them as advanced indices)
-    parts = tuple(np.array(k) if isinstance(k, list) else k for k in parts)
+    # lists and arrays become arrays of the row's own, so a later change to
+    # the caller's cannot change the recorded key (NumPy reads lists as
+    # advanced indices)
+    parts = tuple(np.array(k) if isinstance(k, (list, np.ndarray)) else k for k in parts)
     key = parts if isinstance(key, tuple) else parts[0]
     hx, vx = _operand(x)
     if isinstance(key, numbers.Integral) and np.ndim(vx) == 1 and hx is not None:
@@ -1367,8 +1382,8 @@ def _np_mean(a, axis=None, dtype=None, out=None, keepdims=False, **rest):
     return _mean(a, axis, bool(keepdims))
 
 
-def _np_reshape(a, shape=None, *args, **kwargs):
-    return _reshape(a, shape if shape is not None else kwargs.get("newshape"))
+def _np_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    return _reshape(a, shape if shape is not None else newshape, order)
 
 
 def _np_clip(a, a_min=None, a_max=None, out=None, **kwargs):
@@ -1392,7 +1407,7 @@ _NUMPY_FUNCTIONS = {
     np.swapaxes: _swapaxes,
     np.expand_dims: _expand_dims,
     np.squeeze: lambda a, axis=None: _squeeze(a, axis),
-    np.ravel: lambda a, order="C": _reshape(a, (-1,)),
+    np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
     np.concatenate: lambda arrays, axis=0, out=None, **k: concatenate(arrays, axis),
     np.stack: lambda arrays, axis=0, out=None, **k: stack(arrays, axis),
     np.where: lambda cond, x, y: where(cond, x, y),

@@ -484,6 +484,16 @@ def test_second_order_of_an_unpickled_array_lambda_says_why_it_cannot():
     assert cf.hvp(np.ones(3), np.ones(3)).shape == (3,)  # the original has its function
 
 
+def test_the_truth_of_a_one_element_array_guards_the_replay():
+    def f(x):
+        return (x ** 2).sum() if x[1:2] else (x ** 3).sum()
+    cf = fad.compile(f, np.array([1.0, 2.0]))
+    x = np.array([3.0, 0.0])  # x[1:2] is now false: the other branch
+    assert cf(x) == 27.0
+    assert cf.grad(x).tolist() == fad.grad(f)(x).tolist() == [27.0, 0.0]
+    assert len(cf.traces) == 2
+
+
 def test_a_tracked_where_condition_guards_the_replay():
     """where(cond, ...) keeps its mask; when cond is itself tracked (true where
     nonzero), a replay whose mask differs must re-record, not reuse it."""
