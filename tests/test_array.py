@@ -1275,6 +1275,33 @@ def test_comparisons_return_bool_arrays():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("engine", ["fastad", "reference"])
+def test_numpy_ufuncs_with_a_var_first(engine):
+    from fastad import reference as ref
+    m = fad if engine == "fastad" else ref
+    # a Var in a 0-d object array keeps its derivative (it was read as a float)
+    u, v = m.Var(2.0), m.Var(3.0)
+    z = u * np.array(v, dtype=object)
+    z.backward()
+    assert (u.grad, v.grad) == (3.0, 2.0)
+    # a Var first and an Array second: the Array's rules (was a TypeError)
+    for ufunc, want, dv in ((np.maximum, [2.0, 3.0], 1.0), (np.add, [3.0, 5.0], 2.0),
+                            (np.multiply, [2.0, 6.0], 4.0)):
+        v, a = m.Var(2.0), m.Array(np.array([1.0, 3.0]))
+        out = ufunc(v, a)
+        np.testing.assert_array_equal(out.value, want)
+        out.sum().backward()
+        assert v.grad == dv
+
+
+def test_the_hessian_of_a_function_of_a_0d_array():
+    f = lambda a: (a * np.array([1.0, 2.0])).sum() * a  # 3 a^2
+    x = np.array(1.5)
+    assert fad.hessian(f)(x) == 6.0
+    assert fad.hvp(f)(x, np.array(1.0)) == 6.0
+    assert fad.jvp(f, (x,), (np.array(1.0),))[1] == 9.0
+
+
 # ---------------------------------------------------------------------------
 # 5. functional API over arrays
 # ---------------------------------------------------------------------------
