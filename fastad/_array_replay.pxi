@@ -188,7 +188,7 @@ cdef class ArrayTrace:
                 if shape is None:
                     vals[row] = float(part)
                     continue
-                view = np.ascontiguousarray(part, np.float64).view()
+                view = np.asarray(part, np.float64, order="C").view()  # (ascontiguousarray makes 0-d 1-d)
                 if view.shape != shape:
                     raise ValueError(f"input of row {row} has shape {view.shape}, expected {shape}")
                 view.flags.writeable = False

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from fastad import _tree
-from fastad._core import _UFUNCS, _object_scalar, clip, exp, log
+from fastad._core import _UFUNCS, Var, _object_scalar, clip, exp, log
 
 
 class Scalarized(np.ndarray):
@@ -29,10 +29,24 @@ class Scalarized(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
-        if fn is not None and method == "__call__" and not kwargs:
-            return elementwise(fn, inputs)
-        out = getattr(ufunc, method)(*_plain(inputs), **kwargs)
-        return out.view(Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
+        out = kwargs.pop("out", None)  # NumPy's own code passes it (np.mean's division; y += 1)
+        if fn is not None and method == "__call__" and set(kwargs) <= {"casting", "subok"}:
+            result = elementwise(fn, inputs)
+        else:
+            if out is not None:
+                kwargs["out"] = tuple(_plain(out))
+            result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+            if isinstance(result, np.ndarray) and result.dtype == object:
+                result = result.view(Scalarized)
+        if out is None:
+            return result
+        out[0].view(np.ndarray)[...] = result
+        return out[0]
+
+    @property
+    def value(self):
+        """The numbers, as an Array's .value: read, not recorded."""
+        return _numbers(self.view(np.ndarray)).astype(np.float64)
 
 
 def _plain(inputs):
@@ -43,16 +57,24 @@ def _plain(inputs):
 
 def elementwise(fn, inputs):
     """fn (a fastad function of numbers and Vars) over operands with
-    broadcasting, element by element: a Scalarized array. What NumPy code on
-    Scalarized arrays makes, and also a Var with a float array while a
-    scalarized recording runs (the core asks here), where a recording of
-    its own would make one Array row."""
+    broadcasting, element by element: a Scalarized array, or NumPy's bools
+    for a comparison (a mask indexes). What NumPy code on Scalarized arrays
+    makes, and also a Var with a float array while a scalarized recording
+    runs (the core asks here), where a recording of its own would make one
+    Array row."""
     with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
         out = np.frompyfunc(fn, len(inputs), 1)(*_plain(inputs))
-    return out.view(Scalarized) if isinstance(out, np.ndarray) and out.dtype == object else out
+    if not (isinstance(out, np.ndarray) and out.dtype == object):
+        return out
+    return out.astype(bool) if fn in _COMPARISONS else out.view(Scalarized)
+
+
+_numbers = np.frompyfunc(lambda v: v.value if isinstance(v, Var) else v, 1, 1)
 
 
 _SCALAR_UFUNCS = dict(_UFUNCS, clip=clip)  # the ufunc -> fastad function table of Var; np.clip's ufunc
+_COMPARISONS = {_UFUNCS[u] for u in (np.less, np.less_equal, np.greater, np.greater_equal,
+                                     np.equal, np.not_equal)}
 
 
 def scalarized(treedef, leaves):

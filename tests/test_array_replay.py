@@ -297,6 +297,48 @@ def test_numbers_with_data_arrays_have_hessians(f):
     assert fad.jacobian(f, mode="fwd")(list(p)) == pytest.approx(np.array(cf.grad(list(p))), rel=1e-13)
 
 
+def _in_place(x):
+    y = x * 2.0
+    y += 1.0  # NumPy passes out= to the ufunc
+    return np.sum(y ** 2)
+
+
+@pytest.mark.parametrize("f", [
+    _in_place,
+    lambda x: np.sum(x.reshape(2, 2).mean(axis=1) ** 2),  # np.mean divides with out=
+    lambda x: np.sum(x[x > 0] ** 3),  # a mask from a comparison indexes
+], ids=["in-place", "mean-axis", "mask"])
+def test_forward_mode_and_second_order_of_numpy_idioms(f):
+    # Each raised on the scalarized twin: a RecursionError, or an IndexError
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    h = 1e-6
+    fd = np.array([(fad.grad(f)(x + h * e) - fad.grad(f)(x - h * e)) / (2 * h) for e in np.eye(4)]).T
+    np.testing.assert_allclose(fad.hessian(f)(x), fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fad.compile(f, x).hessian(x), fd, rtol=1e-6, atol=1e-7)
+    v = np.array([1.0, 2.0, -1.0, 0.5])
+    np.testing.assert_allclose(fad.jvp(f, (x,), (v,))[1], fad.grad(f)(x) @ v, rtol=1e-13)
+
+
+def test_value_is_read_on_the_scalarized_twin_too():
+    # an element-only function records one Var per number; .value raised AttributeError there
+    f = lambda x: x[0] * x[1] / x.value.std()
+    x = np.array([0.7, -1.2, 1.9])
+    c = x.std()  # a constant to the derivatives, as .value always is
+    H = np.zeros((3, 3))
+    H[0, 1] = H[1, 0] = 1.0 / c
+    np.testing.assert_allclose(fad.hessian(f)(x), H, rtol=1e-14)
+    cf = fad.compile(f, x)
+    np.testing.assert_allclose(cf.hessian(x), H, rtol=1e-14)
+    np.testing.assert_allclose(cf.grad(x), [x[1] / c, x[0] / c, 0.0], rtol=1e-14)
+
+
+def test_compile_takes_a_0d_array():
+    f = lambda a: (a * np.array([1.0, 2.0])).sum() * a
+    cf = fad.compile(f, np.array(1.5))
+    assert cf(np.array(2.0)) == 12.0 and cf.grad(np.array(2.0)) == 12.0
+    assert cf.hessian(np.array(1.5)) == 6.0
+
+
 def test_pickle_and_process_pool():
     x = RNG.normal(size=5)
     cf = fad.compile(_module_piecewise, x)
