@@ -142,8 +142,10 @@ def logsumexp(x, ax, keepdims):
     them: guarded), so the recording holds for inputs whose maximum sits at
     the same place; the value and its derivatives do not depend on it."""
     x = _objects(x)
-    m = np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size else np.zeros_like(x)
-    value = _log(np.sum(_exp(x - m), axis=ax, keepdims=True)) + m
+    m = (np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size
+         else np.zeros(np.sum(x, axis=ax, keepdims=True).shape))
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an empty sum's logsumexp
+        value = _log(np.sum(_exp(x - m), axis=ax, keepdims=True)) + m
     if keepdims:
         return value.view(Scalarized)
     value = np.squeeze(value, axis=ax) if ax is not None else value.reshape(())

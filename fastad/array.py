@@ -228,9 +228,10 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 def _logsumexp_value(vx, ax, keepdims):
-    m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros_like(vx)
+    m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros(np.sum(vx, axis=ax, keepdims=True).shape)
     m = np.where(np.isfinite(m), m, 0.0)
-    value = np.log(np.sum(np.exp(vx - m), axis=ax, keepdims=True)) + m
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an empty sum's logsumexp
+        value = np.log(np.sum(np.exp(vx - m), axis=ax, keepdims=True)) + m
     return value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
 
 

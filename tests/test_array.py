@@ -951,6 +951,22 @@ def test_pow_with_a_modulus_is_refused():
         pow(fad.Var(2.0), 2, 3)
 
 
+@pytest.mark.parametrize("shape, axis", [((0,), None), ((0, 3), 0), ((0, 3), 1), ((2, 0), 1), ((2, 0), 0)])
+def test_logsumexp_of_empty_arrays(shape, axis):
+    from fastad import reference as ref
+    x = np.zeros(shape)
+    with np.errstate(divide="ignore"):
+        want = np.log(np.sum(np.exp(x), axis=axis))  # -inf where the sum is empty
+    with np.errstate(divide="raise"):  # the -inf is the answer, not a warning
+        for out in (fad.logsumexp(fad.Array(x), axis=axis), ref.logsumexp(ref.Array(x), axis=axis)):
+            assert np.shape(out.value) == want.shape
+            np.testing.assert_array_equal(out.value, want)
+        np.testing.assert_array_equal(fad.logsumexp(x, axis=axis), want)
+    f = lambda a: np.sum(fad.logsumexp(a, axis=axis))
+    assert fad.grad(f)(x).shape == shape
+    assert fad.hessian(f)(x).shape == shape + shape
+
+
 def test_element_of_an_intermediate_array():
     a = fad.Array(np.array([1.0, 2.0, 3.0]))
     b = a * a

@@ -713,6 +713,12 @@ def test_transforms_name_themselves_and_empty_inputs():
     for mode in ("auto", "fwd", "rev"):  # no input numbers: an empty Jacobian, not a reshape error
         J = fad.jacobian(lambda x: [1.0, 2.0], mode=mode)(np.zeros(0))
         assert J.shape == (2, 0)
+    # second order and forward mode with no input numbers: empty results, not a reshape error
+    assert fad.hessian(lambda x: np.sum(x * x))(np.zeros(0)).shape == (0, 0)
+    assert np.shape(fad.hessian(lambda x: 1.0)([])) == (0, 0)
+    assert np.shape(fad.hvp(lambda x: 1.0)([], [])) == (0,)
+    assert fad.jvp(lambda x: 1.0, ([],), ([],)) == (1.0, 0.0)
+    assert fad.compile(lambda x: 1.0, []).hessian([]).shape == (0, 0)
 
 
 def test_tangent_and_direction_structure_errors():
