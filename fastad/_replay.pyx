@@ -19,6 +19,7 @@ from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
                              A_CONST, B_CONST)
 from fastad import ops as _ops_table
+from fastad._core import FastADError
 
 
 cnp.import_array()
@@ -53,7 +54,7 @@ cdef inline object empty(Py_ssize_t n):
     return cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
 
 
-class BranchChanged(Exception):
+class BranchChanged(FastADError):
     """A replay's inputs take another branch than the recording did.
 
     >>> cf = fad.compile(lambda x: fad.abs(x), 1.0, on_branch_change="raise")

@@ -236,8 +236,12 @@ class CompiledFunction:
         self._leaf_slices = [slice(leaves[k], leaves[k + 1]) for k in self.argnums]  # of flatten's parts
         self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
         self._arg_flat = [_is_flat(td) for td in self._arg_treedefs]
-        trace, self.out_treedef = record(f, self.treedef, _tree.numbers(parts), scalarize)
+        numbers = _tree.numbers(parts)
+        trace, self.out_treedef = record(f, self.treedef, numbers, scalarize)
         self.traces = [trace]  # most recently used first
+        # "raise" holds every replay to the example's branches: the twin (forward
+        # mode, second order) is recorded there too, not where it is first needed
+        self._example = numbers.copy() if on_branch_change == "raise" else None
         # Arguments that are numbers, flat lists / tuples of numbers or
         # ndarrays (the common cases) are packed in C, without the tree walk
         # (pack_numbers): Rosenbrock n = 10 on an ndarray, cf(x) 5.2 -> 2.3 us.
@@ -389,6 +393,8 @@ class CompiledFunction:
                 raise FastADError("forward mode and second order record an array function again, one "
                                   "Var per number, and this function did not survive pickling; "
                                   "compile it again")
+            if self._example is not None:
+                args = _tree.unflatten(self.treedef, self._example)
             self._twin = CompiledFunction(self.f, args, self.argnums[0] if self.single else self.argnums,
                                           self.on_branch_change, self.cache_size, scalarize=True)
         return self._twin

@@ -339,6 +339,17 @@ def test_compile_takes_a_0d_array():
     assert cf.hessian(np.array(1.5)) == 6.0
 
 
+def test_raise_holds_forward_mode_and_second_order_to_the_example_branches():
+    # the scalarized twin was recorded where it was first needed, so "raise"
+    # let another branch through there and then refused the example's own
+    cf = fad.compile(lambda x: np.sum(np.maximum(x, 0.0) * x), np.ones(3), on_branch_change="raise")
+    with pytest.raises(fad.BranchChanged):
+        cf.hessian(-np.ones(3))
+    np.testing.assert_array_equal(cf.hessian(np.full(3, 2.0)), 2.0 * np.eye(3))
+    with pytest.raises(fad.BranchChanged):
+        cf.jvp((-np.ones(3),), np.ones(3))
+
+
 def test_pickle_and_process_pool():
     x = RNG.normal(size=5)
     cf = fad.compile(_module_piecewise, x)

@@ -422,6 +422,8 @@ def test_raise_on_branch_change_names_the_op():
     with pytest.raises(fad.BranchChanged, match=r"row \d+"):
         cf(-2.0)
     assert len(cf.traces) == 1
+    with pytest.raises(fad.FastADError):  # API.md: fastad's own errors are FastADErrors
+        cf.grad(-2.0)
 
     cf = fad.compile(f_if, np.array([0.7, 0.2]), on_branch_change="raise")
     with pytest.raises(fad.BranchChanged, match=r"'gt'"):
