@@ -49,6 +49,8 @@ cdef class Tape:
     cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
     cdef bint sweeping     # a sweep runs (its C loops without the GIL): no second sweep,
                            # and no realloc of the rows it reads (grow, shrink) meanwhile
+    cdef public object made  # the leaves grad or compile made for the function recorded
+                             # here (None for other tapes): a nested grad checks them
 
     cdef int grow(self) except -1
     cdef node_t push(self, op_t op, node_t a, node_t b, double da, double db) except -1

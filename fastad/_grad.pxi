@@ -40,15 +40,21 @@ cdef inline double leaf_adjoint(Var leaf, Tape t):
     return leaf.grad_  # the output was the leaf itself (or did not use it: 0)
 
 
-def sweep_for(Var out):
+def sweep_for(Var out, Tape own):
     """Sweep from `out` without touching any leaf's grad (grad() reads the
-    adjoints of its own leaves with input_adjoints); returns out's tape."""
+    adjoints of its own leaves with input_adjoints); returns out's tape,
+    which must be `own`, the tape grad recorded f on."""
     cdef Tape t = out.tape
     if t is None:
         out.grad_ += 1.0
         return None
     if t.consumed:
         raise FastADError("the function returned a value from a graph that was already swept")
+    if t is not own and t.made is not None:
+        # f's ops joined a Var of an enclosing grad (a closure over one of its
+        # intermediate values), so they went on that grad's tape
+        raise_nested()
+    check_nested(t)
     t.sweep(out.idx, 1.0, False)
     return t
 
@@ -82,11 +88,13 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
             call_args[k] = made_for[k] = made
         leaves.append(made)
     cdef _ThreadState st = thread_state()
-    cdef Tape t = Tape()  # its arrays come from the last tape's (the spare slot)
+    cdef Tape own = Tape()  # its arrays come from the last tape's (the spare slot)
+    cdef Tape t = own
     cdef int no_grad = st.no_grad  # grad records, even inside no_grad (recording_on)
     st.saved.append((st.tape, st.implicit))
     st.tape = t
     st.implicit = False
+    own.made = leaves  # for a grad nested in f (check_nested)
     if no_grad:
         global _no_grad_threads
         st.no_grad = 0
@@ -99,7 +107,7 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         t = None
         if type(out) is Var:
             value = (<Var>out).val
-            t = sweep_for(out)
+            t = sweep_for(out, own)
         else:
             value = out
     finally:

@@ -621,6 +621,41 @@ cdef _ThreadState thread_state():
     return st
 
 
+def check_own_leaves(Tape t):
+    """check_nested, for compile's recordings."""
+    check_nested(t)
+
+
+cdef int check_nested(Tape t) except -1:
+    """Raise when t, the tape of a grad or compile recording, holds a leaf
+    that an enclosing one made for its function (`made` on its tape): grad
+    of grad through a closure, where the inner result is a number and the
+    outer derivative would be a silent 0. Costs nothing unless tapes nest."""
+    cdef _ThreadState st = thread_state()
+    if t is None or len(st.saved) < 2:  # the first entry is the state before any block
+        return 0
+    outer = set()
+    for tape, _ in st.saved:
+        if tape is not None and tape is not t and (<Tape>tape).made is not None:
+            stack = [(<Tape>tape).made]
+            while stack:
+                v = stack.pop()
+                if type(v) is list or type(v) is tuple:
+                    stack.extend(v)
+                else:
+                    outer.add(id(v))
+    if outer and any(id(leaf) in outer for leaf in t.leaves):
+        raise_nested()
+    return 0
+
+
+cdef int raise_nested() except -1:
+    raise FastADError("the function uses an argument of an enclosing grad, or a value computed from "
+                      "one (grad of grad through a closure), which its result, a number, would cut "
+                      "from that grad's derivative; fastad differentiates one level: use fad.hessian "
+                      "or fad.hvp for second derivatives, or .value for values from outside")
+
+
 cdef Tape current_tape():
     """The tape ops on leaves record on. The thread's implicit tape is reused
     in place when no Var refers to it any more (so a loop of `y = f(x).value`

@@ -25,7 +25,8 @@ import numpy as np
 
 from fastad import _scalarized, _tree
 from fastad import ops as _ops
-from fastad._core import Array, ArrayTrace, FastADError, Tape, Var, array_trace, pinning, recording_on
+from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace, check_own_leaves,
+                          pinning, recording_on)
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -62,7 +63,9 @@ def record(f, treedef, x, scalarize=False):
 
         try:
             with Tape() as tape, recording_on(), pinning():
+                tape.made = leaves  # for a grad nested in f (check_own_leaves)
                 out = f(*_tree.rebuild(treedef, leaf))
+                check_own_leaves(tape)
                 outs, out_treedef = _output_parts(tape, out)
         except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
             pass
@@ -70,9 +73,11 @@ def record(f, treedef, x, scalarize=False):
             rows = tape.rows()
             if _array_work(rows):
                 return _array_trace(tape, rows, leaves, starts, outs), out_treedef
+    leaves = [Var(v) for v in x]
     with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
-        leaves = [Var(v) for v in x]
+        tape.made = leaves
         out = f(*_scalarized.scalarized(treedef, leaves))
+        check_own_leaves(tape)
         outs, out_treedef = _output_parts(tape, out)
     rows = tape.rows()
     if _array_work(rows):

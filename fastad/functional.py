@@ -44,7 +44,7 @@ class _Argnums:
 def _value_and_grad_tree(f, nums, args, kwargs, transform):
     args = list(args)
     trees, made_for = [], {}
-    with Tape(), recording_on():
+    with Tape() as own, recording_on():
         for k in nums:
             if k not in made_for:  # an argnum named twice: one set of leaves
                 parts, treedef = _tree.flatten(args[k], f"argument {k}")
@@ -52,11 +52,12 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
                 args[k] = _tree.unflatten_parts(treedef, leaves)
                 made_for[k] = (treedef, leaves)
             trees.append(made_for[k])
+        own.made = [leaves for _, leaves in trees]  # for a grad nested in f (sweep_for checks)
         out = scalar_output(f(*args, **kwargs), transform)
         tape = None
         if type(out) is Var:
             value = out.value
-            tape = sweep_for(out)
+            tape = sweep_for(out, own)
         else:
             value = out
     return value, [_tree.unflatten_parts(td, input_adjoints(tape, leaves)) for td, leaves in trees]

@@ -288,3 +288,31 @@ def test_a_leaf_passed_to_grad_is_told_to_pass_its_value():
     for arg in ([fad.Var(1.0)], fad.Array(np.ones(2))):
         with pytest.raises(TypeError, match=r"grad takes numbers and arrays and makes its own leaves \(pass its \.value\)"):
             fad.grad(lambda v: 1.0)(arg)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fad.grad(lambda x: fad.grad(lambda y: y * x)(1.0))(3.0),
+    lambda: fad.grad(lambda x: fad.value_and_grad(lambda y: y * x)(2.0)[0])(3.0),
+    lambda: fad.grad(lambda x: fad.grad(lambda y: y * x[0])(1.0))([3.0, 1.0]),
+    lambda: fad.grad(lambda d: fad.grad(lambda y: y * d["a"])(1.0))({"a": 3.0}),
+    lambda: fad.grad(lambda x: fad.grad(lambda y: (y * x).sum())(np.ones(2)).sum())(np.ones(2)),
+    lambda: fad.hessian(lambda x: fad.grad(lambda y: y * y * x)(2.0))(3.0),
+    lambda: fad.compile(lambda x: fad.grad(lambda y: y * x)(1.0), 3.0),
+    lambda: fad.grad(lambda x: fad.grad(lambda y: y * fad.sin(x))(1.0))(3.0),
+    lambda: fad.grad(lambda x: (lambda s: fad.grad(lambda y: y * s)(1.0))(fad.sin(x)))(3.0),
+], ids=["grad", "value_and_grad", "list", "dict", "array", "hessian", "compile", "sin-inside",
+        "made-outside"])
+def test_grad_of_grad_through_a_closure_raises(call):
+    # the inner gradient is a number, cut from the outer argument: the outer
+    # derivative came out 0 with no error
+    with pytest.raises(fad.FastADError, match="enclosing grad"):
+        call()
+
+
+def test_a_grad_inside_a_grad_of_its_own_numbers_is_fine():
+    assert fad.grad(lambda x: x * fad.grad(lambda y: y * y)(2.0))(3.0) == 4.0
+    assert fad.grad(lambda x: x * fad.grad(lambda y: y * y)(x.value))(3.0) == 6.0
+    with fad.Tape():  # a user's tape around both: not an enclosing grad
+        assert fad.grad(lambda y: y * y)(3.0) == 6.0
+    w = fad.Var(2.0) * 1.0  # a value recorded outside, on no grad's tape: a constant to f
+    assert fad.grad(lambda y: y * w)(1.0) == 2.0
