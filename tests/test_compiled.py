@@ -1279,3 +1279,13 @@ def test_dead_rows_are_not_replayed_but_guards_are():
         assert cf.grad(x) == fad.grad(f)(x)
         assert cf(x) == f(x)
     assert len(cf.traces) == 2  # the other branch of the guard was recorded
+
+
+def test_a_closed_over_var_is_a_constant_at_its_recorded_value():
+    # as the README says (and as jax.jit bakes closed-over arrays in)
+    w = fad.Var(2.0)
+    cf = fad.compile(lambda x: x * w, 3.0)
+    w.value = 5.0
+    assert cf(3.0) == 6.0 and cf.grad(3.0) == 2.0
+    cw = fad.compile(lambda x, w: x * w, 3.0, 2.0)  # passed as an argument, it varies
+    assert cw(3.0, 5.0) == 15.0 and cw.grad(3.0, 5.0) == 5.0
