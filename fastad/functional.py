@@ -113,6 +113,36 @@ def _traced(f, args, argnums, scalarize=False):
     return CompiledFunction(f, args, argnums, scalarize=scalarize)
 
 
+def _of_argnums(f, args, argnums):
+    """(g, its args, its argnums): f as a function of the argnums' arguments
+    alone, the others fixed at this call's, as grad passes them through
+    untouched (an index, a flag, a name); argnums renumbered for g."""
+    nums = _Argnums(argnums)
+    ks = nums(len(args))
+    kept = sorted(set(ks))
+    if len(kept) == len(args):
+        return f, args, argnums
+    where = {k: i for i, k in enumerate(kept)}
+
+    def g(*diff):
+        full = list(args)
+        for k, v in zip(kept, diff):
+            full[k] = v
+        return f(*full)
+
+    return g, tuple(args[k] for k in kept), (where[ks[0]] if nums.single else tuple(where[k] for k in ks))
+
+
+def _jacobian(f, args, argnums, mode):
+    g, args, argnums = _of_argnums(f, args, argnums)
+    return _traced(g, args, argnums).jacobian(*args, mode=mode)
+
+
+def _hessian(f, args, argnums):
+    g, args, argnums = _of_argnums(f, args, argnums)
+    return _traced(g, args, argnums, True).hessian(*args)
+
+
 def jacobian(f, argnums=0, mode="auto"):
     """d f / d args[argnums], shaped out.shape + in.shape; mode "rev"
     (a reverse sweep per output), "fwd" (a tangent sweep per input) or
@@ -125,7 +155,7 @@ def jacobian(f, argnums=0, mode="auto"):
     array([[ 3.        ,  2.        ],
            [-0.41614684,  0.        ]])
     """
-    return lambda *args: _traced(f, args, argnums).jacobian(*args, mode=mode)
+    return lambda *args: _jacobian(f, args, argnums, mode)
 
 
 def hessian(f, argnums=0):
@@ -137,7 +167,7 @@ def hessian(f, argnums=0):
     array([[4., 2.],
            [2., 0.]])
     """
-    return lambda *args: _traced(f, args, argnums, True).hessian(*args)
+    return lambda *args: _hessian(f, args, argnums)
 
 
 def hvp(f):

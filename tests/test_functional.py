@@ -316,3 +316,18 @@ def test_a_grad_inside_a_grad_of_its_own_numbers_is_fine():
         assert fad.grad(lambda y: y * y)(3.0) == 6.0
     w = fad.Var(2.0) * 1.0  # a value recorded outside, on no grad's tape: a constant to f
     assert fad.grad(lambda y: y * w)(1.0) == 2.0
+
+
+def test_jacobian_and_hessian_pass_other_arguments_through_as_grad_does():
+    # an index, a flag, a name: grad hands them to f untouched; so do these now
+    # (they became Vars: "list indices must be integers", "the arguments[1] is a str")
+    f = lambda x, i: x[i] * x[0]  # noqa: E731
+    x = [1.0, 2.0, 3.0]
+    assert fad.grad(f)(x, 2) == [3.0, 0.0, 1.0]
+    np.testing.assert_array_equal(fad.hessian(f)(x, 2), [[0, 0, 1], [0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(fad.jacobian(f)(x, 2), [3.0, 0.0, 1.0])
+    assert fad.hessian(lambda x, mode: x * x if mode == "sq" else x)(3.0, "sq") == 2.0
+    g = lambda s, x, y: s * x * y * y  # noqa: E731
+    H = fad.hessian(g, argnums=(1, 2))(2.0, 3.0, 5.0)  # s is no argnum: passed through
+    assert H[0][1] == 2.0 * 2 * 5.0 and H[1][1] == 2.0 * 2 * 3.0
+    assert fad.jacobian(g, argnums=2)(2.0, 3.0, 5.0) == 2.0 * 3.0 * 2 * 5.0
