@@ -130,7 +130,7 @@ def check_grad(f, *args, eps=None, engine=None):
                 h = base * max(1.0, abs(x))
 
                 def at(v, idx=idx):
-                    arr = leaf.copy()
+                    arr = leaf.astype(np.float64)  # a copy; an int or float32 leaf would round the step
                     arr[idx] = v
                     return _as_float(f(*_replace(args, path, arr)))
 
