@@ -116,4 +116,4 @@ def test_non_float64_arrays_nested_in_arguments(dtype):
     f = lambda p: np.sum(p[0] ** 2)  # noqa: E731
     for arg in ([np.array([1, 2], dtype)], {"a": np.array([1, 2], dtype)}):
         g = (lambda p: np.sum(p["a"] ** 2)) if isinstance(arg, dict) else f
-        assert fad.check_grad(g, arg) < 1e-8
+        assert check_grad(g, arg) < 1e-8
