@@ -177,6 +177,10 @@ def _einsum_grad(g, out, other, os_, target, shape):
     kept = "".join(ch for ch in target if ch in out or ch in os_)
     part = np.einsum(f"{out},{os_}->{kept}", g, other)
     full = part.reshape([part.shape[kept.index(ch)] if ch in kept else 1 for ch in target])
+    # an index of size 1 here that einsum broadcast against the other operand's: summed back
+    stretched = tuple(d for d, (n, m) in enumerate(zip(shape, full.shape)) if n == 1 and m != 1)
+    if stretched:
+        full = full.sum(axis=stretched, keepdims=True)
     return np.broadcast_to(full, shape).copy()
 
 

@@ -1531,7 +1531,10 @@ def _d_einsum(tape, i, g, adj):
             continue
         have = "".join(ch for ch in mine if ch in out or ch in other_subs)
         d = np.einsum(f"{out},{other_subs}->{have}", G, other)
-        d = d.reshape([n if ch in have else 1 for ch, n in zip(mine, np.shape(me))])
+        d = d.reshape([d.shape[have.index(ch)] if ch in have else 1 for ch in mine])
+        # an index of size 1 in me that einsum broadcast against the other's: summed back
+        ones = tuple(k for k, (n, m) in enumerate(zip(np.shape(me), d.shape)) if n == 1 and m != 1)
+        d = np.sum(d, axis=ones, keepdims=True) if ones else d
         _pass(tape, adj, row, np.broadcast_to(d, np.shape(me)))
 
 

@@ -637,6 +637,31 @@ EINSUMS = [
 
 
 @pytest.mark.parametrize("spec,sx,sy", EINSUMS, ids=[e[0] for e in EINSUMS])
+@pytest.mark.parametrize("engine", ["fastad", "reference"])
+@pytest.mark.parametrize("subs, sx, sy", [
+    ("ij,jk->ik", (2, 1), (3, 4)), ("ij,jk->ik", (2, 3), (1, 4)), ("bij,bjk->bik", (1, 2, 3), (4, 3, 2)),
+    ("ij,ij->i", (2, 1), (2, 5)), ("ij,kj->", (1, 1), (3, 2))])
+def test_einsum_over_an_axis_of_size_one_that_broadcasts(engine, subs, sx, sy):
+    # the value was right, the backward raised: the size-1 axis was not summed back
+    from fastad import reference as ref
+    m = fad if engine == "fastad" else ref
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=sx), rng.normal(size=sy)
+    w = rng.normal(size=np.einsum(subs, x, y).shape)
+    f = lambda a, b: np.sum(np.einsum(subs, a, b) * w)  # noqa: E731
+    gx, gy = m.grad(f, argnums=(0, 1))(x, y)
+    h = 1e-6
+    for g, arg, shape in ((gx, 0, sx), (gy, 1, sy)):
+        fd = np.zeros(shape)
+        for idx in np.ndindex(shape):
+            e = np.zeros(shape)
+            e[idx] = h
+            args_p, args_m = [x, y], [x, y]
+            args_p[arg], args_m[arg] = (x, y)[arg] + e, (x, y)[arg] - e
+            fd[idx] = (f(*args_p) - f(*args_m)) / (2 * h)
+        np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
 def test_einsum(spec, sx, sy):
     rng = np.random.default_rng(5)
     x = draw(rng, sx)
