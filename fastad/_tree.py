@@ -19,7 +19,11 @@ def flatten(tree, where="argument", var_type=None, array_type=None):
     numbers too and object arrays of them are arrays; with array_type
     (fastad's Array), an Array is one array part: for outputs."""
     parts = []
-    return parts, _walk(tree, where, parts, (var_type, array_type))
+    try:
+        return parts, _walk(tree, where, parts, (var_type, array_type))
+    except RecursionError:  # a list that holds itself, or thousands of levels
+        raise ValueError(f"{where} is nested too deeply, or holds itself; fastad takes trees of "
+                         "lists, tuples and dicts") from None
 
 
 def _walk(node, path, parts, types):

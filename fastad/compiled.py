@@ -510,6 +510,8 @@ class CompiledFunction:
         Y = np.empty(B)
         changed = np.zeros(B, np.int8)
         cores = os.cpu_count() or 1
+        if threads is not None and not (isinstance(threads, (int, np.integer)) and not isinstance(threads, bool)):
+            raise TypeError(f"threads must be an int or None, got {threads!r}")
         threads = cores if threads is None else int(threads)
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")

@@ -683,6 +683,10 @@ def test_grad_batch_errors():
         cf.grad_batch(np.ones((4, 6)), threads=0)
     with pytest.raises(ValueError, match="threads"):
         cf.grad_batch(np.ones((4, 6)), threads=-2)
+    for bad in (1.5, "2", True):  # 1.5 ran on 1 thread, silently
+        with pytest.raises(TypeError, match="threads must be an int"):
+            cf.grad_batch(np.ones((4, 6)), threads=bad)
+    assert cf.grad_batch(np.ones((4, 6)), threads=np.int64(2)).shape == (4, 6)
     with pytest.raises(TypeError, match="dtype"):
         cf.grad_batch(np.array([["a"] * 6]))
     two = fad.compile(f_floats, 1.0, 2.0)

@@ -331,3 +331,14 @@ def test_jacobian_and_hessian_pass_other_arguments_through_as_grad_does():
     H = fad.hessian(g, argnums=(1, 2))(2.0, 3.0, 5.0)  # s is no argnum: passed through
     assert H[0][1] == 2.0 * 2 * 5.0 and H[1][1] == 2.0 * 2 * 3.0
     assert fad.jacobian(g, argnums=2)(2.0, 3.0, 5.0) == 2.0 * 3.0 * 2 * 5.0
+
+
+def test_arguments_that_hold_themselves_or_nest_too_deeply_raise_value_error():
+    cyclic = [1.0]
+    cyclic.append(cyclic)
+    deep = 1.0
+    for _ in range(5000):
+        deep = [deep]
+    for arg in (cyclic, deep):  # were a RecursionError
+        with pytest.raises(ValueError, match="nested too deeply, or holds itself"):
+            fad.grad(lambda x: 1.0)(arg)
