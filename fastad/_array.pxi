@@ -318,7 +318,7 @@ cdef class Array:
     def ravel(self, order="C"): return front().reshape(self, (-1,), order)
     def flatten(self): return front().reshape(self, (-1,))
     def dot(self, other): return front().dot(self, other)
-    def clip(self, lo, hi): return front().clip(self, lo, hi)
+    def clip(self, lo=None, hi=None, **kw): return front()._fn_clip(self, lo, hi, **kw)
 
     def item(self):
         """The single element of a one-element array, as a recorded scalar."""

@@ -317,12 +317,16 @@ def where(cond, x, y):
     return x if cond else y
 
 def clip(x, lo, hi):
-    """minimum(maximum(x, lo), hi).
+    """minimum(maximum(x, lo), hi); a None bound is no bound, as in np.clip.
 
     >>> fad.clip(5.0, 0.0, 1.0)
     1.0
     """
-    return minimum(maximum(x, lo), hi)
+    if lo is None and hi is None:
+        raise ValueError("clip needs a lower or an upper bound (or both)")
+    if lo is not None:
+        x = maximum(x, lo)
+    return x if hi is None else minimum(x, hi)
 
 
 _UFUNCS = {

@@ -92,8 +92,13 @@ def power(x, y):
     return binary(CODE["power"], x, y)
 
 
-def clip(x, lo, hi):
-    return binary(CODE["minimum"], binary(CODE["maximum"], x, lo), hi)
+def clip(x, lo=None, hi=None):
+    """minimum(maximum(x, lo), hi); a None bound is no bound (as in np.clip)."""
+    if lo is None and hi is None:
+        raise ValueError("clip needs a lower or an upper bound (or both)")
+    if lo is not None:
+        x = binary(CODE["maximum"], x, lo)
+    return x if hi is None else binary(CODE["minimum"], x, hi)
 
 
 def compare(code, x, y):
@@ -451,9 +456,13 @@ def _fn_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
     return reshape(a, shape if shape is not None else newshape, order)
 
 
-def _fn_clip(a, a_min, a_max, out=None, **kw):
+def _fn_clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None, **kw):
+    # NumPy 2 names the bounds min and max too; NumPy passes np._NoValue for those not given
     _plain("clip", out, **kw)
-    return clip(a, a_min, a_max)
+    lo, hi = (None if v is np._NoValue else v for v in (a_min, a_max))
+    lo = lo if min is None or min is np._NoValue else min
+    hi = hi if max is None or max is np._NoValue else max
+    return clip(a, lo, hi)
 
 
 _FUNCTIONS = {

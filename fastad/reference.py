@@ -790,8 +790,12 @@ def where(cond, x, y):
 
 
 def clip(x, lo, hi):
-    """minimum(maximum(x, lo), hi)."""
-    return minimum(maximum(x, lo), hi)
+    """minimum(maximum(x, lo), hi); a None bound is no bound, as in np.clip."""
+    if lo is None and hi is None:
+        raise ValueError("clip needs a lower or an upper bound (or both)")
+    if lo is not None:
+        x = maximum(x, lo)
+    return x if hi is None else minimum(x, hi)
 
 
 # ---------------------------------------------------------------------------
@@ -944,7 +948,8 @@ class Array(_Handle):
     def ravel(self, order="C"): return _reshape(self, (-1,), order)
     def flatten(self): return _reshape(self, (-1,))
     def dot(self, other): return _dot(self, other)
-    def clip(self, lo, hi): return clip(self, lo, hi)
+    def clip(self, lo=None, hi=None, *, min=None, max=None):
+        return clip(self, lo if min is None else min, hi if max is None else max)
 
     def item(self):
         """The single element of a one-element array, as a scalar (elem) row."""

@@ -552,6 +552,23 @@ def test_where_routes_the_adjoint_exactly():
     np.testing.assert_allclose(b.grad, [0.0, 0.2, 0.0], rtol=1e-15)
 
 
+@pytest.mark.parametrize("engine", ["fastad", "reference"])
+def test_clip_with_one_bound_and_numpy_2_names(engine):
+    from fastad import reference as ref
+    m = fad if engine == "fastad" else ref
+    x = np.array([-1.0, 0.3, 2.0])
+    for call in (lambda a: np.clip(a, None, 0.5), lambda a: np.clip(a, min=0.0, max=1.0),
+                 lambda a: m.clip(a, 0.0, None), lambda a: a.clip(max=0.5)):
+        a = m.Array(x)
+        out = call(a)
+        np.testing.assert_array_equal(out.value, call(x))
+        out.sum().backward()
+        np.testing.assert_array_equal(a.grad, (out.value == x).astype(float))
+    assert m.clip(m.Var(5.0), None, 1.0).value == 1.0
+    with pytest.raises(ValueError, match="bound"):
+        m.clip(m.Var(5.0), None, None)
+
+
 def test_clip_and_maximum_ties_split():
     a = fad.Array(np.array([1.0, 2.0, 3.0]))
     fad.maximum(a, 2.0).sum().backward()
