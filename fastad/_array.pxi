@@ -62,8 +62,12 @@ cdef int array_nan_check(int op, tuple args, value, double c, aux) except -1:
     if not np.isnan(value).any():
         return 0
     inputs = [h.value for h in args if type(h) is Var or type(h) is Array]
-    if type(aux) is tuple:
-        inputs += [v for v in aux if isinstance(v, (float, np.ndarray))]
+    if type(aux) is tuple:  # constants, or lists of them (concatenate's, stack's)
+        for v in aux:
+            if type(v) is list:
+                inputs += [e for e in v if isinstance(e, (float, np.ndarray))]
+            elif isinstance(v, (float, np.ndarray)):
+                inputs.append(v)
     if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs):
         return 0  # nan in, nan out: reported where it was first made
     raise FloatingPointError(f"fastad: op '{array_op_name(op, c)}' made nan from inputs with no nan")

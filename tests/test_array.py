@@ -1717,6 +1717,9 @@ def test_debug_nans_names_array_ops_forward_and_reverse():
                 z.backward()
             a = fad.Array(np.array([1.0, np.nan]))
             (fad.log(a) * 2.0).sum().backward()  # nan in, nan out: not an error
+            b, data = fad.Array(np.array([1.0, 2.0])), np.array([np.nan, 3.0])
+            np.concatenate([b, data])  # a constant's nan, joined in: not made here (was an error)
+            np.stack([b, data])
     finally:
         fad.debug_nans(False)
     assert np.isnan(a.grad[1]) and a.grad[0] == 2.0
