@@ -292,10 +292,7 @@ cdef class Trace:
 
     cdef object _columns(self, V):
         """Directions V as a C-contiguous (n_in, m) float64 array: one per column."""
-        V = np.asarray(V, np.float64)
-        if self.n_in == 0:  # no inputs: reshape cannot infer m from no numbers
-            return np.zeros((0, V.shape[1] if V.ndim == 2 else 1))
-        return np.ascontiguousarray(np.reshape(V, (self.n_in, -1)))
+        return np.ascontiguousarray(np.reshape(V, (self.n_in, -1)), np.float64)
 
     # values and value_and_grad are the per-call paths of cf(x) and cf.grad(x):
     # they reach their arrays' data directly, not through memoryviews.

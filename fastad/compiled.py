@@ -416,7 +416,11 @@ class CompiledFunction:
                             f"got {len(tangents)}")
         for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
             V[s] = self._from_tree(td, t, "the tangent", flat)
-        y, JV = self._run(x, "jvp", V)
+        if self._n_in:
+            y, JV = self._run(x, "jvp", V)
+        else:  # no input numbers: no direction to sweep
+            (y,) = self._run(x, "values")
+            JV = np.zeros((len(y), 1))
         return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
 
     def jacobian(self, *args, mode="auto"):
@@ -457,7 +461,8 @@ class CompiledFunction:
         if self._scalar(args) is not self:
             return self._twin.hessian(*args)
         lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
-        _, H = self._run(self._inputs(args), "hessian", lo, hi)  # the inputs lo..hi-1: all the argnums'
+        x = self._inputs(args)
+        H = self._run(x, "hessian", lo, hi)[1] if hi > lo else np.zeros((0, 0))  # inputs lo..hi-1: the argnums'
         shapes = [_tree.shape(td) for td in self._arg_treedefs]
         blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
                              for sj, b in zip(self._slices, shapes))
@@ -477,7 +482,7 @@ class CompiledFunction:
         s = self._slices[0]
         V = np.zeros((len(x), 1))
         V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
-        _, HV = self._run(x, "hvp", V)
+        HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
         return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
 
     def grad_batch(self, X, threads=None):
