@@ -9,9 +9,12 @@ cdef object elementwise(op_t op, tuple args, str name):
     element by element."""
     arrays = [np.asarray(v) for v in args]
     if any(a.dtype == object for a in arrays):
-        if all(a.ndim == 0 for a in arrays):  # scalars that are no number or Var: None, a str ...
-            raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got "
-                            + " and ".join(type(v).__name__ for v in args))
+        if all(a.ndim == 0 for a in arrays):  # one element each: the op once, on the elements
+            items = [a[()] for a in arrays]
+            if not all(type(v) is Var or is_number(v) for v in items):  # None, a str ...
+                raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got "
+                                + " and ".join(type(v).__name__ for v in items))
+            return unary(op, items[0]) if len(items) == 1 else binary(op, items[0], items[1])
         if len(args) == 1:
             return np.frompyfunc(lambda u: unary(op, u), 1, 1)(*arrays)
         return np.frompyfunc(lambda u, v: binary(op, u, v), 2, 1)(*arrays)

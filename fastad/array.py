@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from fastad import _scalarized, ops as _ops
-from fastad._core import Array, Var, elem, record_array, map_value
+from fastad._core import Array, Var, clip, elem, record_array, map_value
 
 CODE = {s.name: s.code for s in _ops.OPS}
 _NUMPY = {  # scalar op code -> the NumPy ufunc that computes its value
@@ -90,15 +90,6 @@ def power(x, y):
     if isinstance(y, (int, float)) and y == 2:
         return unary(CODE["square"], x)
     return binary(CODE["power"], x, y)
-
-
-def clip(x, lo=None, hi=None):
-    """minimum(maximum(x, lo), hi); a None bound is no bound (as in np.clip)."""
-    if lo is None and hi is None:
-        raise ValueError("clip needs a lower or an upper bound (or both)")
-    if lo is not None:
-        x = binary(CODE["maximum"], x, lo)
-    return x if hi is None else binary(CODE["minimum"], x, hi)
 
 
 def compare(code, x, y):

@@ -1499,6 +1499,15 @@ def test_shapes_that_do_not_broadcast_raise_value_error():
             op()
 
 
+def test_math_functions_of_a_var_and_a_0d_array_are_one_scalar_row():
+    v = fad.Var(1.0)
+    y = fad.maximum(v, np.array(2.0)) * fad.clip(v, np.array(0.0), np.array(0.5)) + fad.hypot(np.array(3.0), v)
+    assert type(y) is fad.Var
+    y.backward()
+    assert y.value == 2.0 * 0.5 + math.hypot(3.0, 1.0)
+    assert v.grad == pytest.approx(1.0 / math.hypot(3.0, 1.0), rel=1e-15)  # the clip is flat at its bound
+
+
 @pytest.mark.parametrize("call", [
     lambda: fad.maximum(fad.Var(1.0), None),  # was Var(1.0): None read as "no second operand"
     lambda: fad.maximum(1.0, None),  # was array(1.0)
