@@ -28,6 +28,11 @@ class Scalarized(np.ndarray):
     does, instead of NumPy's own object comparison)."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if (method == "reduce" and ufunc in (np.maximum, np.minimum) and kwargs.get("out") is None
+                and kwargs.get("dtype") is None and kwargs.get("initial", np._NoValue) is np._NoValue
+                and kwargs.get("where", True) is True):
+            return extremum(inputs[0], kwargs.get("axis", 0), kwargs.get("keepdims", False),
+                            ufunc is np.maximum)  # np.max, a.max(axis) ...
         fn = _SCALAR_UFUNCS.get(ufunc) or _SCALAR_UFUNCS.get(ufunc.__name__)
         out = kwargs.pop("out", None)  # NumPy's own code passes it (np.mean's division; y += 1)
         if fn is not None and method == "__call__" and set(kwargs) <= {"casting", "subok"}:
@@ -70,6 +75,57 @@ def elementwise(fn, inputs):
 
 
 _numbers = np.frompyfunc(lambda v: v.value if isinstance(v, Var) else v, 1, 1)
+
+
+def extremum(x, axis, keepdims, largest):
+    """max (largest) or min of x over axis, as the Array rule differentiates
+    it: tied extremes (or the nans, where there are nans) share the
+    derivative evenly, where NumPy's object max would hand it all to one
+    (forward mode then disagreed with reverse mode at a tie)."""
+    x = _objects(x)
+    axes = tuple(range(x.ndim)) if axis is None else tuple(
+        _axis(a, x.ndim) for a in (axis if isinstance(axis, tuple) else (axis,)))
+    rest = [d for d in range(x.ndim) if d not in axes]
+    moved = np.transpose(x, rest + list(axes)).reshape([x.shape[d] for d in rest] + [-1])
+    out = np.empty(moved.shape[:-1], dtype=object)
+    for idx in np.ndindex(out.shape):
+        out[idx] = _pick(list(moved[idx]), largest)
+    if keepdims:
+        out = out.reshape([1 if d in axes else n for d, n in enumerate(x.shape)])
+    return out.item() if out.ndim == 0 else out.view(Scalarized)
+
+
+def _axis(a, ndim):
+    if not -ndim <= a < ndim:
+        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
+    return a % ndim
+
+
+def _pick(elems, largest):
+    """The extreme of one reduction: its first tied extreme t plus, for each
+    other one, (x_i - t) / k: exactly t, and 1/k to each of the k (up to an
+    ulp). The comparisons that find them are recorded as guards, so a replay
+    where another element leads, a tie breaks or a nan comes or goes
+    re-records."""
+    if not elems:
+        raise ValueError(f"zero-size array to reduction operation {'maximum' if largest else 'minimum'} "
+                         "which has no identity")
+    values = [e.value if isinstance(e, Var) else float(e) for e in elems]
+    if any(v != v for v in values):  # NumPy's max is nan: the nans share it
+        tied = [i for i, e in enumerate(elems) if e != e]  # (on the elements: a guard each)
+    else:
+        best = max(values) if largest else min(values)
+        tied = [i for i, v in enumerate(values) if v == best]
+        t, ties = elems[tied[0]], set(tied[1:])
+        for i, e in enumerate(elems):
+            if i in ties:
+                e == t
+            elif i != tied[0]:
+                e < t if largest else e > t
+    t = elems[tied[0]]
+    for i in tied[1:]:
+        t = t + (elems[i] - elems[tied[0]]) / len(tied)
+    return t
 
 
 _SCALAR_UFUNCS = dict(_UFUNCS, clip=clip)  # the ufunc -> fastad function table of Var; np.clip's ufunc

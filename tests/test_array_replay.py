@@ -350,6 +350,35 @@ def test_raise_holds_forward_mode_and_second_order_to_the_example_branches():
         cf.jvp((-np.ones(3),), np.ones(3))
 
 
+@pytest.mark.parametrize("f", [
+    lambda a: a.max(axis=1), lambda a: np.min(a, axis=0, keepdims=True), lambda a: np.max(a) * a[0],
+    lambda a: a.min(axis=(0, 1), keepdims=True),
+], ids=["max-axis1", "min-axis0-keepdims", "max-all", "min-tuple-axes"])
+@pytest.mark.parametrize("x", [
+    np.array([[1.0, 1.0, 0.5], [2.0, 3.0, 3.0]]),  # ties
+    np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]),  # all tied
+    np.array([[1.0, np.nan, 0.5], [2.0, 3.0, np.nan]]),  # nans take the derivative
+    np.array([[0.3, 1.7, -0.4], [2.2, 0.9, 1.1]]),  # no tie
+], ids=["ties", "all-tied", "nan", "distinct"])
+def test_forward_mode_splits_ties_of_max_and_min_as_reverse_mode_does(f, x):
+    # the twin's object max gave the whole derivative to one of the tied elements;
+    # its 1/k is 1 - (k - 1)/k there: equal up to an ulp, and the value exact
+    np.testing.assert_allclose(fad.jacobian(f, mode="fwd")(x), fad.jacobian(f, mode="rev")(x),
+                               rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(fad.jvp(f, (x,), (np.ones_like(x),))[0], f(x))
+
+
+def test_a_replay_where_the_extreme_moves_records_again():
+    f = lambda a: np.min(a, axis=0).sum() * a[0, 0]  # noqa: E731
+    cf = fad.compile(f, np.array([[1.0, 1.0, 0.5], [2.0, 3.0, 3.0]]))
+    g = lambda a: np.max(a, axis=0).sum() * a[0, 0]  # noqa: E731
+    cg = fad.compile(g, np.array([[1.0, np.nan, 0.5], [1.0, 2.0, 3.0]]))  # a nan leads column 1
+    for z in (np.array([[0.0, 5.0, 1.0], [4.0, 1.0, 9.0]]), np.array([[1.0, 1.0, 0.5], [2.0, 3.0, 3.0]])):
+        v = np.arange(6.0).reshape(2, 3)
+        assert cf.jvp((z,), v)[1] == pytest.approx(np.sum(fad.grad(f)(z) * v), rel=1e-14)
+        assert cg.jvp((z,), v)[1] == pytest.approx(np.sum(fad.grad(g)(z) * v), rel=1e-14)
+
+
 def test_pickle_and_process_pool():
     x = RNG.normal(size=5)
     cf = fad.compile(_module_piecewise, x)
