@@ -337,7 +337,10 @@ class CompiledFunction:
                 pass
         parts, got = _tree.flatten(value, what)
         if got != td:
-            raise TypeError(f"{what} must be shaped like {_tree.describe(td)}, got {_tree.describe(got)}")
+            shape = _nested_shape(td)  # any array-like of the argument's shape will do, as for vjp
+            if shape is None or _array_shape(value) != shape:
+                raise TypeError(f"{what} must be shaped like {_tree.describe(td)}, got {_tree.describe(got)}")
+            return np.asarray(value, np.float64).reshape(-1)
         return _tree.numbers(parts)
 
     def _grads(self, g):

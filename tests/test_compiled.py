@@ -1293,3 +1293,17 @@ def test_a_closed_over_var_is_a_constant_at_its_recorded_value():
     assert cf(3.0) == 6.0 and cf.grad(3.0) == 2.0
     cw = fad.compile(lambda x, w: x * w, 3.0, 2.0)  # passed as an argument, it varies
     assert cw(3.0, 5.0) == 15.0 and cw.grad(3.0, 5.0) == 5.0
+
+
+def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
+    # as vjp's cotangent does; a list argument refused an ndarray direction, a tuple a list
+    f = lambda x: x[0] ** 2 * x[1]  # noqa: E731
+    assert fad.hvp(f)([1.0, 2.0], np.array([1.0, 0.0])) == [4.0, 2.0]
+    assert fad.jvp(f, ([1.0, 2.0],), (np.array([1.0, 0.0]),)) == (2.0, 4.0)
+    assert fad.jvp(f, ((1.0, 2.0),), ([1.0, 0.0],)) == (2.0, 4.0)
+    g = lambda m: m[0][0] * m[1][1]  # noqa: E731
+    assert fad.jvp(g, ([[1.0, 2.0], [3.0, 4.0]],), (np.array([[1.0, 0.0], [0.0, 1.0]]),))[1] == 5.0
+    with pytest.raises(TypeError, match="tangent must be shaped like"):
+        fad.jvp(f, ([1.0, 2.0],), (np.ones(3),))
+    with pytest.raises(TypeError, match="direction must be shaped like"):
+        fad.hvp(f)([1.0, 2.0], [[1.0, 0.0]])
