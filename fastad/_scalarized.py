@@ -82,9 +82,9 @@ def extremum(x, axis, keepdims, largest):
     it: tied extremes (or the nans, where there are nans) share the
     derivative evenly, where NumPy's object max would hand it all to one
     (forward mode then disagreed with reverse mode at a tie)."""
+    from fastad.array import _axis  # (fastad.array imports this module)
     x = _objects(x)
-    axes = tuple(range(x.ndim)) if axis is None else tuple(
-        _axis(a, x.ndim) for a in (axis if isinstance(axis, tuple) else (axis,)))
+    axes = tuple(range(x.ndim)) if axis is None else _axis(axis, x.ndim)
     rest = [d for d in range(x.ndim) if d not in axes]
     moved = np.transpose(x, rest + list(axes)).reshape([x.shape[d] for d in rest] + [-1])
     out = np.empty(moved.shape[:-1], dtype=object)
@@ -93,12 +93,6 @@ def extremum(x, axis, keepdims, largest):
     if keepdims:
         out = out.reshape([1 if d in axes else n for d, n in enumerate(x.shape)])
     return out.item() if out.ndim == 0 else out.view(Scalarized)
-
-
-def _axis(a, ndim):
-    if not -ndim <= a < ndim:
-        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
-    return a % ndim
 
 
 def _pick(elems, largest):

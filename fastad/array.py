@@ -7,8 +7,6 @@ Vars are scalar rows, Arrays are array rows, and all mix in one graph.
 Elementwise ops are one `map` row whose `c` is the scalar op code, so they
 share their derivatives with the scalar core (map_vjp).
 """
-import operator
-
 import numpy as np
 
 from fastad import _scalarized, ops as _ops
@@ -267,27 +265,16 @@ def reshape(x, shape, order="C"):
     return _record(CODE["reshape"], (hx,), np.reshape(vx, shape), 0.0, None)
 
 
-_AxisError = getattr(np, "exceptions", np).AxisError  # NumPy 2 moved it, 1.23 has no exceptions module
-
-
-def _axis_index(a, ndim):
-    """An axis as a number in range(ndim); out of range raises AxisError (a ValueError)."""
-    a = operator.index(a)
-    if not -ndim <= a < ndim:
-        raise _AxisError(a, ndim)
-    return a % ndim
-
-
 def transpose(x, axes=None):
     hx, vx = operand(x)
-    axes = None if axes is None else tuple(_axis_index(a, np.ndim(vx)) for a in axes)
+    axes = _axis(axes, np.ndim(vx))
     return _record(CODE["transpose"], (hx,), np.transpose(vx, axes), 0.0, axes)
 
 
 def swapaxes(x, a1, a2):
     ndim = np.ndim(value_of(x))
     axes = list(range(ndim))
-    a1, a2 = _axis_index(a1, ndim), _axis_index(a2, ndim)
+    (a1,), (a2,) = _axis(a1, ndim), _axis(a2, ndim)
     axes[a1], axes[a2] = axes[a2], axes[a1]
     return transpose(x, axes)
 

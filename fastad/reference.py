@@ -1393,13 +1393,8 @@ def _np_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
 
 def _np_clip(a, a_min=None, a_max=None, out=None, **kwargs):
     _unsupported("clip", out=out)
-    lo = kwargs.get("min", a_min)
-    hi = kwargs.get("max", a_max)
-    if lo is not None and lo is not np._NoValue:
-        a = maximum(a, lo)
-    if hi is not None and hi is not np._NoValue:
-        a = minimum(a, hi)
-    return a
+    lo, hi = (None if v is np._NoValue else v for v in (kwargs.get("min", a_min), kwargs.get("max", a_max)))
+    return clip(a, lo, hi)
 
 
 # The NumPy functions the reference implements on tracked values.
