@@ -3,7 +3,6 @@
 
 # ==== ArrayTrace =============================================================
 
-_front_recompute = None  # fastad.array.recompute (imported on first use: it imports us)
 
 # Rows a replay keeps whatever reads them: inputs, and the guards it checks.
 _ROOT_OPS = np.array([s.code for s in _ops_table.OPS
@@ -23,7 +22,7 @@ cdef class ArrayTrace:
     A replay rebuilds the tape row by row with the new inputs: runs of
     scalar rows (elem reads included) in C with the recording's own rules
     (op_record), each array row by NumPy once, through the front end's own
-    function (fastad.array.recompute). The reverse sweep is then the
+    kernel (fastad.array.kernel, made once per row). The reverse sweep is then the
     tape's own: no Python per scalar op either way. Rows keep their
     numbers, so aux's row references stay valid.
 
@@ -45,7 +44,8 @@ cdef class ArrayTrace:
     cdef const node_t[::1] a_v, b_v
     cdef const double[::1] c_v
     cdef const signed char[::1] branch_v
-    cdef list runs  # (kind, lo, hi): rows lo..hi-1 are scalar rows, one array row or dead rows
+    cdef list runs  # (kind, lo, hi, kernel): rows lo..hi-1 are scalar rows, one array row (with
+                    # the function that computes its value) or dead rows
     cdef readonly object live  # bool per row: an output or a guard depends on it
     cdef object scalar_leaf_rows, scalar_leaf_starts  # where the number leaves go
 
@@ -90,6 +90,10 @@ cdef class ArrayTrace:
                 run, lo = kind, i
         if run >= 0:
             self.runs.append((run, lo, self.n))
+        from fastad.array import kernel
+        self.runs = [(kind, lo, hi, kernel(self.op_v[lo], self.c_v[lo], self.aux[lo], self.shapes.get(lo))
+                      if kind == RUN_ARRAY and self.op_v[lo] != OP_ARRAY_INPUT else None)
+                     for kind, lo, hi in self.runs]
 
     def _live_rows(self):
         """Which rows the outputs and the guards depend on: a replay skips
@@ -209,36 +213,41 @@ cdef class ArrayTrace:
     cdef object arg_value(self, Tape t, node_t r, const double* val):
         return None if r < 0 else t.obj.get(r, val[r])
 
-    cdef node_t array_row(self, Tape t, Py_ssize_t i, double* val, double** src) except -2:
-        """Array row i onto t, its value by NumPy; returns i if its pieces
-        (a kink or a comparison) differ from the recording's, else -1."""
+    cdef node_t array_row(self, Tape t, Py_ssize_t i, kernel, double* val, double** src) except -2:
+        """Array row i onto t, its value by its kernel; returns i if its
+        pieces (a kink or a comparison) differ from the recording's, else -1."""
         cdef op_t op = self.op_v[i]
         aux = self.aux[i]
-        if _ops_table.OPS[op].arity == -1:
+        if _arity[op] == -1:
             args = [self.arg_value(t, r, val) for r in aux[0]]
         else:
             args = [self.arg_value(t, self.a_v[i], val), self.arg_value(t, self.b_v[i], val)]
-        value = _front_recompute(op, args, self.c_v[i], aux, self.shapes.get(i))
+        value = kernel(args)
         if op == OP_COMPARE:
             if not np.array_equal(value, self.pieces[i]):
                 return i
-            value = np.asarray(value, np.float64) if np.ndim(value) else float(value)
+            value = np.asarray(value, np.float64)  # the bools as numbers, as compare recorded them
         elif i in self.pieces:  # a kink applied elementwise
             if not np.array_equal(map_pieces(<op_t>self.c_v[i], args, aux), self.pieces[i]):
                 return i
-        if isinstance(value, np.ndarray):
-            value = as_value(value) if value.dtype != np.float64 or not value.flags.c_contiguous else value
-            value.flags.writeable = False
-        if np.shape(value) != self.shapes.get(i, ()) or isinstance(value, np.ndarray) != (i in self.shapes):
-            raise FastADError(f"replaying row {i} ({array_op_name(op, self.c_v[i])}) made shape "
-                              f"{np.shape(value)}, the recording {self.shapes.get(i, ())}")
-        if isinstance(value, np.ndarray):
+        shape = self.shapes.get(i)
+        if cnp.PyArray_Check(value) and cnp.PyArray_NDIM(<cnp.ndarray>value) > 0:
+            if not (cnp.PyArray_TYPE(<cnp.ndarray>value) == cnp.NPY_DOUBLE
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>value)):
+                value = as_value(value)
+            cnp.PyArray_CLEARFLAGS(<cnp.ndarray>value, cnp.NPY_ARRAY_WRITEABLE)
+            if value.shape != shape:
+                raise FastADError(f"replaying row {i} ({array_op_name(op, self.c_v[i])}) made shape "
+                                  f"{value.shape}, the recording {shape or ()}")
             t.push(op, self.a_v[i], self.b_v[i], NAN, self.c_v[i])
             t.obj[i] = value
-            src[i] = <double*>cnp.PyArray_DATA(value)
+            src[i] = <double*>cnp.PyArray_DATA(<cnp.ndarray>value)
             val[i] = NAN
-        else:
-            val[i] = value
+        else:  # one number (a float, a NumPy scalar or a 0-d array): a scalar row, as recording made it
+            if shape is not None:
+                raise FastADError(f"replaying row {i} ({array_op_name(op, self.c_v[i])}) made one "
+                                  f"number, the recording shape {shape}")
+            val[i] = float(value)
             t.push(op, self.a_v[i], self.b_v[i], val[i], self.c_v[i])
         if aux is not None:
             t.aux[i] = aux
@@ -251,10 +260,6 @@ cdef class ArrayTrace:
         else runs while the replay reads them), or the flat float64 vector
         of all their numbers. changed is the first row whose piece differs
         from the recording's (the tape then stops there), or -1."""
-        global _front_recompute
-        if _front_recompute is None:
-            from fastad.array import recompute
-            _front_recompute = recompute
         cdef Tape t = Tape()
         t.has_arrays = True
         vals = np.empty(self.n)
@@ -271,7 +276,7 @@ cdef class ArrayTrace:
                 if not isinstance(value, np.ndarray):
                     val[row] = value
             self.place_inputs(x, vals, arrays)
-            for kind, lo, hi in self.runs:
+            for kind, lo, hi, kernel in self.runs:
                 if kind == RUN_SCALAR:
                     changed = self.scalar_rows(t, lo, hi, val, src)
                 elif kind == RUN_DEAD:  # nothing reads them: placeholders keep the numbering
@@ -285,7 +290,7 @@ cdef class ArrayTrace:
                     src[lo] = <double*>cnp.PyArray_DATA(value)
                     val[lo] = NAN
                 else:
-                    changed = self.array_row(t, lo, val, src)
+                    changed = self.array_row(t, lo, kernel, val, src)
                 if changed >= 0:
                     break
         finally:

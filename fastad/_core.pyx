@@ -73,7 +73,7 @@ cdef enum:
 
 cdef uint64_t _next_serial = 1
 cdef bint _debug_nans = False
-cdef object _array_backward = None  # fastad.array_rules.backward, imported on first use
+cdef list _array_rules = None  # op code -> its rule in fastad.array_rules.RULES, imported on first use
 cdef int _no_grad_threads = 0  # threads inside `no_grad`: 0 skips the per-op check
 
 cnp.import_array()

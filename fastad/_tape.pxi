@@ -265,10 +265,10 @@ cdef class Tape:
         until it meets an array row, that row's rule runs (a `map` row whose
         operands fit its shape in C, map_backward; any other by its NumPy
         rule in fastad/array_rules.py), and the C loop resumes below it."""
-        global _array_backward
-        if _array_backward is None:
-            from fastad.array_rules import backward
-            _array_backward = backward
+        global _array_rules
+        if _array_rules is None:
+            from fastad.array_rules import RULES
+            _array_rules = [RULES.get(code) for code in range(N_OPS)]
         cdef double** elem_adj = <double**>calloc(out + 1, sizeof(double*))
         cdef double[::1] buf
         cdef node_t i = out
@@ -288,7 +288,10 @@ cdef class Tape:
                     if _debug_nans:
                         clean = [r for r in self.arg_rows(i) if not self.adjoint_has_nan(r)]
                     if self.op[i] != OP_MAP or not map_backward(self, i):
-                        _array_backward(self, i, self.arr_adj)
+                        g = self.arr_adj.get(i) if i in self.obj else self.adj[i]
+                        if g is not None and not (type(g) is float and g == 0.0):  # else nothing reached it
+                            _array_rules[self.op[i]](self, i, self.a[i], self.b[i], self.constant(i),
+                                                     self.aux.get(i), g)
                     if _debug_nans:
                         self.array_nan_adjoint(i, clean)
                 i -= 1
@@ -391,7 +394,8 @@ cdef class Tape:
         return self.adj[r]
 
     def _add_adjoint(self, Py_ssize_t r, g, bint fresh=False):
-        """Add g into row r's adjoint (g has r's shape; a float for scalar rows).
+        """Add g into row r's adjoint (g has r's shape or broadcasts to it; a
+        float for scalar rows).
         fresh: g is a new array the caller gives up, kept as it is when it is
         the first contribution (a weight matrix's adjoint is not copied)."""
         if not 0 <= r < self.adj_n:
@@ -401,12 +405,13 @@ cdef class Tape:
             self.adj[r] += <double>g
             return
         a = self.arr_adj.get(r)
-        if a is None:  # the first contribution: an array of its own (g may be a view)
+        if a is None:  # the first contribution: an array of its own (g may be a view, or broadcast)
             if fresh and is_adjoint_buffer(g, v):
                 self.arr_adj[r] = g
                 return
-            a = np.array(g, dtype=np.float64)
-            self.arr_adj[r] = a if a.shape == v.shape else np.array(np.broadcast_to(a, v.shape))
+            a = np.empty(v.shape)
+            a[...] = g
+            self.arr_adj[r] = a
         else:
             a += g
 

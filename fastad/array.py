@@ -466,55 +466,77 @@ def array_function(func, types, args, kwargs):
 
 # -- replays: a recorded row's value again, from new argument values --
 
-def recompute(op, args, c, aux, shape):
-    """The value of a recorded array row (op, c, aux as on the tape) for new
-    values of its arguments: `args` holds one value per argument row (a, b,
-    or a variadic row's rows), None where the row took a constant, which
-    aux keeps. Each op computes as the function above that recorded it
-    (the same NumPy call, or the same helper), so a replay of fad.compile
-    repeats the recording bit for bit; the values are the replay's own
-    (nothing to copy). `shape` is the recorded value's shape."""
-    name = _ops.OPS[op].name
-    x = args[0] if args else None
-    y = args[1] if len(args) > 1 else None
-    if name in ("map", "matmul", "compare"):
-        cx, cy = aux if aux is not None else (None, None)
-        x, y = cx if x is None else x, cy if y is None else y
-        if name == "matmul":
-            return _scalar_or_array(np.matmul(x, y))
-        if name == "compare":
-            return _COMPARE_UFUNC[int(c)](x, y)
-        return _map_value(int(c), x) if _ops.OPS[int(c)].arity == 1 else _map_value(int(c), x, y)
-    if name in _REDUCTIONS:
-        return _scalar_or_array(_REDUCTIONS[name](x, axis=aux[0], keepdims=aux[1]))
-    if name == "logsumexp":
-        return _scalar_or_array(_logsumexp_value(x, *aux))
-    if name == "reshape":
-        return np.reshape(x, shape)
-    if name == "transpose":
-        return np.transpose(x, aux)
-    if name == "getitem":
-        return _scalar_or_array(np.array(x[aux], np.float64))
-    if name == "where":
-        cond, cx, cy = aux
-        return _scalar_or_array(np.where(cond, cx if x is None else x, cy if y is None else y).astype(np.float64))
-    if name == "einsum":
-        (xs, ys, out), cx, cy = aux
-        return _scalar_or_array(np.einsum(f"{xs},{ys}->{out}", cx if x is None else x, cy if y is None else y))
-    if name == "concatenate":
-        rows, (axis, shapes, consts, flat) = aux
-        values = [k if v is None else v for v, k in zip(args, consts)]
-        return np.concatenate(_joined(values, flat), axis=axis)
-    if name == "stack":
-        rows, (axis, consts) = aux
-        values = [k if v is None else v for v, k in zip(args, consts)]
-        return np.stack([np.asarray(v, np.float64) for v in values], axis=axis)
-    raise ValueError(f"a replay cannot recompute array op {name!r}")
+def kernel(op, c, aux, shape):
+    """The function that computes a recorded array row's value (op, c, aux
+    as on the tape; `shape` the recorded value's) from new values of its
+    arguments: it takes `args`, one value per argument row (a, b, or a
+    variadic row's rows), None where the row took a constant, which aux
+    keeps. fad.compile makes one per row of a trace, so a replay pays no
+    dispatch. Each computes as the function above that recorded the row
+    (the same NumPy call, or the same helper), so a replay repeats the
+    recording bit for bit; the values are the replay's own (nothing to
+    copy). A one-number result may come back as a NumPy scalar."""
+    return _KERNELS[_ops.OPS[op].name](int(c), aux, shape)
 
 
-_REDUCTIONS = {"sum": np.sum, "amax": np.max, "amin": np.min, "prod": np.prod}
+def _given(args, k, const):
+    return const if args[k] is None else args[k]
 
 
-def _scalar_or_array(value):
-    """As _record takes a value: one number (a 0-d result) as a float."""
-    return float(value) if isinstance(value, np.generic) or np.ndim(value) == 0 else value
+def _k_binary(fn, aux):
+    cx, cy = aux if aux is not None else (None, None)
+    if cx is None and cy is None:
+        return lambda args: fn(args[0], args[1])
+    return lambda args: fn(_given(args, 0, cx), _given(args, 1, cy))
+
+
+def _k_map(code, aux, shape):
+    fn = _NUMPY.get(code)
+    if fn is None:  # no ufunc: the core's C rule
+        fn = lambda *v: map_value(code, *v)
+    return (lambda args: fn(args[0])) if _ops.OPS[code].arity == 1 else _k_binary(fn, aux)
+
+
+def _k_reduction(fn):
+    return lambda code, aux, shape: lambda args: fn(args[0], axis=aux[0], keepdims=aux[1])
+
+
+def _k_getitem(code, key, shape):
+    return lambda args: np.array(args[0][key], np.float64)
+
+
+def _k_where(code, aux, shape):
+    cond, cx, cy = aux
+    return lambda args: np.where(cond, _given(args, 0, cx), _given(args, 1, cy)).astype(np.float64)
+
+
+def _k_einsum(code, aux, shape):
+    (xs, ys, out), cx, cy = aux
+    spec = f"{xs},{ys}->{out}"
+    return _k_binary(lambda x, y: np.einsum(spec, x, y), (cx, cy))
+
+
+def _k_concatenate(code, aux, shape):
+    rows, (axis, shapes, consts, flat) = aux
+    return lambda args: np.concatenate(
+        _joined([k if v is None else v for v, k in zip(args, consts)], flat), axis=axis)
+
+
+def _k_stack(code, aux, shape):
+    rows, (axis, consts) = aux
+    return lambda args: np.stack(
+        [np.asarray(k if v is None else v, np.float64) for v, k in zip(args, consts)], axis=axis)
+
+
+_KERNELS = {
+    "map": _k_map,
+    "matmul": lambda code, aux, shape: _k_binary(np.matmul, aux),
+    "compare": lambda code, aux, shape: _k_binary(_COMPARE_UFUNC[code], aux),
+    "sum": _k_reduction(np.sum), "amax": _k_reduction(np.max), "amin": _k_reduction(np.min),
+    "prod": _k_reduction(np.prod),
+    "logsumexp": lambda code, aux, shape: lambda args: _logsumexp_value(args[0], *aux),
+    "reshape": lambda code, aux, shape: lambda args: np.reshape(args[0], shape),
+    "transpose": lambda code, axes, shape: lambda args: np.transpose(args[0], axes),
+    "getitem": _k_getitem, "where": _k_where, "einsum": _k_einsum,
+    "concatenate": _k_concatenate, "stack": _k_stack,
+}

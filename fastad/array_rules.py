@@ -1,8 +1,9 @@
 """The backward rule of every array op, one function each (autograd style).
 
-The compiled sweep stops at an array row and calls `backward(tape, i)`;
-the rule reads the row's adjoint g, its arguments' values and its aux
-parameters, and adds one contribution into each argument's adjoint.
+The compiled sweep stops at an array row that something reached and calls
+its rule, `RULES[op](tape, i, a, b, c, aux, g)` with the row's columns and
+adjoint g; the rule reads its arguments' values and adds one contribution
+into each argument's adjoint.
 Elementwise rows (`map`) take their partials from the scalar core's own
 rules (map_vjp), so each scalar op's derivative is written once.
 """
@@ -23,12 +24,15 @@ def unbroadcast(g, shape):
     return float(g) if shape == () else g
 
 
-def _expand(g, x_shape, axis, keepdims):
-    """A reduction's adjoint broadcast back over the reduced axes."""
+def _kept(g, x_shape, axis, keepdims):
+    """A reduction's adjoint with the reduced axes put back as length 1, so
+    that it broadcasts against the reduced array (axis is normalised: a
+    tuple or None). NumPy broadcasts it where it is used: np.broadcast_to
+    costs about 3 us a call, more than a small array's whole rule."""
     g = np.asarray(g, np.float64)
-    if not keepdims:  # put the reduced axes back, as length 1 (axis is normalised: a tuple or None)
-        g = g.reshape([1 if axis is None or k in axis else n for k, n in enumerate(x_shape)])
-    return np.broadcast_to(g, x_shape)
+    if keepdims:
+        return g
+    return g.reshape([1 if axis is None or k in axis else n for k, n in enumerate(x_shape)])
 
 
 def _args(tape, a, b, aux_x=None, aux_y=None):
@@ -38,8 +42,9 @@ def _args(tape, a, b, aux_x=None, aux_y=None):
 
 
 def _add(tape, row, g, fresh=False):
-    """Add g into row's adjoint; fresh: g is a new array this rule made, which
-    the tape may keep without a copy."""
+    """Add g into row's adjoint (g has the row's shape, or broadcasts to it);
+    fresh: g is a new array this rule made, which the tape may keep without
+    a copy."""
     if row >= 0:
         tape._add_adjoint(row, g, fresh)
 
@@ -80,7 +85,7 @@ def _matmul(tape, i, a, b, c, aux, g):
 
 def _sum(tape, i, a, b, c, aux, g):
     x = tape._value(a)
-    _add(tape, a, _expand(g, x.shape, *aux))  # a view: the first contribution is copied in _add_adjoint
+    _add(tape, a, _kept(g, x.shape, *aux))  # broadcast into the adjoint's own array by _add_adjoint
 
 
 def _extremum(tape, i, a, b, c, aux, g):
@@ -88,18 +93,18 @@ def _extremum(tape, i, a, b, c, aux, g):
     # a nan result (NumPy's max of data with a nan) is the nans' to share.
     x = tape._value(a)
     axis, keepdims = aux
-    f = _expand(tape._value(i), x.shape, axis, keepdims)
+    f = _kept(tape._value(i), x.shape, axis, keepdims)
     hit = x == f
     if np.isnan(f).any():  # (checked on the result, which is small: no nan pass over x otherwise)
         hit |= np.isnan(x) & np.isnan(f)
     count = hit.sum(axis=axis, keepdims=True)
-    _add(tape, a, np.where(hit, _expand(g, x.shape, axis, keepdims) / count, 0.0), fresh=True)
+    _add(tape, a, np.where(hit, _kept(g, x.shape, axis, keepdims) / count, 0.0), fresh=True)
 
 
 def _prod(tape, i, a, b, c, aux, g):
     x = tape._value(a)
     axis, keepdims = aux
-    _add(tape, a, _expand(g, x.shape, axis, keepdims) * _others_product(x, axis), fresh=True)
+    _add(tape, a, _kept(g, x.shape, axis, keepdims) * _others_product(x, axis), fresh=True)
 
 
 def _others_product(x, axis):
@@ -187,8 +192,8 @@ def _einsum_grad(g, out, other, os_, target, shape):
 def _logsumexp(tape, i, a, b, c, aux, g):
     x = tape._value(a)
     axis, keepdims = aux
-    f = _expand(tape._value(i), x.shape, axis, keepdims)
-    _add(tape, a, _expand(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)
+    f = _kept(tape._value(i), x.shape, axis, keepdims)
+    _add(tape, a, _kept(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)
 
 
 def _compare(tape, i, a, b, c, aux, g):
@@ -200,12 +205,3 @@ RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
     ("prod", _prod), ("reshape", _reshape), ("transpose", _transpose), ("getitem", _getitem),
     ("concatenate", _concatenate), ("stack", _stack), ("where", _where), ("einsum", _einsum),
     ("logsumexp", _logsumexp), ("compare", _compare))}
-
-
-def backward(tape, i, arr_adj):
-    """Run row i's rule unless nothing reached it (the sweep's zero rule)."""
-    op, a, b, c, aux = tape._row(i)
-    g = tape._adjoint(i)
-    if g is None or (type(g) is float and g == 0.0):
-        return
-    RULES[op](tape, i, a, b, c, aux, g)
