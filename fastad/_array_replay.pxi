@@ -195,7 +195,7 @@ cdef class ArrayTrace:
                 view = np.asarray(part, np.float64, order="C").view()  # (ascontiguousarray makes 0-d 1-d)
                 if view.shape != shape:
                     raise ValueError(f"input of row {row} has shape {view.shape}, expected {shape}")
-                view.flags.writeable = False
+                cnp.PyArray_CLEARFLAGS(<cnp.ndarray>view, cnp.NPY_ARRAY_WRITEABLE)
                 arrays[row] = view
             return 0
         if not (type(x) is np.ndarray and x.dtype == np.float64 and x.flags.owndata
@@ -300,6 +300,8 @@ cdef class ArrayTrace:
 
     cdef object outputs(self, Tape t, const double[::1] val):
         """The flat vector of the outputs."""
+        if len(self.outs) == 1 and self.outs[0][0] >= 0 and self.outs[0][1] is None:  # a loss
+            return np.full(1, val[self.outs[0][0]])
         parts = []
         for row, shape, const in self.outs:
             if row < 0:

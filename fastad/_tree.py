@@ -66,6 +66,35 @@ def _walk(node, path, parts, types):
                     "float64 arrays, and lists / tuples / dicts of them")
 
 
+def parts_like(treedef, tree):
+    """flatten's parts of a tree that has structure `treedef`, or None where
+    it does not (then flatten says what differs). A compiled function
+    checks each call's arguments against the structure it was made for:
+    matching a known structure skips the walk's error paths and the new
+    treedef, about 1 us of a small call's few."""
+    parts = []
+    return parts if _match(treedef, tree, parts) else None
+
+
+def _match(td, node, parts):
+    if td == "f":
+        if type(node) is float or type(node) is int:
+            parts.append(float(node))
+            return True
+        return False
+    kind = td[0]
+    if kind == "a":
+        if type(node) is np.ndarray and node.shape == td[1] and node.dtype.kind in _REAL_KINDS:
+            parts.append(node if node.dtype == np.float64 else node.astype(np.float64))
+            return True
+        return False
+    if type(node) is not kind:
+        return False
+    if kind is dict:
+        return tuple(node) == td[1] and all(_match(k, node[key], parts) for k, key in zip(td[2], td[1]))
+    return len(node) == len(td[1]) and all(_match(k, v, parts) for k, v in zip(td[1], node))
+
+
 def size(treedef):
     """How many numbers a tree of this structure holds."""
     if treedef == "f":

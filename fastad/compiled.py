@@ -268,6 +268,9 @@ class CompiledFunction:
             x = pack_numbers(list(args), self._flat_args)
             if x is not None:
                 return x
+        parts = _tree.parts_like(self.treedef, args)
+        if parts is not None:
+            return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
         parts, treedef = _tree.flatten(tuple(args), "the arguments")
         if treedef != self.treedef:
             raise TypeError(f"this compiled function takes arguments shaped like "
