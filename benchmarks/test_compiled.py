@@ -18,9 +18,10 @@ group per workload:
   products: its tridiagonal pattern colored), the dense route (products with
   every basis vector, 16 a sweep), n calls of ``cf.hvp(x, e_i)``,
   ``cf.grad(x)`` and the uncompiled ``fad.hessian``;
-* ``cf-mlp784``: the array MLP compiled over its parameter dict (an
-  ArrayTrace): ``cf(params)``, ``cf.value_and_grad(params)``, the NumPy
-  forward and ``fad.value_and_grad``.
+* ``cf-iris``, ``cf-mlp784``: the array models (softmax regression on iris,
+  the MLP) compiled over their parameter dicts (ArrayTraces):
+  ``cf(params)``, ``cf.value_and_grad(params)``, the NumPy forward,
+  ``fad.value_and_grad`` and the reference's.
 
 The functions are compiled once per session, untimed. The reference's
 ``grad`` is the body test_scalar times: where that ran in the session (it
@@ -121,10 +122,11 @@ def test_hessian_agrees(compiled):
     _close(fad.hessian(lambda x: wl.fn(x, fad))(x0), H)
 
 
-def test_compiled_arrays_agree(compiled):
-    """The compiled MLP (an ArrayTrace) gives fad.value_and_grad's value and
-    gradient exactly, and the NumPy forward's value."""
-    wl, cf, fad = compiled("cf-mlp784")
+@pytest.mark.parametrize("name", W.ARRAY_COMPILED)
+def test_compiled_arrays_agree(compiled, name):
+    """A compiled array model (an ArrayTrace) gives fad.value_and_grad's
+    value and gradient exactly, and the NumPy forward's value."""
+    wl, cf, fad = compiled(name)
     params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
     value, g = cf.value_and_grad(params)
     want_value, want = fad.value_and_grad(lambda p: wl.fn(p, X, Y, fad))(params)

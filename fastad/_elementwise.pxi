@@ -8,7 +8,9 @@
 #
 # * the C route (map_record, map_backward), for the common cases: operands
 #   that are Python numbers, or Arrays and real ndarrays of the result's
-#   shape or of its last axes (a bias row: (n,) against (m, n); see fits).
+#   shape, of its last axes (a bias row: (n,) against (m, n)) or of a run of
+#   its axes with 1s around (a column: (m, 1) against (m, n), as a keepdims
+#   reduction makes; see repeat_in).
 #   The value still comes from NumPy's ufunc (NumPy's numbers, NumPy's
 #   warnings), the row is pushed directly, and the backward pass adds into
 #   the arguments' adjoints in place, in one C loop (map_adjoints).
@@ -31,10 +33,11 @@ def map_value(int op, x, y=None):
 cdef object _as_shape(object v, tuple shape):
     """v as a C-contiguous float64 array of `shape` (broadcast); no copy
     when it already is one, the common case of same-shape operands."""
-    if type(v) is np.ndarray and (<object>v).shape == shape and v.dtype == np.float64 \
-            and v.flags.c_contiguous:
+    if is_doubles(v) and (<object>v).shape == shape:
         return v
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), shape))
+    out = np.empty(shape)
+    out[...] = v  # broadcast by assignment: np.broadcast_to costs about 3 us a call
+    return out
 
 
 def map_vjp(int op, x, y, f, g):
@@ -130,8 +133,13 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     ufunc = _map_ufunc[code]
     if ufunc is not None:
         value = ufunc(vx, vy) if binary else ufunc(vx)
-    else:  # sigmoid, relu, erf: no NumPy ufunc, the value by the C rule
+    elif repeat_of(vx, shape) == 1 and (not binary or repeat_of(vy, shape) == 1):
+        # sigmoid, relu, erf: no NumPy ufunc, the value by the C rule. Its
+        # loop walks periods only; all three are unary (their operand has the
+        # result's shape), the test is for a binary one to come.
         value = map_values(code, shape, vx, vy if binary else vx)
+    else:
+        return None
     if not is_buffer_like(value, shape):
         return None  # not expected of a ufunc on float64 arrays, but never assumed
     cnp.PyArray_CLEARFLAGS(value, cnp.NPY_ARRAY_WRITEABLE)
@@ -203,21 +211,40 @@ cdef object map_constant(object v, object shape):
     return None
 
 
-cdef bint fits(object v, object f):
-    """Whether ndarray v, broadcast against f, repeats with period v.size in
-    f's flat order: leading 1s, then exactly f's last axes ((n,) or (1, n)
-    against (m, n); f's own shape). Element k of f then meets v's k % v.size."""
-    cdef int nv = cnp.PyArray_NDIM(v), nf = cnp.PyArray_NDIM(f), j = 0, m
+cdef Py_ssize_t repeat_in(object v, object f):
+    """How ndarray v meets f's elements when broadcast against it, or -1
+    where the loops here cannot walk it. v's axes that are not 1 must be a
+    run of f's axes, of the same lengths, with only 1s around them: a bias
+    row ((n,) or (1, n) against (m, n)), a column ((m, 1) against (m, n): a
+    keepdims reduction, as in log_softmax), f's own shape. Then f's element
+    k meets v's element (k // r) % v.size, and this returns r, the size of
+    f's axes after the run (1 when the run ends f: v repeats with period
+    v.size)."""
+    cdef int nv = cnp.PyArray_NDIM(v), nf = cnp.PyArray_NDIM(f), off, m, lo = -1, hi = -1
     cdef cnp.npy_intp* dv = cnp.PyArray_DIMS(v)
     cdef cnp.npy_intp* df = cnp.PyArray_DIMS(f)
+    cdef Py_ssize_t r = 1
     if nv > nf:
-        return False
-    while j < nv and dv[j] == 1:
-        j += 1
-    for m in range(j, nv):
-        if dv[m] != df[nf - nv + m]:
-            return False
-    return True
+        return -1
+    off = nf - nv
+    for m in range(nv):
+        if dv[m] != 1:
+            if lo < 0:
+                lo = m
+            hi = m
+    if lo < 0:
+        return 1  # one element: it meets every element of f
+    for m in range(lo, hi + 1):
+        if dv[m] != df[off + m]:
+            return -1
+    for m in range(off + hi + 1, nf):
+        r *= df[m]
+    return r
+
+
+cdef inline bint fits(object v, object f):
+    """Whether ndarray v broadcasts against f in a way the loops here walk (repeat_in)."""
+    return repeat_in(v, f) >= 0
 
 
 cdef object map_operand(Tape t, node_t row, object key, object const, object f):
@@ -227,6 +254,11 @@ cdef object map_operand(Tape t, node_t row, object key, object const, object f):
     if type(v) is float:
         return v
     return v if is_doubles(v) and fits(v, f) else None
+
+
+cdef inline Py_ssize_t repeat_of(object v, object f):
+    """repeat_in for a map operand: 1 for a float."""
+    return 1 if type(v) is float else repeat_in(v, f)
 
 
 cdef object zeros_like(object f):
@@ -263,8 +295,7 @@ cdef bint map_backward(Tape t, node_t i) except -1:
     cdef Py_ssize_t n = cnp.PyArray_SIZE(f)
     cdef Py_ssize_t px = 1 if type(x) is float else cnp.PyArray_SIZE(x)
     cdef Py_ssize_t py = 1 if type(y) is float else cnp.PyArray_SIZE(y)
-    if 1 < px < n and 1 < py < n and px != py:
-        return False  # two different periods: not a case map_record makes
+    cdef Py_ssize_t rx = repeat_of(x, f), ry = repeat_of(y, f)
     gx = t.arr_adj.get(ka) if ia >= 0 else None
     gy = t.arr_adj.get(kb) if ib >= 0 and ib != ia else None
     if (gx is not None and not is_adjoint_buffer(gx, x)) or \
@@ -294,10 +325,17 @@ cdef bint map_backward(Tape t, node_t i) except -1:
         yp = &cy_
     else:
         yp = <const double*>cnp.PyArray_DATA(y)
-    map_adjoints(code, n, xp, px, yp, py, <const double*>cnp.PyArray_DATA(f),
-                 <const double*>cnp.PyArray_DATA(g),
-                 <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL,
-                 <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL)
+    cdef const double* fp = <const double*>cnp.PyArray_DATA(f)
+    cdef const double* gp = <const double*>cnp.PyArray_DATA(g)
+    cdef double* dxp = <double*>cnp.PyArray_DATA(gx) if ia >= 0 else NULL
+    cdef double* dyp = <double*>cnp.PyArray_DATA(gy) if ib >= 0 else NULL
+    if rx == 1 and ry == 1 and not (1 < px < n and 1 < py < n and px != py):
+        map_adjoints(code, n, xp, px, yp, py, fp, gp, dxp, dyp)
+    elif n > 4096:
+        with nogil:
+            map_adjoints_walk(code, n, xp, rx, px, yp, ry, py, fp, gp, dxp, dyp)
+    else:
+        map_adjoints_walk(code, n, xp, rx, px, yp, ry, py, fp, gp, dxp, dyp)
     return True
 
 
@@ -354,3 +392,36 @@ cdef void map_adjoints_loop(op_t code, Py_ssize_t n, const double* xp, Py_ssize_
             dxp[k * sx] += gk * d.dx
         if dyp != NULL:
             dyp[k * sy] += gk * d.dy
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void map_adjoints_walk(op_t code, Py_ssize_t n, const double* xp, Py_ssize_t rx, Py_ssize_t px,
+                            const double* yp, Py_ssize_t ry, Py_ssize_t py, const double* fp,
+                            const double* gp, double* dxp, double* dyp) noexcept nogil:
+    """map_adjoints for any operands repeat_in walks: f's element k meets
+    x's element (k // rx) % px (and y's likewise), counted along without a
+    division. The blocks of map_adjoints are faster where they apply."""
+    cdef Py_ssize_t k, ix = 0, iy = 0, cx = 0, cy = 0
+    cdef double gk
+    cdef Partials d
+    for k in range(n):
+        gk = gp[k]
+        if gk != 0.0:  # the absolute-zero rule, as in the scalar sweep
+            d = op_partials(code, xp[ix], yp[iy], fp[k], dyp != NULL)
+            if dxp != NULL:
+                dxp[ix] += gk * d.dx
+            if dyp != NULL:
+                dyp[iy] += gk * d.dy
+        cx += 1
+        if cx == rx:
+            cx = 0
+            ix += 1
+            if ix == px:
+                ix = 0
+        cy += 1
+        if cy == ry:
+            cy = 0
+            iy += 1
+            if iy == py:
+                iy = 0

@@ -723,10 +723,13 @@ def array_floor_value(wl):
 # 100 -> 100 map x -> tanh(A @ x) written as Python loops over a list;
 # ``hessian`` Rosenbrock n=100's Hessian: by a coloring of its pattern, by
 # products with every basis vector (16 a sweep, or one call each);
-# ``cf-mlp784`` the array MLP above, compiled over its parameter
-# dict (an ArrayTrace: each array row replays by NumPy).
+# ``cf-iris`` and ``cf-mlp784`` the array models above, compiled over their
+# parameter dicts (ArrayTraces: each array row replays by NumPy). On iris
+# the arrays are small, so what a row costs beside its NumPy call decides.
 
-COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "hessian", "cf-mlp784")
+COMPILE_NAMES = ("cf-rosenbrock", "cf-dag", "grad_batch", "jacobian", "hessian", "cf-iris",
+                 "cf-mlp784")
+ARRAY_COMPILED = ("cf-iris", "cf-mlp784")
 COMPILE_SIZES = {
     "full": {"cf-rosenbrock": 10_000, "cf-dag": 1_000_000, "grad_batch": 2_000, "hessian": 100,
              "cf-mlp784": 64},
@@ -749,7 +752,8 @@ COMPILE_BODIES = {
     "jacobian": [("float", "eval"), ("cf", "fwd"), ("cf", "rev"), ("fastad", "rev")],
     "hessian": [("cf", "grad"), ("cf", "hvp-loop"), ("cf", "hvp-blocks"), ("cf", "hessian"),
                 ("fastad", "hessian")],
-    "cf-mlp784": [("numpy", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("fastad", "grad")],
+    **{name: [("numpy", "eval"), ("cf", "eval"), ("cf", "value_and_grad"), ("fastad", "grad"),
+              ("reference", "grad")] for name in ARRAY_COMPILED},
 }
 
 
@@ -793,8 +797,8 @@ def make_compiled(name, size=None, seed=0):
     if name == "hessian":
         base = make("rosenbrock", size, seed)
         return Workload(name, f"hessian of rosenbrock n={size}", base.fn, base.x0, size)
-    if name == "cf-mlp784":
-        base = make_array("mlp784", size, seed)
+    if name in ARRAY_COMPILED:
+        base = make_array(name[3:], size, seed)
         return Workload(name, base.label, base.fn, base.x0, size, info=dict(base.info))
     raise ValueError(f"unknown compile workload {name!r}; expected one of {COMPILE_NAMES}")
 
@@ -815,9 +819,13 @@ def compile_phases(wl, engine):
     if engine.name == "reference":
         if wl.name in ("cf-rosenbrock", "cf-dag"):
             return {("reference", "grad"): phase(wl.info["base"], engine, "grad")}
+        if wl.name in ARRAY_COMPILED:
+            params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
+            ref_vg = engine.m.value_and_grad(lambda p: fn(p, X, Y, engine.m))
+            return {("reference", "grad"): Phase(lambda: ref_vg(params))}
         return {}
     fad = engine.m
-    if wl.name == "cf-mlp784":
+    if wl.name in ARRAY_COMPILED:
         params, X, Y = wl.x0, wl.info["X"], wl.info["Y"]
         cf = fad.compile(lambda p: fn(p, X, Y, fad), params)
         wl.info["rows"], wl.info["cf"] = len(cf.traces[0].op), cf

@@ -446,13 +446,15 @@ def report_compile(wls, medians, borrowed=()):
                 ("cf", "hessian", "cf.hessian(x): 3 products, its pattern colored"),
                 ("fastad", "hessian", "fad.hessian(f)(x) (records each call)")),
                 (("vs cf.grad", ("cf", "grad")), ("vs the cf.hvp loop", ("cf", "hvp-loop"))))
-        if w == "cf-mlp784":
+        if w in W.ARRAY_COMPILED:
             lines += _phase_table(f"{wl.label}, compiled over its parameter dict", medians, w, (
                 ("numpy", "eval", "NumPy forward (no derivative)"),
                 ("cf", "eval", "cf(params): replay, each array row by NumPy"),
                 ("cf", "value_and_grad", "cf.value_and_grad(params)"),
-                ("fastad", "grad", "fad.value_and_grad (records each call)")),
-                (("vs NumPy forward", ("numpy", "eval")),))
+                ("fastad", "grad", "fad.value_and_grad (records each call)"),
+                ("reference", "grad", "reference value_and_grad")),
+                (("vs NumPy forward", ("numpy", "eval")),
+                 ("vs cf.value_and_grad", ("cf", "value_and_grad"))))
     lines = lines[1:] if lines and not lines[0] else lines
     return lines + _target_lines("compile", medians)
 
