@@ -241,6 +241,9 @@ class CompiledFunction:
         self._leaf_slices = [slice(leaves[k], leaves[k + 1]) for k in self.argnums]  # of flatten's parts
         self._arg_treedefs = [self.treedef[1][k] for k in self.argnums]
         self._arg_flat = [_is_flat(td) for td in self._arg_treedefs]
+        # grad of a function of one flat list: the gradient is the whole vector's tolist()
+        self._one_list = (self.single and len(self.treedef[1]) == 1 and self._arg_flat[0]
+                          and self._arg_treedefs[0][0] is list)
         numbers = _tree.numbers(parts)
         trace, self.out_treedef = record(f, self.treedef, numbers, scalarize)
         self.traces = [trace]  # most recently used first
@@ -282,7 +285,14 @@ class CompiledFunction:
         forward mode and second order (methods an ArrayTrace lacks) every
         trace is scalar (_scalar); a branch that records array rows sends
         the call to the scalarized twin."""
-        for k, trace in enumerate(self.traces):
+        traces, tried = self.traces, 0
+        if type(x) is not list or type(traces[0]) is ArrayTrace:  # the common case first, in few steps
+            result = getattr(traces[0], method)(x, *more)
+            if result[-1] < 0:
+                return result[:-1]
+            tried = 1
+        for k in range(tried, len(traces)):
+            trace = traces[k]
             if type(x) is list and not isinstance(trace, ArrayTrace):
                 x = _tree.numbers(x)
             result = getattr(trace, method)(x, *more)
@@ -349,6 +359,8 @@ class CompiledFunction:
     def _grads(self, g):
         """A gradient over all inputs -> the argnums' structures: g flat, or
         (from an ArrayTrace) a list with one part per leaf."""
+        if self._one_list and type(g) is not list:
+            return g.tolist()
         if type(g) is list:
             per_arg = [_tree.unflatten_parts(td, g[s]) for td, s in zip(self._arg_treedefs, self._leaf_slices)]
         else:
@@ -375,7 +387,8 @@ class CompiledFunction:
 
     def grad(self, *args):
         """The gradient with respect to the argnums, replayed in C."""
-        return self.value_and_grad(*args)[1]
+        self._scalar_output("grad")
+        return self._grads(self._run(self._inputs(args), "value_and_grad")[1])
 
     def vjp(self, args, cotangent):
         parts, td = _tree.flatten(cotangent, "the cotangent")
