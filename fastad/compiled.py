@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from fastad import _scalarized, _tree
+from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
 from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace, check_own_leaves,
                           pinning, recording_on)
@@ -590,4 +590,9 @@ def compile(f, *example_args, argnums=0, on_branch_change="retrace"):
     >>> cf([1.0, 1.0])
     1.8414709848078965
     """
+    nums = _Argnums(argnums)
+    static = _static.static_positions(example_args, nums(len(example_args)))
+    if static:  # an index, a flag, a name: one trace set per value (fastad/_static.py)
+        return _static.StaticArgs(f, example_args, nums(len(example_args)), nums.single, static,
+                                  on_branch_change)
     return CompiledFunction(f, example_args, argnums, on_branch_change)

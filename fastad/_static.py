@@ -1,0 +1,150 @@
+"""Static arguments of fad.compile: an index, a flag, a name.
+
+A compiled function traces its arguments: floats and float arrays outside
+`argnums` are data that may change from call to call (a batch), replayed
+without recording again. An argument outside `argnums` that holds no float
+(an int, a bool, a str, None, an integer array, a list of ints ...) steers
+the Python instead (`x[i]`, `if mode == "sq"`), so it cannot be a traced
+number: it is static, as in jax.jit's static_argnums. `StaticArgs` keeps
+one CompiledFunction per value of the static arguments, made when a value
+is first seen (the last `cache_size` values are kept).
+"""
+import collections
+import copy
+
+import numpy as np
+
+
+def holds_float(v):
+    """Whether v is, or nests, a float or a float array (traced data)."""
+    if isinstance(v, (float, np.floating)):
+        return True
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind == "f" or (v.dtype == object and any(holds_float(e) for e in v.flat))
+    if isinstance(v, (list, tuple)):
+        return any(holds_float(e) for e in v)
+    if isinstance(v, dict):
+        return any(holds_float(e) for e in v.values())
+    return type(v).__module__ == "fastad._core"  # a Var or Array: compile says what is wrong
+
+
+def static_positions(example_args, argnums):
+    """The positions of the static arguments: outside argnums, no float."""
+    return tuple(k for k, v in enumerate(example_args) if k not in argnums and not holds_float(v))
+
+
+def key(v):
+    """A hashable stand-in for a static value, equal for equal values (an
+    array by its dtype, shape and bytes; 1 and True kept apart)."""
+    if isinstance(v, np.ndarray):
+        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (list, tuple)):
+        return (type(v), tuple(key(e) for e in v))
+    if isinstance(v, dict):
+        return (dict, tuple((k, key(e)) for k, e in v.items()))
+    try:
+        hash(v)
+    except TypeError:
+        raise TypeError(f"a static argument of a compiled function (outside argnums, holding no "
+                        f"float) must be hashable or an array, list, tuple or dict; got "
+                        f"{type(v).__name__}") from None
+    return (type(v), v)
+
+
+class Bound:
+    """f with its static arguments fixed: it takes the traced ones. A class,
+    not a closure, so a compiled function of a module-level f pickles whole."""
+
+    def __init__(self, f, positions, values, nargs):
+        self.f, self.positions, self.nargs = f, positions, nargs
+        self.values = copy.deepcopy(values)  # the caller may change theirs later
+
+    def __call__(self, *traced, **kwargs):
+        it, fixed = iter(traced), dict(zip(self.positions, self.values))
+        return self.f(*[fixed[k] if k in fixed else next(it) for k in range(self.nargs)], **kwargs)
+
+
+class StaticArgs:
+    """A compiled function with static arguments: the methods of
+    CompiledFunction, each call going to the compiled function of its static
+    values (see the module's docstring)."""
+
+    def __init__(self, f, example_args, argnums, single, positions, on_branch_change, cache_size=8):
+        self.f, self.nargs, self.positions = f, len(example_args), positions
+        self.on_branch_change, self.cache_size = on_branch_change, cache_size
+        traced = [k for k in range(self.nargs) if k not in positions]
+        inner = tuple(traced.index(k) for k in argnums)
+        self.argnums = inner[0] if single else inner  # as the traced arguments number them
+        self.compiled = collections.OrderedDict()
+        self._split(example_args)
+
+    def _split(self, args):
+        """(the compiled function for args' static values, the traced args)."""
+        from fastad.compiled import CompiledFunction
+        if len(args) != self.nargs:
+            raise TypeError(f"this compiled function takes {self.nargs} arguments, got {len(args)}")
+        values = [args[k] for k in self.positions]
+        k = tuple(key(v) for v in values)
+        traced = tuple(a for j, a in enumerate(args) if j not in self.positions)
+        cf = self.compiled.get(k)
+        if cf is None:
+            if self.f is None:
+                raise TypeError("new values of the static arguments need the function, which did "
+                                "not survive pickling; compile it again")
+            cf = CompiledFunction(Bound(self.f, self.positions, values, self.nargs), traced,
+                                  self.argnums, self.on_branch_change, self.cache_size)
+            self.compiled[k] = cf
+            while len(self.compiled) > self.cache_size:
+                self.compiled.popitem(last=False)
+        else:
+            self.compiled.move_to_end(k)
+        return cf, traced
+
+    def __call__(self, *args):
+        cf, traced = self._split(args)
+        return cf(*traced)
+
+    def value_and_grad(self, *args):
+        cf, traced = self._split(args)
+        return cf.value_and_grad(*traced)
+
+    def grad(self, *args):
+        cf, traced = self._split(args)
+        return cf.grad(*traced)
+
+    def jacobian(self, *args, mode="auto"):
+        cf, traced = self._split(args)
+        return cf.jacobian(*traced, mode=mode)
+
+    def hessian(self, *args):
+        cf, traced = self._split(args)
+        return cf.hessian(*traced)
+
+    def hvp(self, *args_and_v):
+        cf, traced = self._split(args_and_v[:-1])
+        return cf.hvp(*traced, args_and_v[-1])
+
+    def jvp(self, args, tangents):
+        cf, traced = self._split(tuple(args))
+        return cf.jvp(traced, tangents)
+
+    def vjp(self, args, cotangent):
+        cf, traced = self._split(tuple(args))
+        return cf.vjp(traced, cotangent)
+
+    def grad_batch(self, X, threads=None):
+        raise ValueError("grad_batch needs a compiled function of one argument")
+
+    def __getstate__(self):
+        import pickle
+        state = dict(self.__dict__)
+        try:
+            pickle.dumps(self.f)
+        except Exception:  # a lambda or a closure: the compiled values replay, new ones cannot record
+            state["f"] = None
+        return state
+
+    def __repr__(self):
+        name = getattr(self.f, "__name__", "function")
+        return (f"<fastad.compile of {name}: static arguments {list(self.positions)}, "
+                f"{len(self.compiled)} value(s) compiled>")
