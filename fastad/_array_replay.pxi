@@ -44,8 +44,9 @@ cdef class ArrayTrace:
     cdef const node_t[::1] a_v, b_v
     cdef const double[::1] c_v
     cdef const signed char[::1] branch_v
-    cdef list runs  # (kind, lo, hi, kernel): rows lo..hi-1 are scalar rows, one array row (with
-                    # the function that computes its value) or dead rows
+    cdef list runs  # (kind, lo, hi, kernel, pieces, shape): rows lo..hi-1 are scalar rows, one
+                    # array row (with the function that computes its value, its recorded
+                    # pieces or None, its shape or None) or dead rows
     cdef readonly object live  # bool per row: an output or a guard depends on it
     cdef object scalar_leaf_rows, scalar_leaf_starts  # where the number leaves go
 
@@ -91,8 +92,9 @@ cdef class ArrayTrace:
         if run >= 0:
             self.runs.append((run, lo, self.n))
         from fastad.array import kernel
-        self.runs = [(kind, lo, hi, kernel(self.op_v[lo], self.c_v[lo], self.aux[lo], self.shapes.get(lo))
-                      if kind == RUN_ARRAY and self.op_v[lo] != OP_ARRAY_INPUT else None)
+        self.runs = [(kind, lo, hi, kernel(self.op_v[lo], self.c_v[lo], self.aux[lo], self.shapes.get(lo)),
+                      self.pieces.get(lo), self.shapes.get(lo))
+                     if kind == RUN_ARRAY and self.op_v[lo] != OP_ARRAY_INPUT else (kind, lo, hi, None, None, None)
                      for kind, lo, hi in self.runs]
 
     def _live_rows(self):
@@ -211,11 +213,16 @@ cdef class ArrayTrace:
         return 0
 
     cdef object arg_value(self, Tape t, node_t r, const double* val):
-        return None if r < 0 else t.obj.get(r, val[r])
+        if r < 0:
+            return None
+        v = t.obj.get(r)
+        return val[r] if v is None else v
 
-    cdef node_t array_row(self, Tape t, Py_ssize_t i, kernel, double* val, double** src) except -2:
+    cdef node_t array_row(self, Tape t, Py_ssize_t i, kernel, pieces, shape, double* val,
+                          double** src) except -2:
         """Array row i onto t, its value by its kernel; returns i if its
-        pieces (a kink or a comparison) differ from the recording's, else -1."""
+        pieces (a kink or a comparison: `pieces`, else None) differ from
+        the recording's, else -1. `shape`: the recorded value's, None for a number."""
         cdef op_t op = self.op_v[i]
         aux = self.aux[i]
         if _arity[op] == -1:
@@ -223,14 +230,13 @@ cdef class ArrayTrace:
         else:
             args = [self.arg_value(t, self.a_v[i], val), self.arg_value(t, self.b_v[i], val)]
         value = kernel(args)
-        if op == OP_COMPARE:
-            if not np.array_equal(value, self.pieces[i]):
-                return i
-            value = np.asarray(value, np.float64)  # the bools as numbers, as compare recorded them
-        elif i in self.pieces:  # a kink applied elementwise
-            if not np.array_equal(map_pieces(<op_t>self.c_v[i], args, aux), self.pieces[i]):
-                return i
-        shape = self.shapes.get(i)
+        if pieces is not None:
+            if op == OP_COMPARE:
+                if not np.array_equal(value, pieces):
+                    return i
+                value = np.asarray(value, np.float64)  # the bools as numbers, as compare recorded them
+            elif not np.array_equal(map_pieces(<op_t>self.c_v[i], args, aux), pieces):
+                return i  # a kink applied elementwise
         if cnp.PyArray_Check(value) and cnp.PyArray_NDIM(<cnp.ndarray>value) > 0:
             if not (cnp.PyArray_TYPE(<cnp.ndarray>value) == cnp.NPY_DOUBLE
                     and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>value)):
@@ -276,7 +282,7 @@ cdef class ArrayTrace:
                 if not isinstance(value, np.ndarray):
                     val[row] = value
             self.place_inputs(x, vals, arrays)
-            for kind, lo, hi, kernel in self.runs:
+            for kind, lo, hi, kernel, pieces, shape in self.runs:
                 if kind == RUN_SCALAR:
                     changed = self.scalar_rows(t, lo, hi, val, src)
                 elif kind == RUN_DEAD:  # nothing reads them: placeholders keep the numbering
@@ -290,7 +296,7 @@ cdef class ArrayTrace:
                     src[lo] = <double*>cnp.PyArray_DATA(value)
                     val[lo] = NAN
                 else:
-                    changed = self.array_row(t, lo, kernel, val, src)
+                    changed = self.array_row(t, lo, kernel, pieces, shape, val, src)
                 if changed >= 0:
                     break
         finally:
