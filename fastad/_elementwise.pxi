@@ -226,6 +226,8 @@ cdef Py_ssize_t repeat_in(object v, object f):
     cdef Py_ssize_t r = 1
     if nv > nf:
         return -1
+    if nv == nf and same_shape(v, f):  # the common case, without the walk
+        return 1
     off = nf - nv
     for m in range(nv):
         if dv[m] != 1:
