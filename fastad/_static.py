@@ -11,6 +11,7 @@ is first seen (the last `cache_size` values are kept).
 """
 import collections
 import copy
+import threading
 
 import numpy as np
 
@@ -76,6 +77,7 @@ class StaticArgs:
         inner = tuple(traced.index(k) for k in argnums)
         self.argnums = inner[0] if single else inner  # as the traced arguments number them
         self.compiled = collections.OrderedDict()
+        self._lock = threading.Lock()  # calls from several threads share the cache
         self._split(example_args)
 
     def _split(self, args):
@@ -86,18 +88,20 @@ class StaticArgs:
         values = [args[k] for k in self.positions]
         k = tuple(key(v) for v in values)
         traced = tuple(a for j, a in enumerate(args) if j not in self.positions)
-        cf = self.compiled.get(k)
-        if cf is None:
-            if self.f is None:
-                raise TypeError("new values of the static arguments need the function, which did "
-                                "not survive pickling; compile it again")
-            cf = CompiledFunction(Bound(self.f, self.positions, values, self.nargs), traced,
-                                  self.argnums, self.on_branch_change, self.cache_size)
+        with self._lock:
+            cf = self.compiled.get(k)
+            if cf is not None:
+                self.compiled.move_to_end(k)
+                return cf, traced
+        if self.f is None:
+            raise TypeError("new values of the static arguments need the function, which did "
+                            "not survive pickling; compile it again")
+        cf = CompiledFunction(Bound(self.f, self.positions, values, self.nargs), traced,
+                              self.argnums, self.on_branch_change, self.cache_size)
+        with self._lock:  # (a value two threads met at once is recorded twice; the last is kept)
             self.compiled[k] = cf
             while len(self.compiled) > self.cache_size:
                 self.compiled.popitem(last=False)
-        else:
-            self.compiled.move_to_end(k)
         return cf, traced
 
     def __call__(self, *args):
@@ -138,11 +142,16 @@ class StaticArgs:
     def __getstate__(self):
         import pickle
         state = dict(self.__dict__)
+        del state["_lock"]
         try:
             pickle.dumps(self.f)
         except Exception:  # a lambda or a closure: the compiled values replay, new ones cannot record
             state["f"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self):
         name = getattr(self.f, "__name__", "function")

@@ -105,3 +105,29 @@ def test_bad_static_arguments_say_what_is_wrong():
         cf.grad([1.0, 2.0], 1)
     with pytest.raises(ValueError, match="one argument"):
         cf.grad_batch(np.ones((4, 2)))
+
+
+def test_threads_share_the_cache_of_static_values():
+    """Eight threads calling with twelve index values (more than the cache
+    keeps, so values are recorded, evicted and recorded again while other
+    threads replay) get fad.grad's numbers, and the cache stays bounded. (A
+    smoke test: the window the cache's lock closes is too narrow to hit
+    on demand.)"""
+    import concurrent.futures
+    x = [0.5 + k for k in range(12)]
+    cf = fad.compile(pick, x, 0, "sq")
+    want = {i: fad.grad(pick)(x, i, "sq") for i in range(12)}
+
+    def work(seed):
+        order = np.random.default_rng(seed).integers(0, 12, 200)
+        return all(cf.grad(x, int(i), "sq") == want[int(i)] for i in order)
+
+    import sys
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps of the cache's bookkeeping
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(work, range(8)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(cf.compiled) <= cf.cache_size
