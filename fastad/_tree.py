@@ -26,6 +26,15 @@ def flatten(tree, where="argument", var_type=None, array_type=None):
                          "lists, tuples and dicts") from None
 
 
+def _where(path):
+    """An error message's name for a node: path is the argument's name, or
+    (parent's path, index or key), spelled out only when an error needs it."""
+    if type(path) is str:
+        return path
+    parent, k = path
+    return f"{_where(parent)}[{k!r}]"
+
+
 def _walk(node, path, parts, types):
     # A module-level function, not a closure: a recursive closure is a
     # reference cycle that only the garbage collector frees, once per call.
@@ -41,28 +50,28 @@ def _walk(node, path, parts, types):
             parts.append(node)
             return ("a", node.shape)
     if isinstance(node, (bool, np.bool_)):
-        raise TypeError(f"{path} is a bool; fastad differentiates real numbers")
+        raise TypeError(f"{_where(path)} is a bool; fastad differentiates real numbers")
     if isinstance(node, (float, int, np.floating, np.integer)):
         parts.append(float(node))
         return "f"
     if isinstance(node, np.ndarray):
         if node.dtype.kind not in _REAL_KINDS:
-            raise TypeError(f"{path} is an array of dtype {node.dtype}; fastad needs real numbers "
+            raise TypeError(f"{_where(path)} is an array of dtype {node.dtype}; fastad needs real numbers "
                             "(float64, or integers, which are taken as float64)")
         parts.append(np.asarray(node, np.float64))
         return ("a", node.shape)
     if isinstance(node, (list, tuple)):
-        kids = tuple(_walk(v, f"{path}[{i}]", parts, types) for i, v in enumerate(node))
+        kids = tuple([_walk(v, (path, i), parts, types) for i, v in enumerate(node)])
         return (type(node), kids)
     if isinstance(node, dict):
         keys = tuple(node)
-        return (dict, keys, tuple(_walk(node[k], f"{path}[{k!r}]", parts, types) for k in keys))
+        return (dict, keys, tuple([_walk(node[k], (path, k), parts, types) for k in keys]))
     if type(node).__module__ == "fastad._core":
-        raise TypeError(f"{path} is a fastad {type(node).__name__}: grad takes numbers and arrays "
+        raise TypeError(f"{_where(path)} is a fastad {type(node).__name__}: grad takes numbers and arrays "
                         "and makes its own leaves (pass its .value); differentiating a function "
                         "that itself takes gradients (grad of grad) is not supported yet: for "
                         "second derivatives use fad.hessian or fad.hvp")
-    raise TypeError(f"{path} is a {type(node).__name__}; fastad differentiates floats, "
+    raise TypeError(f"{_where(path)} is a {type(node).__name__}; fastad differentiates floats, "
                     "float64 arrays, and lists / tuples / dicts of them")
 
 
