@@ -10,7 +10,7 @@ one CompiledFunction per value of the static arguments, made when a value
 is first seen (the last `cache_size` values are kept).
 """
 import collections
-import copy
+import pickle
 import threading
 
 import numpy as np
@@ -49,7 +49,21 @@ def key(v):
         raise TypeError(f"a static argument of a compiled function (outside argnums, holding no "
                         f"float) must be hashable or an array, list, tuple or dict; got "
                         f"{type(v).__name__}") from None
-    return (type(v), v)
+    return (type(v).__module__, type(v).__qualname__, v)  # (a type's name pickles; a function's type does not)
+
+
+def own(v):
+    """A copy of v's arrays, lists and dicts (keyed by content, so a caller
+    who changes theirs later must not change ours); anything else, keyed by
+    its hash, as it is (a module, a function, a number)."""
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, (list, tuple)):
+        items = [own(e) for e in v]
+        return items if type(v) is list else tuple(items) if type(v) is tuple else type(v)(*items)
+    if isinstance(v, dict):
+        return {k: own(e) for k, e in v.items()}
+    return v
 
 
 class Bound:
@@ -58,7 +72,7 @@ class Bound:
 
     def __init__(self, f, positions, values, nargs):
         self.f, self.positions, self.nargs = f, positions, nargs
-        self.values = copy.deepcopy(values)  # the caller may change theirs later
+        self.values = [own(v) for v in values]  # the caller may change theirs later
 
     def __call__(self, *traced, **kwargs):
         it, fixed = iter(traced), dict(zip(self.positions, self.values))
@@ -140,12 +154,11 @@ class StaticArgs:
         raise ValueError("grad_batch needs a compiled function of one argument")
 
     def __getstate__(self):
-        import pickle
         state = dict(self.__dict__)
         del state["_lock"]
-        try:
-            pickle.dumps(self.f)
-        except Exception:  # a lambda or a closure: the compiled values replay, new ones cannot record
+        state["compiled"] = collections.OrderedDict(
+            (k, cf) for k, cf in self.compiled.items() if _pickles(k))  # (a static lambda, a module: left out)
+        if not _pickles(self.f):  # a lambda or a closure: the compiled values replay, new ones cannot record
             state["f"] = None
         return state
 
@@ -157,3 +170,11 @@ class StaticArgs:
         name = getattr(self.f, "__name__", "function")
         return (f"<fastad.compile of {name}: static arguments {list(self.positions)}, "
                 f"{len(self.compiled)} value(s) compiled>")
+
+
+def _pickles(v):
+    try:
+        pickle.dumps(v)
+    except Exception:
+        return False
+    return True

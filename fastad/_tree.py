@@ -99,9 +99,8 @@ def _match(td, node, parts):
         return False
     if type(node) is not kind:
         return False
-    if kind is dict:  # in any key order: the parts come in the structure's
-        return (len(node) == len(td[1]) and all(key in node for key in td[1])
-                and all(_match(k, node[key], parts) for k, key in zip(td[2], td[1])))
+    if kind is dict:  # (keys in the recorded order: a Jacobian's flat axes follow it)
+        return tuple(node) == td[1] and all(_match(k, node[key], parts) for k, key in zip(td[2], td[1]))
     return len(node) == len(td[1]) and all(_match(k, v, parts) for k, v in zip(td[1], node))
 
 

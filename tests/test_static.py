@@ -131,3 +131,29 @@ def test_threads_share_the_cache_of_static_values():
     finally:
         sys.setswitchinterval(interval)
     assert len(cf.compiled) <= cf.cache_size
+
+
+def scaled(x, fn):
+    return fn(x) * 2.0
+
+
+def test_a_module_or_a_function_as_a_static_argument():
+    """Hashable objects are static by their hash and used as they are (not
+    copied: a module cannot be); the compiled function pickles with a
+    function among its static values, and leaves out of the pickle the values
+    that do not pickle (a module, a lambda), recording them again on use."""
+    def body(x, m):
+        return m.sin(x[0]) * x[1]
+
+    cf = fad.compile(body, [1.0, 2.0], fad)
+    assert cf.grad([1.0, 2.0], fad) == fad.grad(body)([1.0, 2.0], fad)
+    cs = fad.compile(scaled, 3.0, np.square)  # a ufunc, hashable and picklable by name
+    assert cs.grad(3.0, np.square) == 12.0
+    back = pickle.loads(pickle.dumps(cs))
+    assert back.grad(3.0, np.square) == 12.0 and len(back.compiled) == 1
+    cs.grad(3.0, fad.sin)  # a function of fastad's, picklable by name too
+    assert len(pickle.loads(pickle.dumps(cs)).compiled) == 2
+    cl = fad.compile(scaled, 3.0, lambda v: v * v)  # a lambda: the pickle leaves its value out
+    back = pickle.loads(pickle.dumps(cl))
+    assert len(back.compiled) == 0
+    assert back.grad(3.0, fad.tanh) == pytest.approx(2.0 * (1 - np.tanh(3.0) ** 2))
