@@ -10,7 +10,7 @@ cdef object elementwise(op_t op, tuple args, str name):
     arrays = [np.asarray(v) for v in args]
     if any(a.dtype == object for a in arrays):
         if all(a.ndim == 0 for a in arrays):  # one element each: the op once, on the elements
-            items = [a[()] for a in arrays]
+            items = [float(v) if isinstance(v, np.bool_) else v for v in (a[()] for a in arrays)]  # as NumPy reads a bool
             if not all(type(v) is Var or is_number(v) for v in items):  # None, a str ...
                 raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got "
                                 + " and ".join(type(v).__name__ for v in items))

@@ -1545,6 +1545,17 @@ def test_math_functions_of_a_var_and_a_0d_array_are_one_scalar_row():
     assert v.grad == pytest.approx(1.0 / math.hypot(3.0, 1.0), rel=1e-15)  # the clip is flat at its bound
 
 
+@pytest.mark.parametrize("flag", [np.bool_(True), np.array(True)], ids=["np.bool_", "0-d bool array"])
+def test_a_numpy_bool_is_a_number_to_the_math_functions_as_to_numpy(flag):
+    # fad.maximum(v, np.bool_) refused it, where v * np.bool_, np.maximum and the reference take 1.0
+    from fastad import reference as ref
+    for M in (fad, ref):
+        v = M.Var(0.5)
+        y = M.maximum(v, flag) + M.minimum(v, flag)
+        y.backward()
+        assert (y.value, v.grad) == (1.5, 1.0)
+
+
 @pytest.mark.parametrize("call", [
     lambda: fad.maximum(fad.Var(1.0), None),  # was Var(1.0): None read as "no second operand"
     lambda: fad.maximum(1.0, None),  # was array(1.0)
