@@ -369,7 +369,8 @@ class CompiledFunction:
         return per_arg[0] if self.single else tuple(per_arg)
 
     def _scalar_output(self, what):
-        if _tree.size(self.out_treedef) != 1:
+        # a number, or an array of one element, as fad.grad takes (not a list or dict of one)
+        if not (self.out_treedef == "f" or self.out_treedef[0] == "a" and _tree.size(self.out_treedef) == 1):
             raise ValueError(f"{what} needs a function with a scalar output; "
                              "for a vector output use jacobian (or vjp)")
 

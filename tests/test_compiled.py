@@ -714,6 +714,19 @@ def test_cotangents_shaped_like_the_output():
         pullback(np.ones((3, 1)))
 
 
+@pytest.mark.parametrize("out", [lambda y: [y], lambda y: (y,), lambda y: {"y": y}], ids=["list", "tuple", "dict"])
+def test_a_compiled_gradient_refuses_a_container_of_one_number_as_fad_grad_does(out):
+    f = lambda x: out(x * x)  # noqa: E731
+    with pytest.raises(ValueError, match="scalar output"):
+        fad.grad(f)(2.0)
+    cf = fad.compile(f, 2.0)
+    for call in (cf.grad, cf.value_and_grad, cf.hessian, lambda x: cf.hvp(x, 1.0)):
+        with pytest.raises(ValueError, match="scalar output"):
+            call(2.0)
+    one = fad.compile(lambda x: np.array([x * x]), 2.0)  # an array of one element is a number to both
+    assert one.grad(2.0) == fad.grad(lambda x: np.array([x * x]))(2.0) == 4.0
+
+
 def test_transforms_name_themselves_and_empty_inputs():
     for transform in (fad.hessian, fad.grad):
         with pytest.raises(ValueError, match=f"^{transform.__name__} needs a function with a scalar output"):
