@@ -4,12 +4,26 @@
 # ==== grad's hot path ========================================================
 
 cdef object leaves_of(object arg):
-    """Leaves for an argument that is a number or a flat list / tuple of
-    numbers (the common cases, made here without Python per element), or
-    None for anything else (the general tree code in fastad/_tree.py)."""
+    """Leaves for an argument that is a number, a flat list / tuple of
+    numbers, a real ndarray or a dict of numbers and real ndarrays (a
+    model's parameters): the common cases, made here without the tree walk
+    (for a list, without Python per element); None for anything else (the
+    general tree code in fastad/_tree.py, which also says what is wrong)."""
     cdef Py_ssize_t i, n
     if type(arg) is float or type(arg) is int:
         return new_leaf(<double>arg)
+    if type(arg) is np.ndarray:
+        return Array(arg) if arg.dtype.kind in "fiu" else None
+    if type(arg) is dict:
+        out = {}
+        for k, v in arg.items():
+            if type(v) is float or type(v) is int:
+                out[k] = new_leaf(<double>v)
+            elif type(v) is np.ndarray and v.dtype.kind in "fiu":
+                out[k] = Array(v)
+            else:
+                return None
+        return out
     if type(arg) is list or type(arg) is tuple:
         n = len(arg)
         out = [None] * n
@@ -23,10 +37,16 @@ cdef object leaves_of(object arg):
 
 
 cdef object grads_of(object leaves, Tape t):
-    """The adjoints of these leaves' INPUT rows on t (0 for unused leaves)."""
+    """The adjoints of these leaves' INPUT rows on t (0 for unused leaves),
+    in leaves_of's structure."""
     cdef Py_ssize_t i, n
     if type(leaves) is Var:
         return leaf_adjoint(<Var>leaves, t)
+    if type(leaves) is Array:
+        return array_leaf_adjoint(<Array>leaves, t)
+    if type(leaves) is dict:
+        return {k: leaf_adjoint(<Var>v, t) if type(v) is Var else array_leaf_adjoint(<Array>v, t)
+                for k, v in leaves.items()}
     n = len(leaves)
     out = [None] * n
     for i in range(n):
@@ -38,6 +58,16 @@ cdef inline double leaf_adjoint(Var leaf, Tape t):
     if t is not None and leaf.serial == t.serial and leaf.idx < t.adj_n:
         return t.adj[leaf.idx]
     return leaf.grad_  # the output was the leaf itself (or did not use it: 0)
+
+
+cdef object array_leaf_adjoint(Array leaf, Tape t):
+    """An Array leaf's adjoint on t after sweep_for, or zeros: the array the
+    sweep made, not a copy (the next sweep makes new ones)."""
+    if t is not None and leaf.serial == t.serial and t.arr_adj is not None:
+        g = t.arr_adj.get(leaf.idx)
+        if g is not None:
+            return g
+    return np.zeros(leaf.value.shape)
 
 
 def sweep_for(Var out, Tape own):
@@ -61,16 +91,8 @@ def sweep_for(Var out, Tape own):
 
 def input_adjoints(Tape t, list leaves):
     """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array leaves)."""
-    out = []
-    for leaf in leaves:
-        if type(leaf) is Var:
-            out.append(leaf_adjoint(<Var>leaf, t))
-        elif t is not None and (<Array>leaf).serial == t.serial and t.arr_adj is not None:
-            g = t.arr_adj.get((<Array>leaf).idx)  # no copy: the next sweep makes new arrays
-            out.append(np.zeros((<Array>leaf).value.shape) if g is None else g)
-        else:
-            out.append(np.zeros((<Array>leaf).value.shape))
-    return out
+    return [leaf_adjoint(<Var>leaf, t) if type(leaf) is Var else array_leaf_adjoint(<Array>leaf, t)
+            for leaf in leaves]
 
 
 def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):

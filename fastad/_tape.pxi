@@ -647,6 +647,8 @@ cdef int check_nested(Tape t) except -1:
                 v = stack.pop()
                 if type(v) is list or type(v) is tuple:
                     stack.extend(v)
+                elif type(v) is dict:  # grad's leaves for a dict argument
+                    stack.extend(v.values())
                 else:
                     outer.add(id(v))
     if outer and any(id(leaf) in outer for leaf in t.leaves):

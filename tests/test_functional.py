@@ -122,6 +122,36 @@ def test_dict_and_nested_arguments():
     assert params["w"] == [1.0, 2.0]  # the argument is not modified
 
 
+def test_a_dict_of_arrays_and_numbers_gives_what_the_tree_walk_gives():
+    """grad makes the leaves of an ndarray, or of a dict of numbers and
+    ndarrays (a model's parameters), without the tree walk: the same
+    gradient, in the same structure and types, as a nested argument (which
+    takes the walk) and as the reference."""
+    from fastad import reference as ref
+    params = {"W": np.arange(6.0).reshape(2, 3), "b": 0.5, "n": np.array([1, 2, 3]), "z": np.array(2.0),
+              "unused": np.ones(2)}
+
+    def f(p):
+        return ((p["W"] * p["n"]).sum() * p["b"] + p["z"] * p["b"] ** 2)
+
+    fast = fad.grad(f)(params)
+    walked = fad.grad(lambda q: f(q[0]))((params,))[0]
+    oracle = ref.grad(f)(params)
+    assert list(fast) == list(walked) == list(params)
+    for k in params:
+        assert type(fast[k]) is type(walked[k]) is type(oracle[k])
+        np.testing.assert_array_equal(fast[k], walked[k])
+        np.testing.assert_allclose(fast[k], oracle[k], rtol=1e-15)
+    assert fast["b"] == 34.0 + 2 * 2.0 * 0.5  # sum(W * n) + 2 z b
+    assert fast["n"].dtype == np.float64 and fast["unused"].tolist() == [0.0, 0.0]
+    again = fad.grad(f)(params)
+    assert again["W"] is not fast["W"]  # each call's gradient arrays are its own
+    with pytest.raises(TypeError, match="dtype bool"):
+        fad.grad(lambda p: p["m"].sum())({"m": np.array([True])})
+    g = fad.grad(lambda a: (a * a).sum())(np.array([1, 2]))
+    assert g.dtype == np.float64 and g.tolist() == [2.0, 4.0]
+
+
 def test_namedtuple_argument():
     Point = collections.namedtuple("Point", "x y")
     g = fad.grad(lambda p: p.x * p.y ** 2)(Point(2.0, 3.0))
@@ -300,8 +330,9 @@ def test_a_leaf_passed_to_grad_is_told_to_pass_its_value():
     lambda: fad.compile(lambda x: fad.grad(lambda y: y * x)(1.0), 3.0),
     lambda: fad.grad(lambda x: fad.grad(lambda y: y * fad.sin(x))(1.0))(3.0),
     lambda: fad.grad(lambda x: (lambda s: fad.grad(lambda y: y * s)(1.0))(fad.sin(x)))(3.0),
+    lambda: fad.grad(lambda d: fad.grad(lambda y: (y * d["a"]).sum())(np.ones(2)).sum())({"a": np.ones(2)}),
 ], ids=["grad", "value_and_grad", "list", "dict", "array", "hessian", "compile", "sin-inside",
-        "made-outside"])
+        "made-outside", "dict-of-arrays"])
 def test_grad_of_grad_through_a_closure_raises(call):
     # the inner gradient is a number, cut from the outer argument: the outer
     # derivative came out 0 with no error
