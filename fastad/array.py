@@ -229,10 +229,16 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 def _logsumexp_value(vx, ax, keepdims):
-    m = np.max(vx, axis=ax, keepdims=True) if np.size(vx) else np.zeros(np.sum(vx, axis=ax, keepdims=True).shape)
-    m = np.where(np.isfinite(m), m, 0.0)
+    if np.size(vx):
+        m = np.maximum.reduce(vx, axis=ax, keepdims=True)
+        if np.isfinite(m).all():  # the common case: each sum holds its max's exp(0) = 1, no log(0)
+            value = np.log(np.add.reduce(np.exp(vx - m), axis=ax, keepdims=True)) + m
+            return value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
+    else:
+        m = np.zeros(np.sum(vx, axis=ax, keepdims=True).shape)
+    m = np.where(np.isfinite(m), m, 0.0)  # an infinite or nan max: shift by 0 instead
     with np.errstate(divide="ignore"):  # log(0) = -inf: an empty sum's logsumexp
-        value = np.log(np.sum(np.exp(vx - m), axis=ax, keepdims=True)) + m
+        value = np.log(np.add.reduce(np.exp(vx - m), axis=ax, keepdims=True)) + m
     return value if keepdims else (np.squeeze(value, axis=ax) if ax is not None else value.reshape(()))
 
 
