@@ -44,9 +44,9 @@ cdef class ArrayTrace:
     cdef const node_t[::1] a_v, b_v
     cdef const double[::1] c_v
     cdef const signed char[::1] branch_v
-    cdef list runs  # (kind, lo, hi, kernel, pieces, shape): rows lo..hi-1 are scalar rows, one
-                    # array row (with the function that computes its value, its recorded
-                    # pieces or None, its shape or None) or dead rows
+    cdef list runs  # (kind, lo, hi, kernel, slots, pieces, shape): rows lo..hi-1 are scalar rows,
+                    # one array row (with the function that computes its value, how many
+                    # values it takes, its recorded pieces or None, its shape or None) or dead rows
     cdef readonly object live  # bool per row: an output or a guard depends on it
     cdef object scalar_leaf_rows, scalar_leaf_starts  # where the number leaves go
 
@@ -91,10 +91,10 @@ cdef class ArrayTrace:
                 run, lo = kind, i
         if run >= 0:
             self.runs.append((run, lo, self.n))
-        from fastad.array import kernel
+        from fastad.array import kernel, kernel_slots
         self.runs = [(kind, lo, hi, kernel(self.op_v[lo], self.c_v[lo], self.aux[lo], self.shapes.get(lo)),
-                      self.pieces.get(lo), self.shapes.get(lo))
-                     if kind == RUN_ARRAY and self.op_v[lo] != OP_ARRAY_INPUT else (kind, lo, hi, None, None, None)
+                      kernel_slots(self.op_v[lo], self.c_v[lo]), self.pieces.get(lo), self.shapes.get(lo))
+                     if kind == RUN_ARRAY and self.op_v[lo] != OP_ARRAY_INPUT else (kind, lo, hi, None, 0, None, None)
                      for kind, lo, hi in self.runs]
 
     def _live_rows(self):
@@ -218,24 +218,28 @@ cdef class ArrayTrace:
         v = t.obj.get(r)
         return val[r] if v is None else v
 
-    cdef node_t array_row(self, Tape t, Py_ssize_t i, kernel, pieces, shape, double* val,
+    cdef node_t array_row(self, Tape t, Py_ssize_t i, kernel, int slots, pieces, shape, double* val,
                           double** src) except -2:
-        """Array row i onto t, its value by its kernel; returns i if its
-        pieces (a kink or a comparison: `pieces`, else None) differ from
-        the recording's, else -1. `shape`: the recorded value's, None for a number."""
+        """Array row i onto t, its value by its kernel (which takes `slots`
+        values, -1: one per row of a variadic row); returns i if its pieces
+        (a kink or a comparison: `pieces`, else None) differ from the
+        recording's, else -1. `shape`: the recorded value's, None for a number."""
         cdef op_t op = self.op_v[i]
         aux = self.aux[i]
-        if _arity[op] == -1:
-            args = [self.arg_value(t, r, val) for r in aux[0]]
+        if slots == 1:
+            value = kernel(self.arg_value(t, self.a_v[i], val))
+        elif slots == 2:
+            value = kernel(self.arg_value(t, self.a_v[i], val), self.arg_value(t, self.b_v[i], val))
         else:
-            args = [self.arg_value(t, self.a_v[i], val), self.arg_value(t, self.b_v[i], val)]
-        value = kernel(args)
+            value = kernel(*[self.arg_value(t, r, val) for r in aux[0]])
         if pieces is not None:
             if op == OP_COMPARE:
                 if not np.array_equal(value, pieces):
                     return i
                 value = np.asarray(value, np.float64)  # the bools as numbers, as compare recorded them
-            elif not np.array_equal(map_pieces(<op_t>self.c_v[i], args, aux), pieces):
+            elif not np.array_equal(map_pieces(<op_t>self.c_v[i], [self.arg_value(t, self.a_v[i], val),
+                                                                  self.arg_value(t, self.b_v[i], val)], aux),
+                                    pieces):
                 return i  # a kink applied elementwise
         if cnp.PyArray_Check(value) and cnp.PyArray_NDIM(<cnp.ndarray>value) > 0:
             if not (cnp.PyArray_TYPE(<cnp.ndarray>value) == cnp.NPY_DOUBLE
@@ -282,7 +286,7 @@ cdef class ArrayTrace:
                 if not isinstance(value, np.ndarray):
                     val[row] = value
             self.place_inputs(x, vals, arrays)
-            for kind, lo, hi, kernel, pieces, shape in self.runs:
+            for kind, lo, hi, kernel, slots, pieces, shape in self.runs:
                 if kind == RUN_SCALAR:
                     changed = self.scalar_rows(t, lo, hi, val, src)
                 elif kind == RUN_DEAD:  # nothing reads them: placeholders keep the numbering
@@ -296,7 +300,7 @@ cdef class ArrayTrace:
                     src[lo] = <double*>cnp.PyArray_DATA(value)
                     val[lo] = NAN
                 else:
-                    changed = self.array_row(t, lo, kernel, pieces, shape, val, src)
+                    changed = self.array_row(t, lo, kernel, slots, pieces, shape, val, src)
                 if changed >= 0:
                     break
         finally:

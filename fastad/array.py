@@ -7,6 +7,8 @@ Vars are scalar rows, Arrays are array rows, and all mix in one graph.
 Elementwise ops are one `map` row whose `c` is the scalar op code, so they
 share their derivatives with the scalar core (map_vjp).
 """
+import functools
+
 import numpy as np
 
 from fastad import _scalarized, ops as _ops
@@ -482,63 +484,73 @@ def array_function(func, types, args, kwargs):
 def kernel(op, c, aux, shape):
     """The function that computes a recorded array row's value (op, c, aux
     as on the tape; `shape` the recorded value's) from new values of its
-    arguments: it takes `args`, one value per argument row (a, b, or a
-    variadic row's rows), None where the row took a constant, which aux
-    keeps. fad.compile makes one per row of a trace, so a replay pays no
-    dispatch. Each computes as the function above that recorded the row
-    (the same NumPy call, or the same helper), so a replay repeats the
-    recording bit for bit; the values are the replay's own (nothing to
-    copy). A one-number result may come back as a NumPy scalar."""
+    arguments, which it takes positionally: one per argument slot (a, or a
+    and b: `kernel_slots` says how many; None where the row took a constant,
+    which aux keeps), or one per row of a variadic row. fad.compile makes
+    one per row of a trace, so a replay pays no dispatch: where it can, the
+    kernel is the NumPy function itself. Each computes as the function above
+    that recorded the row (the same NumPy call, or the same helper), so a
+    replay repeats the recording bit for bit; the values are the replay's
+    own (nothing to copy). A one-number result may come back as a NumPy
+    scalar."""
     return _KERNELS[_ops.OPS[op].name](int(c), aux, shape)
 
 
-def _given(args, k, const):
-    return const if args[k] is None else args[k]
+def kernel_slots(op, c):
+    """How many values a row's kernel takes: 1 or 2, or -1 for one per row
+    of a variadic row."""
+    name = _ops.OPS[op].name
+    if name == "map":
+        return _ops.OPS[int(c)].arity
+    return _ops.OPS[op].arity
 
 
 def _k_binary(fn, aux):
     cx, cy = aux if aux is not None else (None, None)
     if cx is None and cy is None:
-        return lambda args: fn(args[0], args[1])
-    return lambda args: fn(_given(args, 0, cx), _given(args, 1, cy))
+        return fn
+    if cy is None:
+        return lambda x, y: fn(cx, y)
+    if cx is None:
+        return lambda x, y: fn(x, cy)
+    return lambda x, y: fn(cx, cy)
 
 
 def _k_map(code, aux, shape):
     fn = _NUMPY.get(code)
     if fn is None:  # no ufunc: the core's C rule
-        fn = lambda *v: map_value(code, *v)
-    return (lambda args: fn(args[0])) if _ops.OPS[code].arity == 1 else _k_binary(fn, aux)
+        fn = functools.partial(map_value, code)
+    return fn if _ops.OPS[code].arity == 1 else _k_binary(fn, aux)
 
 
 def _k_reduction(name):
     fn = _REDUCE[name]
-    return lambda code, aux, shape: lambda args: fn(args[0], axis=aux[0], keepdims=aux[1])
+    return lambda code, aux, shape: functools.partial(fn, axis=aux[0], keepdims=aux[1])
 
 
 def _k_getitem(code, key, shape):
-    return lambda args: np.array(args[0][key], np.float64)
+    return lambda x: np.array(x[key], np.float64)
 
 
 def _k_where(code, aux, shape):
     cond, cx, cy = aux
-    return lambda args: np.where(cond, _given(args, 0, cx), _given(args, 1, cy)).astype(np.float64)
+    return _k_binary(lambda x, y: np.where(cond, x, y).astype(np.float64), (cx, cy))
 
 
 def _k_einsum(code, aux, shape):
     (xs, ys, out), cx, cy = aux
-    spec = f"{xs},{ys}->{out}"
-    return _k_binary(lambda x, y: np.einsum(spec, x, y), (cx, cy))
+    return _k_binary(functools.partial(np.einsum, f"{xs},{ys}->{out}"), (cx, cy))
 
 
 def _k_concatenate(code, aux, shape):
     rows, (axis, shapes, consts, flat) = aux
-    return lambda args: np.concatenate(
+    return lambda *args: np.concatenate(
         _joined([k if v is None else v for v, k in zip(args, consts)], flat), axis=axis)
 
 
 def _k_stack(code, aux, shape):
     rows, (axis, consts) = aux
-    return lambda args: np.stack(
+    return lambda *args: np.stack(
         [np.asarray(k if v is None else v, np.float64) for v, k in zip(args, consts)], axis=axis)
 
 
@@ -548,9 +560,9 @@ _KERNELS = {
     "compare": lambda code, aux, shape: _k_binary(_COMPARE_UFUNC[code], aux),
     "sum": _k_reduction("sum"), "amax": _k_reduction("amax"), "amin": _k_reduction("amin"),
     "prod": _k_reduction("prod"),
-    "logsumexp": lambda code, aux, shape: lambda args: _logsumexp_value(args[0], *aux),
-    "reshape": lambda code, aux, shape: lambda args: np.reshape(args[0], shape),
-    "transpose": lambda code, axes, shape: lambda args: np.transpose(args[0], axes),
+    "logsumexp": lambda code, aux, shape: lambda x: _logsumexp_value(x, *aux),
+    "reshape": lambda code, aux, shape: lambda x: np.reshape(x, shape),
+    "transpose": lambda code, axes, shape: lambda x: np.transpose(x, axes),
     "getitem": _k_getitem, "where": _k_where, "einsum": _k_einsum,
     "concatenate": _k_concatenate, "stack": _k_stack,
 }

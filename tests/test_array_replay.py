@@ -122,7 +122,7 @@ def test_a_replay_skips_the_rows_no_output_or_guard_reads(monkeypatch):
 
     def counted(op, *rest):  # each kernel the trace makes says when it runs
         run = make_kernel(op, *rest)
-        return lambda args: calls.append(fops.OPS[op].name) or run(args)
+        return lambda *args: calls.append(fops.OPS[op].name) or run(*args)
 
     monkeypatch.setattr(farray, "kernel", counted)
 
