@@ -118,8 +118,9 @@ cdef object map_record(op_t code, object x, object y, bint binary):
     if not _fast or _debug_nans or _no_grad_threads:
         return None
     # Operands: Python numbers, and Arrays or plain real ndarrays (constants,
-    # copied as the general route does) of the result's shape, or of a
-    # trailing part of it (a bias row: (n,) or (1, n) against (m, n)).
+    # copied as the general route does) of the result's shape, or that
+    # broadcast against it as repeat_in walks (a bias row: (n,) or (1, n)
+    # against (m, n); a column: (m, 1)).
     shape = array_of(x)  # then the operand whose shape the result has
     wy = array_of(y) if binary else None
     if wy is not None and (shape is None or cnp.PyArray_SIZE(wy) > cnp.PyArray_SIZE(shape)):
