@@ -8,7 +8,8 @@ import functools
 
 import numpy as np
 
-from fastad._core import Array, Tape, Var, input_adjoints, recording_on, sweep_for, value_and_grad_simple
+from fastad._core import (Tape, Var, argument_leaf, input_adjoints, recording_on, sweep_for,
+                          value_and_grad_simple)
 from fastad import _tree
 from fastad._tree import scalar_output
 
@@ -48,7 +49,7 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
         for k in nums:
             if k not in made_for:  # an argnum named twice: one set of leaves
                 parts, treedef = _tree.flatten(args[k], f"argument {k}")
-                leaves = [Array(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
+                leaves = [argument_leaf(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
                 args[k] = _tree.unflatten_parts(treedef, leaves)
                 made_for[k] = (treedef, leaves)
             trees.append(made_for[k])

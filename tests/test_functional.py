@@ -152,6 +152,34 @@ def test_a_dict_of_arrays_and_numbers_gives_what_the_tree_walk_gives():
     assert g.dtype == np.float64 and g.tolist() == [2.0, 4.0]
 
 
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(6.0).reshape(2, 3),                      # read in place
+    lambda: np.asfortranarray(np.arange(6.0).reshape(2, 3)),   # not C-contiguous: copied
+    lambda: np.arange(12.0).reshape(2, 6)[:, ::2],             # strided: copied
+    lambda: np.arange(6).reshape(2, 3),                        # int: copied as float64
+], ids=["float64", "fortran", "strided", "int"])
+def test_an_array_argument_is_read_not_changed_and_read_only_to_f(make):
+    W = make()
+    before, writable = W.copy(), W.flags.writeable
+    seen = []
+
+    def f(p):
+        seen.append(p["W"])
+        with pytest.raises(ValueError, match="read-only"):
+            p["W"].value[0, 0] = 99.0  # the leaf's value is not f's to change
+        return (p["W"] * p["W"]).sum() * p["s"]
+
+    g = fad.grad(f)({"W": W, "s": 2.0})
+    np.testing.assert_array_equal(g["W"], 4.0 * before)
+    assert g["s"] == float((before * before).sum())
+    np.testing.assert_array_equal(W, before)
+    assert W.flags.writeable == writable
+    assert not np.shares_memory(g["W"], W)  # the gradient is an array of its own
+    W2 = make()  # the tree walk (a nested argument) reads it the same way
+    g2 = fad.grad(lambda q: f(q[0]))([{"W": W2, "s": 2.0}])[0]
+    np.testing.assert_array_equal(g2["W"], g["W"])
+
+
 def test_namedtuple_argument():
     Point = collections.namedtuple("Point", "x y")
     g = fad.grad(lambda p: p.x * p.y ** 2)(Point(2.0, 3.0))
