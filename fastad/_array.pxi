@@ -167,6 +167,9 @@ cdef class Array:
     def grad(self, g):
         if self.tape is not None:
             raise FastADError("only a leaf's grad can be set; a recorded array's grad is its adjoint")
+        if g is None:  # zeroed without an array of zeros: the next sweep's gradient is taken as it is
+            self.grad_ = None
+            return
         g = np.array(g, dtype=np.float64)
         if g.shape != self.value.shape:
             raise ValueError(f"grad must have shape {self.value.shape}, got {g.shape}")

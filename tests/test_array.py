@@ -1668,6 +1668,10 @@ def test_zeroing_grad_by_assignment():
     a.grad = np.zeros(2)
     (a * a).sum().backward()
     np.testing.assert_array_equal(a.grad, [2.0, 4.0])
+    a.grad = None  # zeroed without an array: reads as zeros, then takes the next sweep's gradient
+    np.testing.assert_array_equal(a.grad, [0.0, 0.0])
+    (a * a).sum().backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 4.0])
 
 
 def test_adjoint_arrays_handed_over_without_copies_are_not_shared():
