@@ -53,28 +53,28 @@ def argument_leaf(v):
     return Array(v)
 
 
-cdef object grads_of(object leaves, Tape t):
+cdef object grads_of(object leaves, Tape t, object out):
     """The adjoints of these leaves' INPUT rows on t (0 for unused leaves),
-    in leaves_of's structure."""
+    in leaves_of's structure; `out` is f's output."""
     cdef Py_ssize_t i, n
     if type(leaves) is Var:
-        return leaf_adjoint(<Var>leaves, t)
+        return leaf_adjoint(<Var>leaves, t, out)
     if type(leaves) is Array:
         return array_leaf_adjoint(<Array>leaves, t)
     if type(leaves) is dict:
-        return {k: leaf_adjoint(<Var>v, t) if type(v) is Var else array_leaf_adjoint(<Array>v, t)
+        return {k: leaf_adjoint(<Var>v, t, out) if type(v) is Var else array_leaf_adjoint(<Array>v, t)
                 for k, v in leaves.items()}
     n = len(leaves)
-    out = [None] * n
+    grads = [None] * n
     for i in range(n):
-        out[i] = leaf_adjoint(<Var>leaves[i], t)
-    return out if type(leaves) is list else tuple(out)
+        grads[i] = leaf_adjoint(<Var>leaves[i], t, out)
+    return grads if type(leaves) is list else tuple(grads)
 
 
-cdef inline double leaf_adjoint(Var leaf, Tape t):
+cdef inline double leaf_adjoint(Var leaf, Tape t, object out):
     if t is not None and leaf.serial == t.serial and leaf.idx < t.adj_n:
         return t.adj[leaf.idx]
-    return leaf.grad_  # the output was the leaf itself (or did not use it: 0)
+    return 1.0 if leaf is out else 0.0  # f returned the leaf itself, or did not use it
 
 
 cdef object array_leaf_adjoint(Array leaf, Tape t):
@@ -90,10 +90,10 @@ cdef object array_leaf_adjoint(Array leaf, Tape t):
 def sweep_for(Var out, Tape own):
     """Sweep from `out` without touching any leaf's grad (grad() reads the
     adjoints of its own leaves with input_adjoints); returns out's tape,
-    which must be `own`, the tape grad recorded f on."""
+    which must be `own`, the tape grad recorded f on, or None for a leaf
+    (grad's own, or an enclosing grad's: its grad is not this sweep's)."""
     cdef Tape t = out.tape
     if t is None:
-        out.grad_ += 1.0
         return None
     if t.consumed:
         raise FastADError("the function returned a value from a graph that was already swept")
@@ -106,15 +106,18 @@ def sweep_for(Var out, Tape own):
     return t
 
 
-def input_adjoints(Tape t, list leaves):
-    """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array leaves)."""
-    return [leaf_adjoint(<Var>leaf, t) if type(leaf) is Var else array_leaf_adjoint(<Array>leaf, t)
+def input_adjoints(Tape t, list leaves, out):
+    """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array
+    leaves; `out` is f's output)."""
+    return [leaf_adjoint(<Var>leaf, t, out) if type(leaf) is Var else array_leaf_adjoint(<Array>leaf, t)
             for leaf in leaves]
 
 
-def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
+def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs, str name):
     """(value, [grad per argnum]) when every differentiated argument is a
-    number or a flat list / tuple of numbers; None otherwise."""
+    number, a flat list / tuple of numbers, a real ndarray or a dict of
+    numbers and real ndarrays; None otherwise. `name`: the transform, for
+    errors."""
     cdef list call_args = list(args)
     cdef list leaves = []
     cdef dict made_for = {}  # an argnum named twice gets its gradient twice, from one set of leaves
@@ -124,7 +127,10 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
             made = leaves_of(args[k])
             if made is None:
                 return None
-            call_args[k] = made_for[k] = made
+            made_for[k] = made
+            # f gets a list or dict of its own: what it does to it (append, rebind a key)
+            # leaves the leaves read back here as they were made
+            call_args[k] = list(made) if type(made) is list else dict(made) if type(made) is dict else made
         leaves.append(made)
     cdef _ThreadState st = thread_state()
     cdef Tape own = Tape()  # its arrays come from the last tape's (the spare slot)
@@ -142,7 +148,7 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         out = f(*call_args, **kwargs)
         if type(out) is not Var:
             from fastad._tree import scalar_output
-            out = scalar_output(out, "grad")
+            out = scalar_output(out, name)
         t = None
         if type(out) is Var:
             value = (<Var>out).val
@@ -154,4 +160,4 @@ def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs):
         if no_grad:
             st.no_grad = no_grad
             _no_grad_threads += 1
-    return value, [grads_of(made, t) for made in leaves]
+    return value, [grads_of(made, t, out) for made in leaves]

@@ -10,6 +10,7 @@ one CompiledFunction per value of the static arguments, made when a value
 is first seen (the last `cache_size` values are kept).
 """
 import collections
+import copy
 import pickle
 import threading
 
@@ -38,31 +39,40 @@ def key(v):
     """A hashable stand-in for a static value, equal for equal values (an
     array by its dtype, shape and bytes; 1 and True kept apart)."""
     if isinstance(v, np.ndarray):
-        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
+        return (_type_name(v), v.dtype.str, v.shape, v.tobytes())
     if isinstance(v, (list, tuple)):
-        return (type(v), tuple(key(e) for e in v))
-    if isinstance(v, dict):
-        return (dict, tuple((k, key(e)) for k, e in v.items()))
+        return (_type_name(v), tuple(key(e) for e in v))
+    if isinstance(v, dict):  # (an OrderedDict is not a dict to a function that asks)
+        return (_type_name(v), tuple((k, key(e)) for k, e in v.items()))
     try:
         hash(v)
     except TypeError:
         raise TypeError(f"a static argument of a compiled function (outside argnums, holding no "
                         f"float) must be hashable or an array, list, tuple or dict; got "
                         f"{type(v).__name__}") from None
-    return (type(v).__module__, type(v).__qualname__, v)  # (a type's name pickles; a function's type does not)
+    return (_type_name(v), v)
+
+
+def _type_name(v):
+    """v's type as a key: its name (a function's type does not pickle)."""
+    return f"{type(v).__module__}.{type(v).__qualname__}"
 
 
 def own(v):
-    """A copy of v's arrays, lists and dicts (keyed by content, so a caller
-    who changes theirs later must not change ours); anything else, keyed by
-    its hash, as it is (a module, a function, a number)."""
-    if isinstance(v, np.ndarray):
+    """A copy of v's arrays, lists, tuples and dicts (keyed by content, so a
+    caller who changes theirs later must not change ours); anything else,
+    keyed by its hash, as it is (a module, a function, a number)."""
+    if type(v) is np.ndarray:
         return v.copy()
-    if isinstance(v, (list, tuple)):
-        items = [own(e) for e in v]
-        return items if type(v) is list else tuple(items) if type(v) is tuple else type(v)(*items)
-    if isinstance(v, dict):
+    if type(v) is list or type(v) is tuple:
+        return type(v)([own(e) for e in v])
+    if type(v) is dict:
         return {k: own(e) for k, e in v.items()}
+    if isinstance(v, (np.ndarray, list, tuple, dict)):  # a subclass (OrderedDict, a namedtuple ...)
+        try:
+            return copy.deepcopy(v)
+        except Exception:  # it holds something that cannot be copied: kept as it is
+            return v
     return v
 
 
@@ -108,8 +118,9 @@ class StaticArgs:
                 self.compiled.move_to_end(k)
                 return cf, traced
         if self.f is None:
-            raise TypeError("new values of the static arguments need the function, which did "
-                            "not survive pickling; compile it again")
+            raise TypeError("these values of the static arguments were not compiled, or were left "
+                            "out of the pickle (they do not pickle), and compiling them needs the "
+                            "function, which did not survive pickling; compile it again")
         cf = CompiledFunction(Bound(self.f, self.positions, values, self.nargs), traced,
                               self.argnums, self.on_branch_change, self.cache_size)
         with self._lock:  # (a value two threads met at once is recorded twice; the last is kept)

@@ -561,7 +561,7 @@ _KERNELS = {
     "sum": _k_reduction("sum"), "amax": _k_reduction("amax"), "amin": _k_reduction("amin"),
     "prod": _k_reduction("prod"),
     "logsumexp": lambda code, aux, shape: lambda x: _logsumexp_value(x, *aux),
-    "reshape": lambda code, aux, shape: lambda x: np.reshape(x, shape),
+    "reshape": lambda code, aux, shape: lambda x: np.reshape(x, () if shape is None else shape),  # None: to one number
     "transpose": lambda code, axes, shape: lambda x: np.transpose(x, axes),
     "getitem": _k_getitem, "where": _k_where, "einsum": _k_einsum,
     "concatenate": _k_concatenate, "stack": _k_stack,

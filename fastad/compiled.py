@@ -382,7 +382,7 @@ class CompiledFunction:
         return float(y[0]) if self.out_treedef == "f" else _tree.unflatten(self.out_treedef, y)
 
     def value_and_grad(self, *args):
-        self._scalar_output("grad")
+        self._scalar_output("value_and_grad")
         y, g = self._run(self._inputs(args), "value_and_grad")
         return float(y[0]), self._grads(g)
 

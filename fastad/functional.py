@@ -61,7 +61,7 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
             tape = sweep_for(out, own)
         else:
             value = out
-    return value, [_tree.unflatten_parts(td, input_adjoints(tape, leaves)) for td, leaves in trees]
+    return value, [_tree.unflatten_parts(td, input_adjoints(tape, leaves, out)) for td, leaves in trees]
 
 
 def _transform(f, argnums, with_value):
@@ -75,7 +75,7 @@ def _transform(f, argnums, with_value):
     @functools.wraps(f)
     def transformed(*args, **kwargs):
         k = resolved.get(len(args)) or nums(len(args))
-        done = value_and_grad_simple(f, args, k, kwargs)  # numbers, flat lists of numbers
+        done = value_and_grad_simple(f, args, k, kwargs, name)  # numbers, flat lists, arrays, flat dicts
         value, grads = done if done is not None else _value_and_grad_tree(f, k, args, kwargs, name)
         grads = grads[0] if single else tuple(grads)
         return (value, grads) if with_value else grads

@@ -586,3 +586,13 @@ def test_a_tracked_where_condition_guards_the_replay():
     x = np.array([2.0, 2.0, 5.0])  # element 1 now equals element 0: its mask flips
     assert cf.grad(x).tolist() == fad.grad(f)(x).tolist() == [3.0, 3.0, 2.0]
     assert len(cf.traces) == 2
+
+
+def test_a_reshape_to_one_number_replays():
+    # a scalar row has no recorded shape: its reshape kernel reshaped to None, (1,)
+    f = lambda x: (x * x)[0:1].reshape(()) * 3.0  # noqa: E731
+    x = np.array([1.0, 2.0])
+    cf = fad.compile(f, x)
+    for point in (x, np.array([-2.0, 5.0])):
+        assert cf(point) == float(f(point))
+        np.testing.assert_array_equal(cf.grad(point), fad.grad(f)(point))

@@ -401,3 +401,55 @@ def test_arguments_that_hold_themselves_or_nest_too_deeply_raise_value_error():
     for arg in (cyclic, deep):  # were a RecursionError
         with pytest.raises(ValueError, match="nested too deeply, or holds itself"):
             fad.grad(lambda x: 1.0)(arg)
+
+
+@pytest.mark.parametrize("arg", [[1.0, 2.0], {"a": 1.0, "b": 2.0}, {"a": np.ones(2), "b": 2.0}],
+                         ids=["list", "dict", "dict-of-arrays"])
+def test_f_changing_its_argument_does_not_change_the_leaves_read_back(arg):
+    """grad reads back the leaves it made, not the list or dict f got: f may
+    append to it, rebind or pop an entry (an append of an object used to
+    crash the interpreter: the fast path read it back as a leaf)."""
+    first = "a" if isinstance(arg, dict) else 0
+
+    def grow(p):
+        if isinstance(p, dict):
+            p["new"] = object()
+        else:
+            p.append(object())
+        return p[first] * 3.0 if not isinstance(p[first], fad.Array) else (p[first] * 3.0).sum()
+
+    def rebind(p):
+        p[first] = p[first] * 2.0  # the argument's entry is still the leaf grad made
+        return p[first] * p[first] if not isinstance(p[first], fad.Array) else (p[first] * p[first]).sum()
+
+    def pop(p):
+        v = p.pop(first)
+        return v * 1.0 if not isinstance(v, fad.Array) else v.sum()
+
+    for f in (grow, rebind, pop):
+        got = fad.grad(f)(arg)
+        want = fad.grad(lambda q: f(q[0]))([arg])[0]  # the tree walk reads its own leaf list
+        assert type(got) is type(arg) and list(got if isinstance(got, dict) else range(len(got))) == \
+            list(arg if isinstance(arg, dict) else range(len(arg)))
+        for k in (arg if isinstance(arg, dict) else range(len(arg))):
+            np.testing.assert_array_equal(got[k], want[k])
+    np.testing.assert_array_equal(fad.grad(rebind)(arg)[first], 8.0 * np.asarray(arg[first]))  # d (2a)^2 / da
+
+
+def test_an_inner_grad_returning_an_outer_leaf_leaves_the_outer_gradient_alone():
+    # the inner function v -> w is constant: its gradient 0, so the outer w -> 0 has gradient 0
+    # (the inner sweep used to add 1 to the outer leaf's grad: 1.0)
+    assert fad.grad(lambda w: fad.grad(lambda v: w)(1.0))(3.0) == 0.0
+    assert fad.grad(lambda p: fad.grad(lambda v: p["w"])(1.0))({"w": 3.0}) == {"w": 0.0}
+    assert fad.grad(lambda w: fad.grad(lambda v: w)(1.0) + w)(3.0) == 1.0
+    assert fad.grad(lambda v: v)(2.0) == 1.0 and fad.grad(lambda v, u: v, argnums=(0, 1))(2.0, 1.0) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("arg", [np.ones(2), {"a": np.ones(2)}, [1.0, 2.0], 1.0])
+def test_value_and_grad_names_itself_in_the_scalar_output_error(arg):
+    for transform in (fad.value_and_grad, fad.grad):
+        with pytest.raises(ValueError, match=f"^{transform.__name__} needs a function with a scalar output"):
+            transform(lambda p: [1.0, 2.0])(arg)
+    cf = fad.compile(lambda p: [1.0, 2.0], arg)
+    with pytest.raises(ValueError, match="^value_and_grad needs"):
+        cf.value_and_grad(arg)

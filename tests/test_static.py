@@ -157,3 +157,24 @@ def test_a_module_or_a_function_as_a_static_argument():
     back = pickle.loads(pickle.dumps(cl))
     assert len(back.compiled) == 0
     assert back.grad(3.0, fad.tanh) == pytest.approx(2.0 * (1 - np.tanh(3.0) ** 2))
+
+
+class Indices(list):
+    pass
+
+
+def test_static_containers_of_subclasses_keep_their_type():
+    """A list subclass, a defaultdict or an OrderedDict as a static argument
+    reaches f as itself (copied as deepcopy copies it), and an OrderedDict
+    is another value than a dict with the same items."""
+    import collections
+    x = [1.0, 2.0, 3.0]
+    f = lambda x, idx: sum(x[i] for i in idx)  # noqa: E731
+    cf = fad.compile(f, x, Indices([0, 2]))
+    assert cf.grad(x, Indices([0, 2])) == [1.0, 0.0, 1.0]
+    g = lambda x, d: x[0] * d["missing"] + x[1] * (2.0 if type(d) is dict else 3.0)  # noqa: E731
+    dd = collections.defaultdict(int, {"k": 1})
+    cg = fad.compile(g, x, dd)
+    assert cg.grad(x, dd) == fad.grad(g)(x, dd) == [0.0, 3.0, 0.0]
+    od, plain = collections.OrderedDict(missing=1), {"missing": 1}
+    assert cg.grad(x, od) == [1.0, 3.0, 0.0] and cg.grad(x, plain) == [1.0, 2.0, 0.0]
