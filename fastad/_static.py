@@ -5,7 +5,9 @@ A compiled function traces its arguments: floats and float arrays outside
 without recording again. An argument outside `argnums` that holds no float
 (an int, a bool, a str, None, an integer array, a list of ints ...) steers
 the Python instead (`x[i]`, `if mode == "sq"`), so it cannot be a traced
-number: it is static, as in jax.jit's static_argnums. `StaticArgs` keeps
+number: it is static, as in jax.jit's static_argnums. So is one that holds
+floats beside something that is not a number (("relu", 0.5)): its floats
+are constants of the recording. `StaticArgs` keeps
 one CompiledFunction per value of the static arguments, made when a value
 is first seen (the last `cache_size` values are kept).
 """
@@ -31,8 +33,20 @@ def holds_float(v):
 
 
 def static_positions(example_args, argnums):
-    """The positions of the static arguments: outside argnums, no float."""
-    return tuple(k for k, v in enumerate(example_args) if k not in argnums and not holds_float(v))
+    """The positions of the static arguments: outside argnums, holding no
+    float, or holding something besides numbers and arrays (a float beside
+    a name: ("relu", 0.5)), which cannot be traced."""
+    return tuple(k for k, v in enumerate(example_args)
+                 if k not in argnums and (not holds_float(v) or not _traceable(v)))
+
+
+def _traceable(v):
+    from fastad import _tree
+    try:
+        _tree.flatten(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def key(v):

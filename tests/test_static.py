@@ -178,3 +178,13 @@ def test_static_containers_of_subclasses_keep_their_type():
     assert cg.grad(x, dd) == fad.grad(g)(x, dd) == [0.0, 3.0, 0.0]
     od, plain = collections.OrderedDict(missing=1), {"missing": 1}
     assert cg.grad(x, od) == [1.0, 3.0, 0.0] and cg.grad(x, plain) == [1.0, 2.0, 0.0]
+
+
+def test_floats_beside_a_name_are_static_too():
+    # ("relu", 0.5) cannot be traced (a str), so it is static: its float a constant of each recording
+    f = lambda x, cfg: fad.maximum(x, cfg[1]) if cfg[0] == "relu" else x * cfg[1]  # noqa: E731
+    cf = fad.compile(f, 2.0, ("relu", 0.5))
+    for x, cfg in ((2.0, ("relu", 0.5)), (0.1, ("relu", 0.5)), (2.0, ("lin", 3.0)), (2.0, ("lin", -1.5))):
+        assert cf.grad(x, cfg) == fad.grad(f)(x, cfg)
+        assert cf(x, cfg) == f(fad.Var(x), cfg).value
+    assert len(cf.compiled) == 3
