@@ -242,8 +242,7 @@ cdef class ArrayTrace:
                                     pieces):
                 return i  # a kink applied elementwise
         if cnp.PyArray_Check(value) and cnp.PyArray_NDIM(<cnp.ndarray>value) > 0:
-            if not (cnp.PyArray_TYPE(<cnp.ndarray>value) == cnp.NPY_DOUBLE
-                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>value)):
+            if not is_doubles(value):
                 value = as_value(value)
             cnp.PyArray_CLEARFLAGS(<cnp.ndarray>value, cnp.NPY_ARRAY_WRITEABLE)
             if value.shape != shape:

@@ -96,9 +96,11 @@ cdef inline bint same_shape(object x, object y):
 
 
 cdef inline bint is_doubles(object v):
-    """v is a C-contiguous float64 ndarray."""
+    """v is a C-contiguous float64 ndarray in this machine's byte order (the
+    C loops read its memory as doubles: a big-endian '>f8' array is float64
+    to NumPy, but not to them)."""
     return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE
-            and cnp.PyArray_IS_C_CONTIGUOUS(v))
+            and cnp.PyArray_IS_C_CONTIGUOUS(v) and cnp.PyArray_ISNOTSWAPPED(v))
 
 
 cdef inline bint is_buffer_like(object v, object like):

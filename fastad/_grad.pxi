@@ -94,6 +94,8 @@ def sweep_for(Var out, Tape own):
     (grad's own, or an enclosing grad's: its grad is not this sweep's)."""
     cdef Tape t = out.tape
     if t is None:
+        if id(out) in enclosing_leaves(own):  # f returned an enclosing grad's leaf: its derivative
+            raise_nested()                    # is the outer one's, not a constant's 0
         return None
     if t.consumed:
         raise FastADError("the function returned a value from a graph that was already swept")

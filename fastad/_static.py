@@ -58,6 +58,8 @@ def key(v):
         return (_type_name(v), tuple(key(e) for e in v))
     if isinstance(v, dict):  # (an OrderedDict is not a dict to a function that asks)
         return (_type_name(v), tuple((k, key(e)) for k, e in v.items()))
+    if isinstance(v, (float, np.floating)):  # by its bits: 0.0 and -0.0 are two values, a nan is one
+        return (_type_name(v), float(v).hex())
     try:
         hash(v)
     except TypeError:

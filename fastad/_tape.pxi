@@ -636,10 +636,19 @@ cdef int check_nested(Tape t) except -1:
     that an enclosing one made for its function (`made` on its tape): grad
     of grad through a closure, where the inner result is a number and the
     outer derivative would be a silent 0. Costs nothing unless tapes nest."""
+    outer = enclosing_leaves(t)
+    if outer and any(id(leaf) in outer for leaf in t.leaves):
+        raise_nested()
+    return 0
+
+
+cdef set enclosing_leaves(Tape t):
+    """The ids of the leaves that the grad or compile recordings enclosing
+    this one (t is its tape) made for their functions."""
     cdef _ThreadState st = thread_state()
-    if t is None or len(st.saved) < 2:  # the first entry is the state before any block
-        return 0
     outer = set()
+    if t is None or len(st.saved) < 2:  # the first entry is the state before any block
+        return outer
     for tape, _ in st.saved:
         if tape is not None and tape is not t and (<Tape>tape).made is not None:
             stack = [(<Tape>tape).made]
@@ -651,9 +660,7 @@ cdef int check_nested(Tape t) except -1:
                     stack.extend(v.values())
                 else:
                     outer.add(id(v))
-    if outer and any(id(leaf) in outer for leaf in t.leaves):
-        raise_nested()
-    return 0
+    return outer
 
 
 cdef int raise_nested() except -1:

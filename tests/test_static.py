@@ -188,3 +188,14 @@ def test_floats_beside_a_name_are_static_too():
         assert cf.grad(x, cfg) == fad.grad(f)(x, cfg)
         assert cf(x, cfg) == f(fad.Var(x), cfg).value
     assert len(cf.compiled) == 3
+
+
+def test_static_floats_are_told_apart_by_their_bits():
+    # 0.0 and -0.0 were one value (arctan2 gave pi for both); a nan is one value, not a new one each call
+    cf = fad.compile(lambda x, s: fad.arctan2(s[1], x), -1.0, ("a", 0.0))
+    assert cf(-1.0, ("a", -0.0)) == -np.pi and cf(-1.0, ("a", 0.0)) == np.pi
+    nan = float("nan")
+    cg = fad.compile(lambda x, s: x * 2.0 if s[1] != s[1] else x, 1.0, ("a", nan))
+    for _ in range(3):
+        assert cg.grad(1.0, ("a", nan)) == 2.0
+    assert len(cg.compiled) == 1
