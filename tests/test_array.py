@@ -347,11 +347,16 @@ BIAS_SHAPES = {"row (3,)": (3,), "row (1, 3)": (1, 3), "one (1,)": (1,), "same (
 def test_bias_broadcasting_routes_agree_with_the_reference(name, bias, order, fast):
     # A bias row, (n,) or (1, n) against (m, n), repeats with a period in
     # flat order: the C route sweeps it, accumulating the bias's adjoint.
-    from fastad import reference as ref
     rng = np.random.default_rng(zlib.crc32(f"{name}/{bias}/{order}".encode()))
     x, y = _binary_inputs(name, rng, (2, 3), BIAS_SHAPES[bias])
-    args = (x, y) if order == "full,bias" else (y, x)
-    seed = rng.standard_normal((2, 3))
+    _agrees_with_the_reference(name, (x, y) if order == "full,bias" else (y, x),
+                               rng.standard_normal((2, 3)), fast)
+
+
+def _agrees_with_the_reference(name, args, seed, fast):
+    """UFUNC2[name] of Arrays of args, swept with seed by the route `fast`
+    picks: NumPy's value, and the reference's gradients in their shapes."""
+    from fastad import reference as ref
     results = []
     for M in (fad, ref):
         with route(fast) if M is fad else contextlib.nullcontext():
@@ -379,7 +384,6 @@ NOT_WALKED = {"gap (2, 1, 4)": (2, 1, 4)}
 @pytest.mark.parametrize("other", sorted(WALKED) + sorted(NOT_WALKED))
 @pytest.mark.parametrize("name", ["sub", "mul", "div", "maximum"])
 def test_walked_broadcasts_agree_with_the_reference(name, other, order, fast):
-    from fastad import reference as ref
     rng = np.random.default_rng(zlib.crc32(f"{name}/{other}/{order}".encode()))
     x, y = _binary_inputs(name, rng, (2, 3, 4), {**WALKED, **NOT_WALKED}[other])
     args = (x, y) if order == "full,other" else (y, x)
@@ -389,17 +393,7 @@ def test_walked_broadcasts_agree_with_the_reference(name, other, order, fast):
             with route(True):
                 UFUNC2[name](*[fad.Array(v) for v in args])
         return
-    results = []
-    for M in (fad, ref):
-        with route(fast) if M is fad else contextlib.nullcontext():
-            leaves = [M.Array(v) for v in args]
-            out = UFUNC2[name](*leaves)
-            out.backward(seed=seed)
-            results.append((out.value, [lf.grad for lf in leaves]))
-    np.testing.assert_array_equal(results[0][0], UFUNC2[name](*args))
-    for p, q in zip(results[0][1], results[1][1]):
-        assert p.shape == q.shape
-        np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-300)
+    _agrees_with_the_reference(name, args, seed, fast)
 
 
 def test_a_column_is_swept_in_c():
