@@ -3,7 +3,6 @@
 
 # ==== ArrayTrace =============================================================
 
-
 # Rows a replay keeps whatever reads them: inputs, and the guards it checks.
 _ROOT_OPS = np.array([s.code for s in _ops_table.OPS
                       if s.kind in ("guard", "input") or s.name in ("array_input", "compare")], np.uint8)

@@ -7,9 +7,9 @@ without recording again. An argument outside `argnums` that holds no float
 the Python instead (`x[i]`, `if mode == "sq"`), so it cannot be a traced
 number: it is static, as in jax.jit's static_argnums. So is one that holds
 floats beside something that is not a number (("relu", 0.5)): its floats
-are constants of the recording. `StaticArgs` keeps
-one CompiledFunction per value of the static arguments, made when a value
-is first seen (the last `cache_size` values are kept).
+are constants of the recording. `StaticArgs` keeps one CompiledFunction per
+value of the static arguments, made when a value is first seen (the last
+`cache_size` values are kept).
 """
 import collections
 import copy
@@ -17,6 +17,8 @@ import pickle
 import threading
 
 import numpy as np
+
+from fastad import _tree
 
 
 def holds_float(v):
@@ -41,7 +43,6 @@ def static_positions(example_args, argnums):
 
 
 def _traceable(v):
-    from fastad import _tree
     try:
         _tree.flatten(v)
     except (TypeError, ValueError):
@@ -63,8 +64,8 @@ def key(v):
     try:
         hash(v)
     except TypeError:
-        raise TypeError(f"a static argument of a compiled function (outside argnums, holding no "
-                        f"float) must be hashable or an array, list, tuple or dict; got "
+        raise TypeError(f"a static argument of a compiled function (outside argnums, not traced "
+                        f"data) must be hashable or an array, list, tuple or dict; got "
                         f"{type(v).__name__}") from None
     return (_type_name(v), v)
 

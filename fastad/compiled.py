@@ -370,7 +370,7 @@ class CompiledFunction:
 
     def _scalar_output(self, what):
         # a number, or an array of one element, as fad.grad takes (not a list or dict of one)
-        if not (self.out_treedef == "f" or self.out_treedef[0] == "a" and _tree.size(self.out_treedef) == 1):
+        if not (self.out_treedef == "f" or (self.out_treedef[0] == "a" and _tree.size(self.out_treedef) == 1)):
             raise ValueError(f"{what} needs a function with a scalar output; "
                              "for a vector output use jacobian (or vjp)")
 
@@ -592,8 +592,8 @@ def compile(f, *example_args, argnums=0, on_branch_change="retrace"):
     1.8414709848078965
     """
     nums = _Argnums(argnums)
-    static = _static.static_positions(example_args, nums(len(example_args)))
+    resolved = nums(len(example_args))
+    static = _static.static_positions(example_args, resolved)
     if static:  # an index, a flag, a name: one trace set per value (fastad/_static.py)
-        return _static.StaticArgs(f, example_args, nums(len(example_args)), nums.single, static,
-                                  on_branch_change)
+        return _static.StaticArgs(f, example_args, resolved, nums.single, static, on_branch_change)
     return CompiledFunction(f, example_args, argnums, on_branch_change)
