@@ -442,8 +442,11 @@ def test_wrong_arguments_are_named():
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 M4 = np.random.default_rng(7).normal(size=(4, 4)) * 0.5
+C31 = np.random.default_rng(8).normal(size=(3, 1))
 ARRAY_STEPS = ["sin", "tanh", "gauss", "relu", "abs", "add", "mul", "row_sub", "matmul", "flip",
-               "halves", "where", "elem", "max_center", "reshape"]
+               "halves", "where", "elem", "max_center", "reshape",
+               # columns and rows against (3, 4), constants on either side, kernels of every kind
+               "log_softmax", "col", "lse_row", "prod_col", "einsum", "take"]
 
 
 def array_step(kind, v, w, c):
@@ -478,6 +481,18 @@ def array_step(kind, v, w, c):
         return v - np.max(v, axis=1, keepdims=True)
     if kind == "reshape":
         return v.reshape(-1)[::-1].reshape(3, 4)
+    if kind == "log_softmax":
+        return fad.log_softmax(v, axis=1)
+    if kind == "col":
+        return C31 - v * C31 if c > 0 else v / (C31 * C31 + 1.0)
+    if kind == "lse_row":
+        return v - fad.logsumexp(w, axis=0, keepdims=True)
+    if kind == "prod_col":
+        return v * np.prod(w * 0.25 + 1.0, axis=1, keepdims=True)
+    if kind == "einsum":
+        return np.einsum("ij,jk->ik", v, M4)
+    if kind == "take":
+        return v[np.array([2, 0, 1])]
     raise ValueError(kind)
 
 
