@@ -562,6 +562,22 @@ def test_each_damaged_column_is_refused(index, change, match):
         ArrayTrace(*bad)
 
 
+def test_a_trace_whose_recorded_shapes_its_kernels_do_not_make_says_so():
+    """A replayed row's value must have the recorded shape; a trace whose
+    shapes table says otherwise (damaged in a pickle) is refused at the row."""
+    cf = fad.compile(shapes, np.arange(6.0))
+    parts = _trace_parts(cf.traces[0])
+    names = [fops.OPS[op].name for op in parts[0]]
+    one_number = next(i for i, n in enumerate(names) if n == "amax")  # np.max(y): a number
+    array_row = next(i for i, n in enumerate(names) if n == "matmul")  # y.T @ y: (3, 3)
+    x = np.arange(6.0)
+    for row, shape, match in ((one_number, (1,), r"made one number, the recording shape \(1,\)"),
+                              (array_row, (9,), r"made shape \(3, 3\), the recording \(9,\)")):
+        bad = _damaged(parts, 5, lambda table: table.update({row: shape}))
+        with pytest.raises(fad.FastADError, match=match):
+            ArrayTrace(*bad).values(x)
+
+
 def test_wrong_inputs_to_a_trace_are_named():
     t = fad.compile(mixed, np.ones(5), 0.5).traces[0]
     with pytest.raises(ValueError, match="2 input parts"):
