@@ -94,12 +94,13 @@ def own(v):
 
 
 class Bound:
-    """f with its static arguments fixed: it takes the traced ones. A class,
-    not a closure, so a compiled function of a module-level f pickles whole."""
+    """f of nargs arguments with those at `positions` fixed to `values`: it
+    takes the others, in order (a compiled function's traced arguments; the
+    argnums' arguments of a jacobian or hessian). A class, not a closure, so a
+    compiled function of a module-level f pickles whole."""
 
     def __init__(self, f, positions, values, nargs):
-        self.f, self.positions, self.nargs = f, positions, nargs
-        self.values = [own(v) for v in values]  # the caller may change theirs later
+        self.f, self.positions, self.values, self.nargs = f, positions, values, nargs
 
     def __call__(self, *traced, **kwargs):
         it, fixed = iter(traced), dict(zip(self.positions, self.values))
@@ -138,8 +139,9 @@ class StaticArgs:
             raise TypeError("these values of the static arguments were not compiled, or were left "
                             "out of the pickle (they do not pickle), and compiling them needs the "
                             "function, which did not survive pickling; compile it again")
-        cf = CompiledFunction(Bound(self.f, self.positions, values, self.nargs), traced,
-                              self.argnums, self.on_branch_change, self.cache_size)
+        cf = CompiledFunction(Bound(self.f, self.positions, [own(v) for v in values], self.nargs),
+                              traced, self.argnums, self.on_branch_change, self.cache_size)
+        # (own: copies of values keyed by content, which the caller may change later)
         with self._lock:  # (a value two threads met at once is recorded twice; the last is kept)
             self.compiled[k] = cf
             while len(self.compiled) > self.cache_size:

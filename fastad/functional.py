@@ -11,6 +11,7 @@ import numpy as np
 from fastad._core import (Tape, Var, argument_leaf, input_adjoints, recording_on, sweep_for,
                           value_and_grad_simple)
 from fastad import _tree
+from fastad._static import Bound
 from fastad._tree import scalar_output
 
 
@@ -124,13 +125,8 @@ def _of_argnums(f, args, argnums):
     if len(kept) == len(args):
         return f, args, argnums
     where = {k: i for i, k in enumerate(kept)}
-
-    def g(*diff):
-        full = list(args)
-        for k, v in zip(kept, diff):
-            full[k] = v
-        return f(*full)
-
+    fixed = tuple(k for k in range(len(args)) if k not in where)
+    g = Bound(f, fixed, [args[k] for k in fixed], len(args))
     return g, tuple(args[k] for k in kept), (where[ks[0]] if nums.single else tuple(where[k] for k in ks))
 
 
