@@ -105,18 +105,20 @@ def _pick(elems, largest):
         raise ValueError(f"zero-size array to reduction operation {'maximum' if largest else 'minimum'} "
                          "which has no identity")
     values = [e.value if isinstance(e, Var) else float(e) for e in elems]
-    if any(v != v for v in values):  # NumPy's max is nan: the nans share it
+    has_nan = any(v != v for v in values)
+    if has_nan:  # NumPy's max is nan: the nans share it
         tied = [i for i, e in enumerate(elems) if e != e]  # (on the elements: a guard each)
     else:
         best = max(values) if largest else min(values)
         tied = [i for i, v in enumerate(values) if v == best]
-        t, ties = elems[tied[0]], set(tied[1:])
+    t = elems[tied[0]]
+    if not has_nan:  # the comparisons that found the extreme, each a guard
+        ties = set(tied[1:])
         for i, e in enumerate(elems):
             if i in ties:
                 e == t
             elif i != tied[0]:
                 e < t if largest else e > t
-    t = elems[tied[0]]
     for i in tied[1:]:
         t = t + (elems[i] - elems[tied[0]]) / len(tied)
     return t
