@@ -51,6 +51,7 @@ def record(f, treedef, x, scalarize=False):
     run entirely in C without the GIL, and which forward mode, second
     order and grad_batch need."""
     defs = _leaf_defs(treedef)
+    array_error = None
     if any(td != "f" for td in defs) and not scalarize:  # an ndarray argument
         starts = np.cumsum([0] + [_tree.size(td) for td in defs])
         made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
@@ -67,18 +68,23 @@ def record(f, treedef, x, scalarize=False):
                 out = f(*_tree.rebuild(treedef, leaf))
                 check_own_leaves(tape)
                 outs, out_treedef = _output_parts(tape, out)
-        except Exception:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
-            pass
+        except Exception as e:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
+            array_error = e
         else:
             rows = tape.rows()
             if _array_work(rows):
                 return _array_trace(tape, rows, leaves, starts, outs), out_treedef
     leaves = [Var(v) for v in x]
-    with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
-        tape.made = leaves
-        out = f(*_scalarized.scalarized(treedef, leaves))
-        check_own_leaves(tape)
-        outs, out_treedef = _output_parts(tape, out)
+    try:
+        with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
+            tape.made = leaves
+            out = f(*_scalarized.scalarized(treedef, leaves))
+            check_own_leaves(tape)
+            outs, out_treedef = _output_parts(tape, out)
+    except Exception:
+        if array_error is not None:  # fails either way: the error fad.grad gives, on Arrays
+            raise array_error from None
+        raise
     rows = tape.rows()
     if _array_work(rows):
         if scalarize:

@@ -187,6 +187,22 @@ def test_compile_docstring_example():
     assert cf([1.0, 1.0]) == 1.8414709848078965
 
 
+def test_numpy_code_fastad_lacks_raises_the_error_fad_grad_gives():
+    """An ndarray argument records on Arrays first; a function that fails
+    there is recorded again with one Var per number (x.tolist() works that
+    way). Where that fails too, compile raises the Arrays' error, the one
+    fad.grad raises, not the object array's."""
+    f = lambda x: np.linalg.inv(x).sum()  # noqa: E731
+    x = np.eye(2) + 1.0
+    with pytest.raises(TypeError, match="does not implement numpy.inv") as by_grad:
+        fad.grad(f)(x)
+    with pytest.raises(TypeError) as by_compile:
+        fad.compile(f, x)
+    assert str(by_compile.value) == str(by_grad.value)
+    listed = fad.compile(lambda x: sum(v * v for v in x.tolist()), np.array([1.0, 2.0]))
+    assert listed.grad(np.array([3.0, 4.0])).tolist() == [6.0, 8.0]
+
+
 def test_integer_inputs_are_taken_as_float():
     cf = fad.compile(lambda x: x[0] * x[1] ** 2, np.array([1, 2]))
     g = cf.grad(np.array([3, 4]))
