@@ -49,6 +49,8 @@ cdef class Tape:
     cdef readonly bint consumed  # swept without retain_graph: no new ops, no new sweep
     cdef bint sweeping     # a sweep runs (its C loops without the GIL): no second sweep,
                            # and no realloc of the rows it reads (grow, shrink) meanwhile
+    cdef Py_ssize_t rejoins  # INPUT rows of grad-made leaves that came from another tape
+    cdef dict input_sums     # id(leaf) -> its rows' summed adjoint, where rejoins > 0 (grad reads it)
     cdef public object made  # the leaves grad or compile made for the function recorded
                              # here (None for other tapes): a nested grad checks them
 
@@ -79,7 +81,8 @@ cdef class Var:
     into its arrays (they move when the tape grows)."""
     cdef readonly Tape tape  # None for a leaf
     cdef node_t idx       # node: its row; leaf: its INPUT row on the tape whose serial is `serial`
-    cdef uint64_t serial  # leaf only: which tape `idx` refers to (0: none)
+    cdef bint made        # leaf only: made by grad for f's argument (grad reads its adjoints off its tape)
+    cdef uint64_t serial  # leaf only: which tape `idx` refers to (0: none; LEFT: none since a new value)
     cdef double val       # the value (the tape keeps partials, not values)
     cdef double grad_     # leaf only: the accumulated gradient
 
@@ -92,6 +95,7 @@ cdef class Array:
     whose value the tape's object table holds too."""
     cdef readonly Tape tape   # None for a leaf
     cdef node_t idx           # as Var.idx
+    cdef bint made            # as Var.made
     cdef uint64_t serial      # as Var.serial
     cdef readonly object value  # the float64 ndarray (read-only)
     cdef object grad_         # leaf only: the accumulated gradient (None until a sweep)

@@ -71,7 +71,11 @@ cdef enum:
     FIRST_ROWS = 256
     SPARE_MAX_ROWS = 1 << 18
 
-cdef uint64_t _next_serial = 1
+cdef uint64_t _next_serial = 2
+# A grad-made leaf whose value was set (Var.value) has this serial: on no
+# tape now, but maybe on grad's before (input_row counts its next row there).
+cdef enum:
+    LEFT = 1
 cdef bint _debug_nans = False
 cdef list _array_rules = None  # op code -> its rule in fastad.array_rules.RULES, imported on first use
 cdef int _no_grad_threads = 0  # threads inside `no_grad`: 0 skips the per-op check

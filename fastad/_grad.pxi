@@ -11,16 +11,16 @@ cdef object leaves_of(object arg):
     general tree code in fastad/_tree.py, which also says what is wrong)."""
     cdef Py_ssize_t i, n
     if type(arg) is float or type(arg) is int:
-        return new_leaf(<double>arg)
+        return made_leaf(<double>arg)
     if type(arg) is np.ndarray:
-        return argument_leaf(arg) if arg.dtype.kind in "fiu" else None
+        return array_leaf(arg) if arg.dtype.kind in "fiu" else None
     if type(arg) is dict:
         out = {}
         for k, v in arg.items():
             if type(v) is float or type(v) is int:
-                out[k] = new_leaf(<double>v)
+                out[k] = made_leaf(<double>v)
             elif type(v) is np.ndarray and v.dtype.kind in "fiu":
-                out[k] = argument_leaf(v)
+                out[k] = array_leaf(v)
             else:
                 return None
         return out
@@ -31,12 +31,24 @@ cdef object leaves_of(object arg):
             v = arg[i]
             if type(v) is not float and type(v) is not int:
                 return None
-            out[i] = new_leaf(<double>v)
+            out[i] = made_leaf(<double>v)
         return out if type(arg) is list else tuple(out)
     return None
 
 
+cdef inline Var made_leaf(double v):
+    cdef Var r = new_leaf(v)
+    r.made = True
+    return r
+
+
 def argument_leaf(v):
+    """A leaf of grad's for one number or array of f's argument: a Var, or
+    an Array (array_leaf)."""
+    return array_leaf(v) if isinstance(v, np.ndarray) else made_leaf(v)
+
+
+cdef Array array_leaf(v):
     """grad's leaf for an ndarray argument: a read-only view of the caller's
     array when it is C-contiguous float64 (grad reads it only while it runs,
     and hands the Array to f alone), else a float64 copy, as fad.Array()
@@ -49,8 +61,10 @@ def argument_leaf(v):
         cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
         a = Array.__new__(Array)
         a.value = view
-        return a
-    return Array(v)
+    else:
+        a = Array(v)
+    a.made = True
+    return a
 
 
 cdef object grads_of(object leaves, Tape t, object out):
@@ -71,20 +85,51 @@ cdef object grads_of(object leaves, Tape t, object out):
     return grads if type(leaves) is list else tuple(grads)
 
 
+# A leaf of grad's has one INPUT row on grad's tape, whose row it keeps
+# (idx), unless f also used it on another tape (a `with fad.Tape()` block,
+# fad.explain, a thread): then the leaf keeps its row there, and coming
+# back it gets a second row here (rejoins counts those). Its adjoint on
+# grad's tape is then the sum over its rows, as backward() would deposit.
+
 cdef inline double leaf_adjoint(Var leaf, Tape t, object out):
-    if t is not None and leaf.serial == t.serial and leaf.idx < t.adj_n:
-        return t.adj[leaf.idx]
-    return 1.0 if leaf is out else 0.0  # f returned the leaf itself, or did not use it
+    if t is None:
+        return 1.0 if leaf is out else 0.0  # f returned the leaf itself, or a constant
+    if t.rejoins == 0 and (leaf.serial == t.serial or leaf.serial == 0):
+        return t.adj[leaf.idx] if leaf.serial == t.serial and leaf.idx < t.adj_n else 0.0
+    return input_sums(t).get(id(leaf), 0.0)  # on another tape since
+
+
+cdef dict input_sums(Tape t):
+    """id(leaf) -> the sum of its INPUT rows' adjoints on t (in row order,
+    as backward() adds them), made once per sweep."""
+    cdef Py_ssize_t k
+    cdef node_t r
+    if t.input_sums is None:
+        sums = {}
+        for k in range(len(t.leaves)):
+            leaf, r = t.leaves[k], t.in_rows[k]
+            if type(leaf) is Var:
+                if r < t.adj_n:
+                    sums[id(leaf)] = sums.get(id(leaf), 0.0) + t.adj[r]
+            elif t.arr_adj is not None and r in t.arr_adj:
+                g = sums.get(id(leaf))
+                sums[id(leaf)] = t.arr_adj[r] if g is None else g + t.arr_adj[r]
+        t.input_sums = sums
+    return t.input_sums
 
 
 cdef object array_leaf_adjoint(Array leaf, Tape t):
     """An Array leaf's adjoint on t after sweep_for, or zeros: the array the
     sweep made, not a copy (the next sweep makes new ones)."""
-    if t is not None and leaf.serial == t.serial and t.arr_adj is not None:
-        g = t.arr_adj.get(leaf.idx)
-        if g is not None:
-            return g
-    return np.zeros(leaf.value.shape)
+    g = None
+    if t is None or t.arr_adj is None:
+        pass
+    elif t.rejoins == 0 and (leaf.serial == t.serial or leaf.serial == 0):
+        if leaf.serial == t.serial:
+            g = t.arr_adj.get(leaf.idx)
+    else:
+        g = input_sums(t).get(id(leaf))  # (see leaf_adjoint)
+    return np.zeros(leaf.value.shape) if g is None else g
 
 
 def sweep_for(Var out, Tape own):

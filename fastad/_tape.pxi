@@ -163,6 +163,8 @@ cdef class Tape:
         """The leaf's INPUT row on this tape, appended on first use."""
         if leaf.serial == self.serial:
             return leaf.idx
+        if leaf.made and leaf.serial != 0:  # from another tape: it may have a row here already
+            self.rejoins += 1
         cdef node_t i = self.push(OP_INPUT, -1, -1, leaf.val, 0.0)
         self.add_leaf(leaf, i)
         leaf.serial = self.serial
@@ -173,6 +175,8 @@ cdef class Tape:
         """The Array leaf's INPUT row on this tape, appended on first use."""
         if leaf.serial == self.serial:
             return leaf.idx
+        if leaf.made and leaf.serial != 0:  # (as input_row)
+            self.rejoins += 1
         cdef node_t i = self.push(OP_ARRAY_INPUT, -1, -1, NAN, 0.0)
         self.obj[i] = leaf.value
         self.has_arrays = True
@@ -204,6 +208,7 @@ cdef class Tape:
         if self.cap > self.n + self.n // 8 or self.in_cap > 2 * len(self.leaves) + 16:
             self.shrink()  # a swept tape keeps at most 12.5% spare rows: 33 bytes a row, 37 with them
         self.sweeping = True
+        self.input_sums = None
         try:
             return self.sweep_rows(out, seed, deposit)
         finally:
@@ -477,6 +482,8 @@ cdef class Tape:
             self.arr_adj = None
             self.has_arrays = False
         self.consumed = False
+        self.rejoins = 0
+        self.input_sums = None
         self.serial = _next_serial
         _next_serial += 1
 

@@ -36,7 +36,7 @@ cdef class Var:
         if not is_number(v):
             raise TypeError(f"value must be a real number, got {type(v).__name__}")
         self.val = v
-        self.serial = 0  # its INPUT rows hold the old value
+        self.serial = LEFT if self.made else 0  # its INPUT rows hold the old value
 
     @property
     def grad(self):

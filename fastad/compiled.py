@@ -92,11 +92,8 @@ def record(f, treedef, x, scalarize=False):
                             "builds fastad Arrays of its numbers (fad.Array(...) * x ...): use "
                             "fad.grad, fad.jacobian(mode='rev') or fad.vjp, which record arrays")
         return _array_trace(tape, rows, leaves, range(len(leaves)), outs), out_treedef
-    number = {id(leaf): k for k, leaf in enumerate(leaves)}
-    in_rows = np.full(len(leaves), -1, np.int32)
-    for row, leaf in tape.inputs():
-        if id(leaf) in number:
-            in_rows[number[id(leaf)]] = row
+    at = _input_rows(tape, leaves)
+    in_rows = np.array([at.get(id(leaf), -1) for leaf in leaves], np.int32)
     out_rows = np.array([row for row, _, _ in outs], np.int32)
     out_const = np.array([0.0 if row >= 0 else const for row, _, const in outs])
     rows, in_rows, out_rows = _live_only(rows, in_rows, out_rows)
@@ -131,9 +128,25 @@ def _output_parts(tape, out):
     return outs, treedef
 
 
+def _input_rows(tape, leaves):
+    """{id(leaf): its INPUT row} for the leaves compile made. A leaf f also
+    used on another tape (a `with fad.Tape()` block, fad.explain) comes
+    back with a second row, which a trace's one row per input cannot say."""
+    ours = {id(leaf) for leaf in leaves}
+    at = {}
+    for row, leaf in tape.inputs():
+        if id(leaf) in ours:
+            if id(leaf) in at:
+                raise FastADError("the function used its argument on another tape as well (a "
+                                  "`with fad.Tape()` block, fad.explain, a thread) while compile "
+                                  "recorded it; compile cannot replay that: use fad.grad")
+            at[id(leaf)] = row
+    return at
+
+
 def _array_trace(tape, rows, leaves, starts, outs):
     """array_trace of a recording, its leaves located by their INPUT rows."""
-    at = {id(leaf): row for row, leaf in tape.inputs()}
+    at = _input_rows(tape, leaves)
     table = [(at.get(id(leaf), -1), int(s), None if type(leaf) is Var else leaf.shape)
              for leaf, s in zip(leaves, starts)]
     return array_trace(tape, rows, table, outs)
@@ -297,6 +310,10 @@ class CompiledFunction:
             if result[-1] < 0:
                 return result[:-1]
             tried = 1
+        # self.traces is never changed in place, only rebound to a new list:
+        # threads replaying one compiled function each walk the list they
+        # read (the sweeps release the GIL between its steps). A move to the
+        # front that another thread's overwrites costs an order, not a trace.
         for k in range(tried, len(traces)):
             trace = traces[k]
             if type(x) is list and not isinstance(trace, ArrayTrace):
@@ -304,12 +321,12 @@ class CompiledFunction:
             result = getattr(trace, method)(x, *more)
             if result[-1] < 0:
                 if k:
-                    self.traces.insert(0, self.traces.pop(k))
+                    self.traces = [trace] + [t for t in self.traces if t is not trace]
                 return result[:-1]
         row = result[-1]
         if self.on_branch_change == "raise" or self.f is None:
             why = "" if self.f is not None else " (the function did not survive pickling; compile it again to retrace)"
-            trace = self.traces[-1]
+            trace = traces[-1]  # the last one tried: result is its
             op = _ops.OPS[trace.op[row]].name
             if op == "map":  # an elementwise kink on an array: name the scalar op
                 op = f"{_ops.OPS[int(trace.c[row])].name}, elementwise"
@@ -319,8 +336,7 @@ class CompiledFunction:
                                     self.scalarize)
         if out_treedef != self.out_treedef:
             raise FastADError("the function's output changed structure between branches")
-        self.traces.insert(0, trace)
-        del self.traces[self.cache_size:]
+        self.traces = [trace] + self.traces[:self.cache_size - 1]
         if isinstance(trace, ArrayTrace) and not hasattr(trace, method):
             x = _tree.numbers(x) if type(x) is list else x
             return self._make_twin(_tree.unflatten(self.treedef, x))._run(x, method, *more)

@@ -50,7 +50,7 @@ def _value_and_grad_tree(f, nums, args, kwargs, transform):
         for k in nums:
             if k not in made_for:  # an argnum named twice: one set of leaves
                 parts, treedef = _tree.flatten(args[k], f"argument {k}")
-                leaves = [argument_leaf(p) if isinstance(p, np.ndarray) else Var(p) for p in parts]
+                leaves = [argument_leaf(p) for p in parts]
                 args[k] = _tree.unflatten_parts(treedef, leaves)
                 made_for[k] = (treedef, leaves)
             trees.append(made_for[k])

@@ -473,3 +473,68 @@ def test_value_and_grad_names_itself_in_the_scalar_output_error(arg):
     cf = fad.compile(lambda p: [1.0, 2.0], arg)
     with pytest.raises(ValueError, match="^value_and_grad needs"):
         cf.value_and_grad(arg)
+
+
+# ---------------------------------------------------------------------------
+# an argument that f also uses on another tape
+# ---------------------------------------------------------------------------
+
+def _on_a_tape_of_its_own(v):
+    with fad.Tape():
+        v * 2.0
+
+
+def _in_explain(v):
+    fad.explain(lambda t: (t * v).sum() if isinstance(v, fad.Array) else t * v, 1.0)
+
+
+def _in_a_thread(v):
+    import threading
+    th = threading.Thread(target=lambda: v * 2.0)  # the thread's own implicit tape
+    th.start()
+    th.join()
+
+
+def _leaves_of(arg):
+    """The numbers and arrays of an argument tree, where f can reach them."""
+    if isinstance(arg, dict):
+        return [x for v in arg.values() for x in _leaves_of(v)]
+    if isinstance(arg, (list, tuple)):
+        return [x for v in arg for x in _leaves_of(v)]
+    return [arg]
+
+
+def _loss(arg, detour, back):
+    leaves = _leaves_of(arg)
+    total = sum((leaf * leaf).sum() if isinstance(leaf, fad.Array) else leaf * leaf for leaf in leaves)
+    for leaf in leaves:
+        detour(leaf)
+    if back:  # used on grad's tape again after the detour
+        total = total + sum(leaf.sum() if isinstance(leaf, fad.Array) else 3.0 * leaf for leaf in leaves)
+    return total
+
+
+@pytest.mark.parametrize("back", [True, False], ids=["back", "not-back"])
+@pytest.mark.parametrize("detour", [_on_a_tape_of_its_own, _in_explain, _in_a_thread])
+@pytest.mark.parametrize("arg", [2.0, [2.0, -1.0], {"a": 2.0, "b": np.array([1.0, -3.0])},
+                                 np.array([0.5, 2.0]), ([2.0], {"c": 1.5})],
+                         ids=["number", "list", "dict", "ndarray", "tree"])
+def test_an_argument_used_on_another_tape_too_keeps_its_whole_gradient(arg, detour, back):
+    """f's argument used on another tape inside f comes back to grad's with
+    a second INPUT row (or none at all): the gradient still adds up every
+    use, the one f without the detour gives. Before, grad read only the
+    leaf's last row: 1.0 for x * x + x at 2.0 instead of 5.0, or 0.0."""
+    got = fad.grad(lambda a: _loss(a, detour, back))(arg)
+    want = fad.grad(lambda a: _loss(a, lambda leaf: None, back))(arg)
+    for g, w in zip(_leaves_of(got), _leaves_of(want)):
+        np.testing.assert_array_equal(g, w)
+    assert any(np.any(np.asarray(w) != 0) for w in _leaves_of(want))
+
+
+def test_compile_refuses_an_argument_used_on_another_tape_in_between():
+    with pytest.raises(fad.FastADError, match="another tape"):
+        fad.compile(lambda x: _loss(x, _on_a_tape_of_its_own, True), [2.0, 1.0])
+    with pytest.raises(fad.FastADError, match="another tape"):
+        fad.compile(lambda x: _loss([x], _on_a_tape_of_its_own, True), np.array([2.0, 1.0]))
+    cf = fad.compile(lambda x: _loss(x, _on_a_tape_of_its_own, False), [2.0, 1.0])  # one row each: fine
+    assert cf.grad([3.0, -1.0]) == [6.0, -2.0]
