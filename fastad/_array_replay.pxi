@@ -121,9 +121,10 @@ cdef class ArrayTrace:
             arg = getattr(self, name)
             if np.any((arg >= rows) | (arg < -1)):
                 raise ValueError(f"trace column {name} refers to a row that is not earlier")
-        for i in np.flatnonzero(self.op == OP_ELEM):
+        for i in np.flatnonzero(self.op == OP_ELEM):  # from an array row with an array value
             src = self.a[i]
-            if src < 0 or src not in self.shapes or not 0 <= self.c[i] < np.prod(self.shapes[src]):
+            shape = self.shapes.get(src) if src >= 0 and self.op[src] != OP_ELEM else None
+            if not (type(shape) is tuple and len(shape) and 0 <= self.c[i] < np.prod(shape)):
                 raise ValueError(f"trace row {i} reads an element outside its array")
         for i in np.flatnonzero(self.op >= FIRST_ARRAY_OP):
             if _ops_table.OPS[self.op[i]].arity == -1 and any(not -1 <= r < i for r in self.aux[i][0]):
@@ -135,6 +136,10 @@ cdef class ArrayTrace:
             if not (0 <= row < n and self.op[row] in (OP_INPUT, OP_ARRAY_INPUT)
                     and np.shape(value) == (self.shapes.get(row) or ())):
                 raise ValueError(f"trace constant of row {row} does not fit the row")
+            if self.op[row] == OP_INPUT and type(value) is not float:
+                raise ValueError(f"trace constant of row {row} is not a float")
+            if self.op[row] == OP_ARRAY_INPUT and not (type(value) is np.ndarray and is_doubles(value)):
+                raise ValueError(f"trace constant of row {row} is not a C-contiguous float64 array")
         for row, start, shape in self.leaves:
             if not -1 <= row < n or (row >= 0 and (self.shapes.get(row) != shape or
                                                    self.op[row] != (OP_INPUT if shape is None else OP_ARRAY_INPUT))):

@@ -562,6 +562,44 @@ def test_each_damaged_column_is_refused(index, change, match):
         ArrayTrace(*bad)
 
 
+def test_damaged_constants_and_element_reads_are_refused():
+    """What the replay reads through raw pointers: a constant array (a
+    closed-over fad.Array) must be C-contiguous float64, a constant number
+    a float, and an element read must come from a row with an array value,
+    not from another element read. Each of these, damaged in a pickle,
+    crashed the replay before (an int8 constant read as float64 past its
+    end; an element read through the NULL of an element row)."""
+    C = fad.Array(np.arange(1.0, 9.0))
+    cf = fad.compile(lambda x: C[7] * x[0] + np.sum(x * x) + x[0] * x[1], np.ones(3))
+    parts = _trace_parts(cf.traces[0])
+    const_row = next(r for r, v in parts[6].items() if isinstance(v, np.ndarray))
+    elem_rows = np.flatnonzero(parts[0] == fad.ops.BY_NAME["elem"].code)
+    array_row = next(r for r in parts[5] if r != const_row)
+    for value in (np.zeros(8, np.int8), np.ones(16)[::2], np.ones(8, ">f8"), [1.0] * 8):
+        with pytest.raises(ValueError, match=f"constant of row {const_row}"):
+            ArrayTrace(*_damaged(parts, 6, lambda consts: consts.update({const_row: value})))
+    first, second = int(elem_rows[0]), int(elem_rows[1])
+
+    def from_an_element_row(parts):
+        parts[1][second], parts[3][second] = first, 0.0
+        parts[5][first] = (8,)
+    bad = [p.copy() if isinstance(p, (np.ndarray, dict, list)) else p for p in parts]
+    from_an_element_row(bad)
+    with pytest.raises(ValueError, match=f"row {second} reads an element"):
+        ArrayTrace(*bad)
+    with pytest.raises(ValueError, match="reads an element"):  # a 0-d shape: one number, no array
+        ArrayTrace(*_damaged(parts, 5, lambda shapes: shapes.update({array_row: ()})))
+    np.testing.assert_array_equal(ArrayTrace(*parts).value_and_grad(np.ones(3))[1], cf.grad(np.ones(3)))
+
+
+def test_a_damaged_argument_layout_is_refused():
+    from fastad._replay import pack_numbers
+    assert pack_numbers([[1.0, 2.0]], [(list, 2, None)]).tolist() == [1.0, 2.0]
+    for bad in ((dict, 2, None), ("f", 0, None), ("a", 5, (2, 2)), ("a", 4, "22"), (list, -1, None)):
+        with pytest.raises(ValueError, match="does not describe an argument"):
+            pack_numbers([1.0, {"a": 1.0, "b": 2.0}], [("f", 1, None), bad])
+
+
 def test_a_trace_whose_recorded_shapes_its_kernels_do_not_make_says_so():
     """A replayed row's value must have the recorded shape; a trace whose
     shapes table says otherwise (damaged in a pickle) is refused at the row."""
