@@ -38,7 +38,21 @@ def _array_work(rows):
     return bool(np.any((op >= _ops.FIRST_ARRAY_OP) & (op != _ELEM) & (op != _ARRAY_INPUT)))
 
 
-_ELEM, _ARRAY_INPUT = _ops.BY_NAME["elem"].code, _ops.BY_NAME["array_input"].code
+_ELEM, _ARRAY_INPUT, _INPUT = (_ops.BY_NAME[name].code for name in ("elem", "array_input", "input"))
+
+
+def _constant_elements(rows):
+    """A recording with one Var per number has Arrays only where f closes
+    over one (a constant): its elements read there (C[1] * x) become
+    constant rows holding them, so the trace stays a scalar one."""
+    op, a = rows["op"], rows["a"]
+    elem = np.flatnonzero(op == _ELEM)
+    reads = elem[op[a[elem]] == _ARRAY_INPUT]
+    if len(reads):
+        rows = dict(rows, op=op.copy(), a=a.copy(), b=rows["b"].copy())
+        rows["op"][reads] = _INPUT  # (its value is in val already)
+        rows["a"][reads] = rows["b"][reads] = -1
+    return rows
 
 
 def record(f, treedef, x, scalarize=False):
@@ -85,7 +99,7 @@ def record(f, treedef, x, scalarize=False):
         if array_error is not None:  # fails either way: the error fad.grad gives, on Arrays
             raise array_error from None
         raise
-    rows = tape.rows()
+    rows = _constant_elements(tape.rows())
     if _array_work(rows):
         if scalarize:
             raise TypeError("forward mode and second order replay scalar recordings; this function "

@@ -1375,3 +1375,21 @@ def test_threads_sharing_one_compiled_function_across_branches():
         sys.setswitchinterval(interval)
     assert not errors and not wrong, (errors[:3], wrong[:3])
     assert 1 <= len(cf.traces) <= cf.cache_size
+
+
+def test_elements_of_a_closed_over_array_are_constants_of_the_trace():
+    """C[1] * x with C a fad.Array from outside f: a constant. Every
+    transform refused it ("this recording has array ops") before; a scalar
+    trace now holds the element, and forward mode and second order work."""
+    C = fad.Array(np.array([1.5, -2.0, 3.0]))
+    square = lambda x: C[1] * x * x + C[2]  # noqa: E731
+    squares = lambda x: C[1] * (x[0] * x[0] + x[1] * x[1]) + C[2]  # noqa: E731
+    for f, arg, x in ((square, 2.0, 3.0), (squares, [2.0, -1.0], [3.0, 0.5]),
+                      (squares, np.array([2.0, -1.0]), np.array([3.0, 0.5]))):
+        cf = fad.compile(f, arg)
+        assert type(cf.traces[0]).__name__ == "Trace"
+        assert cf(x) == fad.value_and_grad(f)(x)[0]
+        np.testing.assert_array_equal(cf.grad(x), fad.grad(f)(x))
+        n = np.size(x)
+        np.testing.assert_array_equal(np.reshape(cf.hessian(x), (n, n)), -4.0 * np.eye(n))
+        np.testing.assert_array_equal(np.ravel(fad.jacobian(f, mode="fwd")(x)), np.ravel(fad.grad(f)(x)))
