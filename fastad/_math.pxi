@@ -340,7 +340,7 @@ _UFUNCS = {
     np.exp: exp, np.expm1: expm1, np.log: log, np.log1p: log1p, np.log2: log2, np.log10: log10,
     np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin, np.arccos: arccos, np.arctan: arctan,
     np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.sign: sign,
-    np.maximum: maximum, np.minimum: minimum, np.fmax: maximum, np.fmin: minimum,
+    np.maximum: maximum, np.minimum: minimum,  # (not fmax, fmin: they skip a nan, maximum keeps it)
     np.arctan2: arctan2, np.hypot: hypot,
     np.less: lambda x, y: x < y, np.less_equal: lambda x, y: x <= y,
     np.greater: lambda x, y: x > y, np.greater_equal: lambda x, y: x >= y,

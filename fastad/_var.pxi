@@ -220,8 +220,10 @@ cdef class Var:
             return NotImplemented
         if any(type(v) is Array for v in inputs):  # np.maximum(v, a): the Array's rule
             return front().array_ufunc(ufunc, method, inputs, kwargs)
-        # a 0-d array is its one element (a Var in an object array stays a Var)
-        inputs = tuple(v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v for v in inputs)
+        # a 0-d array is its one element (a Var in an object array stays a Var); a
+        # list or tuple an array, as NumPy reads it
+        inputs = tuple(v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else
+                       np.asarray(v) if type(v) is list or type(v) is tuple else v for v in inputs)
         if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):
             if front()._scalarized.active():  # compile's twin: one scalar row per element
                 return front()._scalarized.elementwise(fn, inputs)
@@ -230,6 +232,9 @@ cdef class Var:
             # An ndarray with Vars in it: NumPy's object-array semantics, element by element
             # (each Var wrapped in a 0-d object array, so NumPy does not ask us again).
             return np.frompyfunc(fn, len(inputs), 1)(*[_object_scalar(v) for v in inputs])
+        if not all(type(v) is Var or is_number(v) or type(v) is np.bool_ for v in inputs):
+            return NotImplemented  # a str, None ...: NumPy's TypeError
+        # (a NumPy scalar as a float: np.float64 * Var would ask this method again)
         return fn(*[v if type(v) is Var else float(v) for v in inputs])
 
 

@@ -28,7 +28,7 @@ _NUMPY = {  # scalar op code -> the NumPy ufunc that computes its value
 }
 _UFUNC_CODE = {ufunc: code for code, ufunc in _NUMPY.items()}
 _UFUNC_CODE.update({np.divide: CODE["div"], np.absolute: CODE["abs"], np.fabs: CODE["abs"],
-                    np.float_power: CODE["power"], np.fmax: CODE["maximum"], np.fmin: CODE["minimum"]})
+                    np.float_power: CODE["power"]})  # (not fmax, fmin: they skip a nan, maximum keeps it)
 _COMPARISONS = (np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal)
 _COMPARE_UFUNC = {CODE[name]: ufunc for name, ufunc in zip(("lt", "le", "gt", "ge", "eq", "ne"), _COMPARISONS)}
 _COMPARE_CODE = {ufunc: code for code, ufunc in _COMPARE_UFUNC.items()}

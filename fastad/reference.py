@@ -1326,7 +1326,7 @@ def _where(cond, x, y):
 
 _UFUNC_NAME = {ufunc: name for name, ufunc in _NUMPY_UFUNC.items()}
 _UFUNC_NAME.update({np.divide: "div", np.absolute: "abs", np.fabs: "abs",
-                    np.float_power: "power", np.fmax: "maximum", np.fmin: "minimum"})
+                    np.float_power: "power"})  # (not fmax, fmin: they skip a nan, maximum keeps it)
 
 
 def _object_scalar(v):

@@ -1396,6 +1396,32 @@ def test_the_hessian_of_a_function_of_a_0d_array():
     assert fad.jvp(f, (x,), (np.array(1.0),))[1] == 9.0
 
 
+@pytest.mark.parametrize("engine", ["core", "reference"])
+def test_fmax_and_fmin_are_refused_not_read_as_maximum(engine):
+    """np.fmax skips a nan where maximum keeps it: both engines read it as
+    maximum before, a wrong number for any nan ([nan, 1] against 0 gave
+    [nan, 1], NumPy [0, 1])."""
+    import fastad.reference as ref
+    m = fad if engine == "core" else ref
+    for v in (m.Array(np.array([np.nan, 1.0])), m.Var(float("nan"))):
+        for fn in (np.fmax, np.fmin):
+            with pytest.raises(TypeError):
+                fn(v, 0.0)
+
+
+def test_a_numpy_ufunc_of_a_var_and_a_list_reads_the_list_as_an_array():
+    x = fad.Var(2.0)
+    got = np.maximum(x, [0.0, 3.0])
+    assert isinstance(got, fad.Array) and got.value.tolist() == [2.0, 3.0]
+    got.sum().backward()
+    assert x.grad == 1.0
+    assert np.add(x, (1.0, 2.0)).value.tolist() == [3.0, 4.0]
+    for bad in ("a", None, 1 + 2j):
+        with pytest.raises(TypeError):
+            np.add(x, bad)
+    assert np.multiply(np.float64(2.0), x).value == 4.0 and np.maximum(x, np.bool_(True)).value == 2.0
+
+
 # ---------------------------------------------------------------------------
 # 5. functional API over arrays
 # ---------------------------------------------------------------------------
