@@ -67,5 +67,6 @@ cdef enum Op:
     OP_EINSUM = 54
     OP_LOGSUMEXP = 55
     OP_COMPARE = 56
-    N_OPS = 57
+    OP_LOG_SOFTMAX = 57
+    N_OPS = 58
     FIRST_ARRAY_OP = 40  # codes from here on are array rows

@@ -194,8 +194,7 @@ def logsumexp(x, ax, keepdims):
     them: guarded), so the recording holds for inputs whose maximum sits at
     the same place; the value and its derivatives do not depend on it."""
     x = _objects(x)
-    m = (np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size
-         else np.zeros(np.sum(x, axis=ax, keepdims=True).shape))
+    m = _max_out(x, ax)
     with np.errstate(divide="ignore"):  # log(0) = -inf: an empty sum's logsumexp
         value = _log(np.sum(_exp(x - m), axis=ax, keepdims=True)) + m
     if keepdims:
@@ -204,8 +203,18 @@ def logsumexp(x, ax, keepdims):
     return value.item() if value.ndim == 0 else value.view(Scalarized)
 
 
+def _max_out(x, ax):
+    """The max logsumexp and log_softmax take out of x (object array) first."""
+    return (np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size
+            else np.zeros(np.sum(x, axis=ax, keepdims=True).shape))
+
+
 def log_softmax(x, ax):
-    return (_objects(x) - _objects(logsumexp(x, ax, True))).view(Scalarized)
+    """fastad.array.log_softmax, element by element: (x - m) - log(sum(exp(x - m)))."""
+    x = _objects(x)
+    shifted = x - _max_out(x, ax)
+    with np.errstate(divide="ignore"):
+        return (shifted - _log(np.sum(_exp(shifted), axis=ax, keepdims=True))).view(Scalarized)
 
 
 def softmax(x, ax):

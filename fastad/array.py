@@ -258,6 +258,9 @@ def softmax(x, axis=-1):
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along axis: log-probabilities, stable at any scale.
+    One row of its own: the max m comes out before the difference,
+    (x - m) - log(sum(exp(x - m))), where x - logsumexp(x) would subtract
+    two large numbers (logits of 1e14: probabilities summing to 1.0026).
 
     >>> import fastad as fad, numpy as np
     >>> fad.log_softmax(np.array([1000.0, 1000.0]))
@@ -265,7 +268,21 @@ def log_softmax(x, axis=-1):
     """
     if _scalarized.active() and type(x) is not Array:
         return _scalarized.log_softmax(x, _axis(axis, np.ndim(x)))
-    return binary(CODE["sub"], x, logsumexp(x, axis, keepdims=True))
+    hx, vx = operand(x)
+    ax = _axis(axis, np.ndim(vx))
+    return _record(CODE["log_softmax"], (hx,), _log_softmax_value(vx, ax), 0.0, ax)
+
+
+def _log_softmax_value(vx, ax):
+    vx = np.asarray(vx, np.float64)
+    if not vx.size:
+        return vx.copy()
+    m = np.maximum.reduce(vx, axis=ax, keepdims=True)
+    if not np.isfinite(m).all():  # an infinite or nan max: shift by 0 there (as logsumexp)
+        m = np.where(np.isfinite(m), m, 0.0)
+    shifted = vx - m
+    with np.errstate(divide="ignore"):  # a row of -inf: log(0)
+        return shifted - np.log(np.add.reduce(np.exp(shifted), axis=ax, keepdims=True))
 
 
 # -- shape --
@@ -561,6 +578,7 @@ _KERNELS = {
     "sum": _k_reduction("sum"), "amax": _k_reduction("amax"), "amin": _k_reduction("amin"),
     "prod": _k_reduction("prod"),
     "logsumexp": lambda code, aux, shape: lambda x: _logsumexp_value(x, *aux),
+    "log_softmax": lambda code, axes, shape: lambda x: _log_softmax_value(x, axes),
     "reshape": lambda code, aux, shape: lambda x: np.reshape(x, () if shape is None else shape),  # None: to one number
     "transpose": lambda code, axes, shape: lambda x: np.transpose(x, axes),
     "getitem": _k_getitem, "where": _k_where, "einsum": _k_einsum,

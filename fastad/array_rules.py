@@ -196,6 +196,14 @@ def _logsumexp(tape, i, a, b, c, aux, g):
     _add(tape, a, _kept(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)
 
 
+def _log_softmax(tape, i, a, b, c, axes, g):
+    """y = x - logsumexp(x) along axes: d/dx = g - softmax(x) * sum(g), with
+    softmax(x) = exp(y)."""
+    g = np.asarray(g, np.float64)
+    total = np.add.reduce(g, axis=axes, keepdims=True) if g.ndim else g
+    _add(tape, a, g - np.exp(tape._value(i)) * total, fresh=True)
+
+
 def _compare(tape, i, a, b, c, aux, g):
     """A guard (its bool array steered Python): no derivative, nothing to pass on."""
 
@@ -204,4 +212,4 @@ RULES = {_ops.BY_NAME[name].code: rule for name, rule in (
     ("map", _map), ("matmul", _matmul), ("sum", _sum), ("amax", _extremum), ("amin", _extremum),
     ("prod", _prod), ("reshape", _reshape), ("transpose", _transpose), ("getitem", _getitem),
     ("concatenate", _concatenate), ("stack", _stack), ("where", _where), ("einsum", _einsum),
-    ("logsumexp", _logsumexp), ("compare", _compare))}
+    ("logsumexp", _logsumexp), ("log_softmax", _log_softmax), ("compare", _compare))}

@@ -105,6 +105,7 @@ OPS = (
     OpSpec(55, "logsumexp", 1, "logsumexp({0})", "array", doc="d/dx = softmax(x)"),
     OpSpec(56, "compare", 2, "compare({0}, {1})", "array",
            doc="an array comparison (the scalar guard's code in c): a guard, no derivative"),
+    OpSpec(57, "log_softmax", 1, "log_softmax({0})", "array", doc="d/dx = g - softmax(x) * sum(g)"),
 )
 
 BY_NAME = {spec.name: spec for spec in OPS}

@@ -1202,8 +1202,18 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 def log_softmax(x, axis=-1):
-    """x - logsumexp(x, axis, keepdims=True): stable at large inputs."""
-    return _map("sub", x, logsumexp(x, axis, keepdims=True))
+    """x - logsumexp(x, axis, keepdims=True), computed as (x - m) -
+    log(sum(exp(x - m))) with m the maximum: x and logsumexp(x) may both be
+    huge, their difference small, and m's subtraction is the exact one.
+    One ``log_softmax`` row, aux = the axes."""
+    hx, vx = _operand(x)
+    vx = np.asarray(vx, dtype=np.float64)
+    axes = _axes(axis, vx.ndim)
+    m = np.max(vx, axis=axes, keepdims=True) if vx.size else np.zeros((1,) * vx.ndim)
+    m = np.where(np.isfinite(m), m, 0.0)  # all -inf (or an inf): nothing to take out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = (vx - m) - np.log(np.sum(np.exp(vx - m), axis=axes, keepdims=True))
+    return _record("log_softmax", [hx], value, 0.0, axes)
 
 
 def softmax(x, axis=-1):
@@ -1597,6 +1607,14 @@ def _d_logsumexp(tape, i, g, adj):
     _pass(tape, adj, x, _kept(g, axes, keepdims) * softmax_x)
 
 
+def _d_log_softmax(tape, i, g, adj):
+    """w = x - logsumexp(x) over axes: dw_k/dx_j = [j = k] - softmax(x)_j,
+    so the adjoint is g - softmax(x) * sum(g), with softmax(x) = exp(w)."""
+    axes = tape.aux[i]
+    g = np.asarray(g, dtype=np.float64)
+    _pass(tape, adj, tape.a[i], g - np.exp(tape.val[i]) * np.sum(g, axis=axes, keepdims=True))
+
+
 def _d_reshape(tape, i, g, adj):
     """Same elements, another shape: the adjoint reshaped back."""
     x = tape.a[i]
@@ -1652,7 +1670,7 @@ for _name, _rule in {
         "amax": _d_extremum, "amin": _d_extremum, "prod": _d_prod,
         "reshape": _d_reshape, "transpose": _d_transpose, "getitem": _d_getitem,
         "concatenate": _d_concatenate, "stack": _d_stack, "where": _d_where,
-        "einsum": _d_einsum, "logsumexp": _d_logsumexp}.items():
+        "einsum": _d_einsum, "logsumexp": _d_logsumexp, "log_softmax": _d_log_softmax}.items():
     _ARRAY_RULES[_CODE[_name]] = _rule
 
 # ---------------------------------------------------------------------------

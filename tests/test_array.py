@@ -1180,6 +1180,32 @@ def test_softmax_family_gradients(name, axis):
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("shift", [1e14, 1e15])  # (x + shift exact: x in multiples of its ulp)
+def test_log_softmax_keeps_its_precision_at_any_scale(shift):
+    """log_softmax(x + s) = log_softmax(x), to the ulp of the result, not of
+    s: x - logsumexp(x) subtracted two numbers near s (logits of 1e14:
+    softmax summing to 1.0026; of 1e308: log_softmax 0 for -log 2). The
+    same in the reference, in a compiled replay and its scalar twin."""
+    import fastad.reference as ref
+    x = np.array([[0.0, 0.0, -1.0], [2.0, -3.0, 0.5]])
+    want = x - _lse(x, 1, keepdims=True)
+    seed = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])
+    for m in (fad, ref):
+        a = m.Array(x + shift)
+        out = m.log_softmax(a, axis=1)
+        np.testing.assert_allclose(out.value, want, rtol=0, atol=1e-15)
+        assert m.log_softmax(m.Array(np.array([1e308, 1e308]))).value.tolist() == [-math.log(2.0)] * 2
+        out.backward(seed=seed)
+        np.testing.assert_allclose(a.grad, seed - np.exp(want) * seed.sum(axis=1, keepdims=True),
+                                   rtol=1e-14, atol=1e-15)
+    assert abs(fad.softmax(x[0] + shift).sum() - 1.0) < 1e-15
+    f = lambda v: (fad.log_softmax(v, axis=1) * seed).sum()  # noqa: E731
+    cf = fad.compile(f, x + shift)
+    np.testing.assert_array_equal(cf.grad(x + shift), fad.grad(f)(x + shift))
+    H, H0 = cf.hessian(x + shift), fad.hessian(f)(x)  # the twin: one Var per number
+    np.testing.assert_allclose(np.reshape(H, (6, 6)), np.reshape(H0, (6, 6)), rtol=1e-12, atol=1e-14)
+
+
 def test_logsumexp_keepdims():
     rng = np.random.default_rng(14)
     x = draw(rng, (2, 3, 2))
