@@ -33,11 +33,15 @@ cdef Var record(op_t op, Var x, Var y, double c):
     cdef Partials d
     cdef double xv = x.val if x is not None else c
     cdef double yv = y.val if y is not None else c
+    cdef double v
     if _no_grad_threads and thread_state().no_grad:
-        return new_leaf(op_value(op, xv, yv))
+        v = op_value(op, xv, yv)
+        if _debug_nans and v != v:  # (debug_nans holds inside no_grad too)
+            raise_nan(op, x, y, c)
+        return new_leaf(v)
     # The partials now, while the arguments' values are at hand: the sweep
     # then only multiplies. A constant (or absent) argument's slot keeps c.
-    cdef double v = op_record(op, xv, yv, y is not None, &d)
+    v = op_record(op, xv, yv, y is not None, &d)
     if _debug_nans and v != v:
         raise_nan(op, x, y, c)
     t = usable_tape(join_tapes(x.tape if x is not None else None, y.tape if y is not None else None))

@@ -306,20 +306,36 @@ cdef class Tape:
 
     cdef int find_nan_adjoint(self, node_t out) except -1:
         """debug_nans: walking rows in sweep order, the first scalar row whose
-        adjoint is a number but which passed a nan to an argument raises."""
+        adjoint is a number but which passed a nan to an argument raises, or
+        the first whose adjoint came out nan from numbers alone (its uses
+        passed back inf and -inf, sqrt(x) - sqrt(x) at 0)."""
         cdef node_t i, ia, ib
-        cdef double g, x, y
+        cdef double g, x, y, pa, pb
         cdef double[::1] val = self.values()
+        cdef bytearray nan_in = bytearray(out + 1)  # a row was passed a nan (or an array rule's adjoint)
         for i in range(out, -1, -1):
             g = self.adj[i]
-            ia, ib = self.a[i], self.b[i]
-            if g != g or g == 0.0 or self.op[i] == OP_INPUT or self.op[i] >= FIRST_ARRAY_OP:
+            if self.op[i] >= FIRST_ARRAY_OP:
+                for r in self.arg_rows(i):
+                    nan_in[r] = 1
                 continue
+            if g != g and i != out and not nan_in[i]:
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan adding up the adjoint of row {i} "
+                    f"(op '{_ops_table.OPS[self.op[i]].name}'): its uses passed back inf and -inf")
+            if g == 0.0 or self.op[i] == OP_INPUT:
+                continue
+            ia, ib = self.a[i], self.b[i]
+            pa, pb = g * self.da[i], g * self.db[i]
+            if ia >= 0 and pa != pa:
+                nan_in[ia] = 1
+            if ib >= 0 and pb != pb:
+                nan_in[ib] = 1
             x = val[ia] if ia >= 0 else self.da[i]
             y = val[ib] if ib >= 0 else self.db[i]
-            if x != x or y != y:
-                continue  # a nan value in: its nan partial is not this row's making
-            if (ia >= 0 and g * self.da[i] != g * self.da[i]) or (ib >= 0 and g * self.db[i] != g * self.db[i]):
+            if g != g or x != x or y != y:
+                continue  # a nan in: its nan product is not this row's making
+            if (ia >= 0 and pa != pa) or (ib >= 0 and pb != pb):
                 args = (x, y)
                 if _ops_table.OPS[self.op[i]].arity == 1:
                     args = (x,)
@@ -694,6 +710,10 @@ cdef Tape current_tape():
             t = Tape()
             st.tape = t
     elif t.consumed:
+        if t.made is not None:  # grad's or compile's own tape
+            raise FastADError("the function called backward() on a value that fad.grad (or compile) "
+                              "was recording, which ends that recording; inside the function, "
+                              "differentiate with fad.grad of an inner function instead")
         raise FastADError("this `with fad.Tape()` block's tape was already swept by backward(); "
                           "pass retain_graph=True to keep recording on it")
     return t

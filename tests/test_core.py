@@ -748,6 +748,24 @@ def test_debug_nans_reports_where_nan_is_made_not_where_it_flows():
             fad.Var(math.inf) - math.inf
 
 
+def test_debug_nans_catches_a_nan_made_by_adding_up_adjoints():
+    """sqrt(x) - sqrt(x) at 0: each use passes back a number (inf, -inf),
+    their sum is the nan; and inside no_grad the forward check holds too."""
+    fad.debug_nans(True)
+    x = fad.Var(0.0)
+    with pytest.raises(FloatingPointError, match="adding up the adjoint of row 0"):
+        (fad.sqrt(x) - fad.sqrt(x)).backward()
+    with pytest.raises(FloatingPointError, match="adding up"):
+        fad.grad(lambda t: fad.sqrt(t) - fad.sqrt(t))(0.0)
+    with fad.no_grad(), pytest.raises(FloatingPointError, match="'log'"):
+        fad.log(fad.Var(-1.0))
+    nan_in = fad.Var(math.nan)  # nan in, nan out: no raise, here or in the sweep
+    (nan_in * 2.0 + nan_in * 3.0).backward()
+    assert nan_in.grad == 5.0
+    fad.debug_nans(False)
+    assert math.isnan(fad.grad(lambda t: fad.sqrt(t) - fad.sqrt(t))(0.0))  # off: the IEEE answer
+
+
 def test_debug_nans_names_the_op_that_made_nan_in_the_reverse_sweep():
     # (-2) ** y is 4 at y = 2, but d/dy = f log(-2) is nan: the forward sweep is
     # clean and the reverse sweep makes the first nan, at the power row.

@@ -538,3 +538,11 @@ def test_compile_refuses_an_argument_used_on_another_tape_in_between():
         fad.compile(lambda x: _loss([x], _on_a_tape_of_its_own, True), np.array([2.0, 1.0]))
     cf = fad.compile(lambda x: _loss(x, _on_a_tape_of_its_own, False), [2.0, 1.0])  # one row each: fine
     assert cf.grad([3.0, -1.0]) == [6.0, -2.0]
+
+
+@pytest.mark.parametrize("transform", [lambda f: fad.grad(f)(2.0), lambda f: fad.compile(f, 2.0)],
+                         ids=["grad", "compile"])
+def test_backward_inside_a_recorded_function_says_what_happened(transform):
+    # it named "this `with fad.Tape()` block", which the user did not write
+    with pytest.raises(fad.FastADError, match="called backward"):
+        transform(lambda x: ((x * x).backward(), x * 3.0)[1])
