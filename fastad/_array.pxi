@@ -233,7 +233,10 @@ cdef class Array:
         cdef Py_ssize_t k, n
         if type(key) is int and self.value.ndim == 1:  # the element loop: scalar speed
             n = self.value.shape[0]
-            k = key
+            try:
+                k = key
+            except OverflowError:  # past any C index: out of bounds, as NumPy says
+                raise IndexError(f"index {key} is out of bounds for an array of length {n}") from None
             if k < 0:
                 k += n
             if not 0 <= k < n:

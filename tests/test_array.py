@@ -960,6 +960,14 @@ def test_repeated_indices_accumulate():
     np.testing.assert_array_equal(b.grad, [[1, 10], [0, 0], [3, 30]])
 
 
+@pytest.mark.parametrize("key", [3, -4, 2 ** 70, -2 ** 70])
+def test_an_index_out_of_bounds_is_an_index_error(key):
+    # (an int past any C index raised OverflowError on the element fast path)
+    for a in (fad.Array(np.ones(3)), fad.Array(np.ones((3, 2)))):
+        with pytest.raises(IndexError):
+            a[key]
+
+
 def test_boolean_mask_indexing():
     x = np.array([0.5, -1.0, 2.0, -3.0])
     a = fad.Array(x)
