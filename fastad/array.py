@@ -427,6 +427,16 @@ def _plain(name, out=None, dtype=None, **rest):
         raise TypeError(f"numpy.{name} on tracked values does not support {', '.join(map(repr, rest))}")
 
 
+def _fn_einsum(subscripts, *operands, out=None, dtype=None, optimize=False, **kw):
+    _plain("einsum", out, dtype, **kw)  # (optimize: one contraction of two operands has no path to pick)
+    return einsum(subscripts, *operands)
+
+
+def _fn_dot(a, b, out=None):
+    _plain("dot", out)
+    return dot(a, b)
+
+
 def _fn_sum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
     _plain("sum", out, dtype, **kw)
     return sum(a, axis, keepdims)
@@ -481,8 +491,8 @@ _FUNCTIONS = {
     np.transpose: lambda a, axes=None: transpose(a, axes), np.swapaxes: swapaxes,
     np.expand_dims: expand_dims, np.squeeze: lambda a, axis=None: squeeze(a, axis),
     np.ravel: ravel, np.concatenate: _fn_concatenate,
-    np.stack: _fn_stack, np.where: where, np.clip: _fn_clip, np.outer: outer, np.einsum: einsum,
-    np.dot: dot, np.matmul: matmul, np.shape: lambda a: np.shape(value_of(a)),
+    np.stack: _fn_stack, np.where: where, np.clip: _fn_clip, np.outer: outer, np.einsum: _fn_einsum,
+    np.dot: _fn_dot, np.matmul: matmul, np.shape: lambda a: np.shape(value_of(a)),
     np.ndim: lambda a: np.ndim(value_of(a)), np.size: lambda a, axis=None: np.size(value_of(a), axis),
 }
 

@@ -642,6 +642,29 @@ class Var(_Handle):
     def tanh(self): return _apply("tanh", self)
     def sign(self): return _apply("sign", self)
 
+    # A Var stands for a one-number array too (a 0-d Array's results, a 1-D
+    # a @ b): NumPy's reductions of it are itself.
+    def _reduced(self, name, axis=None, out=None, **kwargs):
+        _unsupported(name, out=out, **{k: v for k, v in kwargs.items() if k != "keepdims"})
+        if axis is not None and axis != ():
+            raise ValueError(f"{name} of a scalar Var takes no axis, got axis={axis!r}")
+        return self
+
+    def sum(self, axis=None, dtype=None, out=None, **kwargs):
+        return self._reduced("sum", axis, out, dtype=dtype, **kwargs)
+
+    def mean(self, axis=None, dtype=None, out=None, **kwargs):
+        return self._reduced("mean", axis, out, dtype=dtype, **kwargs)
+
+    def prod(self, axis=None, dtype=None, out=None, **kwargs):
+        return self._reduced("prod", axis, out, dtype=dtype, **kwargs)
+
+    def max(self, axis=None, out=None, **kwargs):
+        return self._reduced("max", axis, out, **kwargs)
+
+    def min(self, axis=None, out=None, **kwargs):
+        return self._reduced("min", axis, out, **kwargs)
+
 
 def _backward(tape, out, seed, retain_graph):
     """Sweep ``tape`` from row ``out`` and add the input rows' adjoints
@@ -857,6 +880,8 @@ class Array(_Handle):
     def grad(self, g):
         if self._tape is not None:
             raise FastADError("only a leaf Array's grad can be set")
+        if g is None:  # zeroed, as in fastad
+            g = np.zeros(self._value.shape)
         g = np.array(g, dtype=np.float64)
         if g.shape != self._value.shape:
             raise ValueError(f"grad must have shape {self._value.shape}, got {g.shape}")
@@ -1282,7 +1307,8 @@ def _getitem(x, key):
     parts = tuple(np.array(k) if isinstance(k, (list, np.ndarray)) else k for k in parts)
     key = parts if isinstance(key, tuple) else parts[0]
     hx, vx = _operand(x)
-    if isinstance(key, numbers.Integral) and np.ndim(vx) == 1 and hx is not None:
+    if (isinstance(key, numbers.Integral) and not isinstance(key, (bool, np.bool_))  # a[True] is a mask
+            and np.ndim(vx) == 1 and hx is not None):
         n = len(vx)  # a[i] of a vector, the element loop: no index arithmetic
         if not -n <= key < n:
             raise IndexError(f"index {key} is out of bounds for an array of length {n}")
@@ -1418,13 +1444,16 @@ _NUMPY_FUNCTIONS = {
     np.expand_dims: _expand_dims,
     np.squeeze: lambda a, axis=None: _squeeze(a, axis),
     np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
-    np.concatenate: lambda arrays, axis=0, out=None, **k: concatenate(arrays, axis),
-    np.stack: lambda arrays, axis=0, out=None, **k: stack(arrays, axis),
+    np.concatenate: lambda arrays, axis=0, out=None, **k: (_unsupported("concatenate", out=out, **k),
+                                                          concatenate(arrays, axis))[1],
+    np.stack: lambda arrays, axis=0, out=None, **k: (_unsupported("stack", out=out, **k),
+                                                    stack(arrays, axis))[1],
     np.where: lambda cond, x, y: where(cond, x, y),
     np.clip: _np_clip,
-    np.outer: lambda a, b, out=None: _outer(a, b),
-    np.einsum: lambda subscripts, *operands, **k: _einsum(subscripts, *operands),
-    np.dot: lambda a, b, out=None: _dot(a, b),
+    np.outer: lambda a, b, out=None: (_unsupported("outer", out=out), _outer(a, b))[1],
+    np.einsum: lambda subscripts, *operands, optimize=False, **k: (_unsupported("einsum", **k),
+                                                                  _einsum(subscripts, *operands))[1],
+    np.dot: lambda a, b, out=None: (_unsupported("dot", out=out), _dot(a, b))[1],
     np.shape: lambda a: np.shape(_operand(a)[1]),
     np.ndim: lambda a: np.ndim(_operand(a)[1]),
     np.size: lambda a, axis=None: np.size(_operand(a)[1], axis),
@@ -1754,6 +1783,8 @@ def grad(f, argnums=0):
 def _scalar_output(out):
     """The output of f under grad: a Var or a number (a one-element Array
     counts as its single element)."""
+    if isinstance(out, (bool, np.bool_)):
+        raise ValueError("grad needs a function with a scalar output, but it returned a bool")
     if isinstance(out, (Var, numbers.Real)):
         return out
     if isinstance(out, Array):

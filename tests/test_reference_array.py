@@ -527,3 +527,43 @@ def test_agrees_with_core(name):
     assert v_fad == pytest.approx(v_ref, rel=1e-12, abs=1e-12)
     for gr, gf in zip(g_ref, g_fad):
         np.testing.assert_allclose(gf, gr, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# the two engines agree where an audit found them apart
+# ---------------------------------------------------------------------------
+
+def test_a_bool_index_is_a_mask_in_both_engines(engine):
+    a = engine.Array(np.array([1.0, 2.0, 3.0]))
+    got = a[True]  # NumPy's x[True]: a new axis, all of x (the reference read it as a[1])
+    assert isinstance(got, engine.Array) and got.value.tolist() == [[1.0, 2.0, 3.0]]
+    assert a[False].value.shape == (0, 3)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: np.stack([a, np.ones(2)], out=np.zeros((2, 2))),
+    lambda a: np.concatenate([a, np.ones(1)], out=np.zeros(3)),
+    lambda a: np.concatenate([a, np.ones(1)], dtype=np.int32),
+    lambda a: np.dot(a, np.ones(2), out=np.zeros(())),
+    lambda a: np.outer(a, np.ones(2), out=np.zeros((2, 2))),
+    lambda a: np.einsum("i,i->", a, np.ones(2), out=np.zeros(())),
+], ids=["stack-out", "concatenate-out", "concatenate-dtype", "dot-out", "outer-out", "einsum-out"])
+def test_numpy_keywords_a_recorded_result_cannot_honour_are_refused(engine, call):
+    # the reference ignored them: an out= array left as it was
+    with pytest.raises(TypeError):
+        call(engine.Array(np.ones(2)))
+
+
+def test_the_engines_agree_on_small_cases(engine):
+    a = engine.Array(np.array([1.0, 2.0]))
+    assert float(np.einsum("i,i->", a, np.ones(2), optimize=True).value) == 3.0  # optimize: no path to pick
+    a.grad = np.ones(2)
+    a.grad = None  # zeroes a leaf's gradient
+    assert a.grad.tolist() == [0.0, 0.0]
+    assert engine.grad(lambda p: (p * p).sum())(np.array(3.0)) == 6.0  # a 0-d array argument
+    with pytest.raises(ValueError, match="bool"):  # not a zero gradient
+        engine.grad(lambda p: p.sum() > 0)(np.ones(2))
+    v = engine.Var(2.0)
+    assert v.sum() is v and v.mean(keepdims=True) is v
+    with pytest.raises(ValueError, match="no axis"):
+        v.sum(axis=1)
