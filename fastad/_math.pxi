@@ -22,7 +22,8 @@ cdef object elementwise(op_t op, tuple args, str name):
         if a.dtype.kind not in "fiub":
             raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"
                             + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
-    return map_value(op, *arrays)
+    out = map_value(op, *arrays)
+    return float(out) if out.ndim == 0 else out  # numbers in (np.bool_, 0-d arrays): a number out
 
 
 cdef double plain_value(op_t op, double x, double y) except? -1.0:

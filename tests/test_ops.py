@@ -111,6 +111,9 @@ def test_value_matches_numpy(spec):
         on_floats = fn(*args)
         assert type(on_floats) is float, f"{spec.name} on floats returned {type(on_floats)}"
         assert same(on_floats, expected), (spec.name, args, on_floats, expected)
+        if getattr(fad, spec.name, None) is fn:  # fad.<name>, not an operator: NumPy's scalars are numbers too
+            on_zero_d = fn(*[np.array(a) for a in args])
+            assert type(on_zero_d) is float and same(on_zero_d, expected), (spec.name, args, on_zero_d)
         for mode in modes(spec):
             inputs = [fad.Var(a) if m == "v" else a for a, m in zip(args, mode)]
             out = fn(*inputs)
