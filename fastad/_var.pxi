@@ -89,6 +89,16 @@ cdef class Var:
         pin(self)
         return int(self.val)
 
+    # round(v), math.trunc(v): numbers, as for a float (math.floor and ceil
+    # get there through __float__); pinned as float(v) is
+    def __round__(self, ndigits=None):
+        pin(self)
+        return round(self.val, ndigits)
+
+    def __trunc__(self):
+        pin(self)
+        return int(self.val)
+
     def __bool__(self):
         return compare(OP_NE, self, 0.0, False)
 

@@ -606,6 +606,15 @@ class Var(_Handle):
     def __float__(self):
         return float(self.value)
 
+    def __int__(self):
+        return int(self.value)
+
+    def __round__(self, ndigits=None):
+        return round(self.value, ndigits)
+
+    def __trunc__(self):
+        return int(self.value)
+
     def __format__(self, spec):  # f"{loss:.3f}"
         return format(self.value, spec)
 

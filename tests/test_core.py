@@ -780,3 +780,15 @@ def test_debug_nans_names_the_op_that_made_nan_in_the_reverse_sweep():
     z2 = (x ** y) * 3.0  # off: the IEEE answer
     z2.backward()
     assert math.isnan(y.grad) and x.grad == -12.0
+
+
+def test_round_and_trunc_give_numbers_as_for_a_float(engine):
+    """round(v), round(v, n), math.trunc(v) work as on the float (TypeError
+    before); under compile they pin the value, as float(v) does."""
+    for value in (-2.5, 2.675, 7.0):
+        v = engine.Var(value)
+        assert (round(v), round(v, 2), math.trunc(v), int(v)) == \
+            (round(value), round(value, 2), math.trunc(value), int(value))
+    if engine is fad:
+        cf = fad.compile(lambda x: x[0] * round(x[1]), [1.0, 2.4])
+        assert cf([1.0, 3.6]) == 4.0 and cf.grad([1.0, 2.4]) == [2.0, 0.0]
