@@ -565,10 +565,14 @@ cdef class Tape:
             else:
                 raise TypeError(f"watch() takes leaf Vars and Arrays, got {leaf!r}")
 
-    def explain(self, fmt="text"):
-        """The evaluation trace as a table; see fastad.explain."""
+    def explain(self, fmt="text", output=None):
+        """The evaluation trace as a table; see fastad.explain. The gradient
+        is of `output` (a Var or row), by default the row the last
+        backward() swept from (else the last row)."""
         from fastad.explain import explain_tape
-        return explain_tape(self, fmt)
+        if output is None and self.adj_n:
+            output = self.adj_n - 1
+        return explain_tape(self, fmt, output=output)
 
     def __enter__(self):
         cdef _ThreadState st = thread_state()

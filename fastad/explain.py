@@ -416,6 +416,18 @@ def explain(f, *args, fmt="text", engine=None):
     if tape is None:
         raise ValueError("explain: f's output does not depend on any operation on "
                          "its inputs (a constant or an input itself); nothing to explain")
+    if tape is not t:  # f joined its arguments to a value recorded before the call: that tape
+        raise ValueError("explain: f combines its arguments with a value recorded outside it "
+                         "(a Var computed before the call), so its rows are on that value's "
+                         "tape; pass the value in as an argument, or use its .value")
+    # Leaves from outside f (closed over): inputs of the tape, labelled c1, c2 ...;
+    # their .grad stays as the caller left it, as under fad.grad.
+    ours = {id(leaf) for leaf in leaves}
+    outside = [leaf for _, leaf in t.inputs() if id(leaf) not in ours]
+    kept = [leaf.grad for leaf in outside]
     out.backward(retain_graph=True)
+    for leaf, grad in zip(outside, kept):
+        leaf.grad = grad
     labels = {f"x{k + 1}": leaf for k, leaf in enumerate(leaves)}
+    labels.update({f"c{k + 1}": leaf for k, leaf in enumerate(outside)})
     return explain_tape(tape, fmt=fmt, labels=labels, output=out)

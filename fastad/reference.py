@@ -313,6 +313,7 @@ class Tape:
         self.aux = {}           # row -> parameters of an array row
         self.has_arrays = False  # any array row (rows() then converts values)
         self.adj = None
+        self.swept_from = None  # the row the last sweep started from (explain names it)
         self.leaves = []        # (row, leaf Var or Array) of every input row
         self._row_of_leaf = {}  # id(leaf) -> its input row on this tape
         self.consumed = False   # set by backward() without retain_graph
@@ -389,6 +390,7 @@ class Tape:
             if bi >= 0:
                 adj[bi] += adj[i] * dy
         self.adj = adj
+        self.swept_from = out
         return adj
 
     def check_usable(self):
@@ -440,9 +442,11 @@ class Tape:
             self.check_usable()
             self.input_row(leaf)
 
-    def explain(self, fmt="text"):
+    def explain(self, fmt="text", output=None):
+        """The evaluation trace; the gradient of `output`, by default of the
+        row the last sweep started from (else the last row)."""
         from .explain import explain_tape
-        return explain_tape(self, fmt)
+        return explain_tape(self, fmt, output=self.swept_from if output is None else output)
 
     # -- `with Tape() as t:` makes t the thread's current tape -------------
 

@@ -263,3 +263,30 @@ def test_elementwise_array_rows_print_their_scalar_op():
     shown = [r["definition"] for r in trace(t)["rows"]]
     assert shown[1:5] == ["w1 > const", "w1 * w1", "-w1", "where(cond, w3, w4)"]
     assert "maximum(const, w1)" in shown
+
+
+def test_tape_explain_names_the_row_backward_swept_from(engine):
+    """Not the last row: backward() of y1 = x * x on a tape that also holds
+    sin(x) printed 'gradient of w3' (the sin) with y1's number 4."""
+    with engine.Tape() as t:
+        x = engine.Var(2.0)
+        y1 = x * x
+        engine.sin(x)
+    y1.backward(retain_graph=True)
+    assert t.explain().splitlines()[-2:] == ["gradient of w2:", "  ∂w2/∂x1 = 4"]
+    assert t.explain(output=2).splitlines()[-2] == "gradient of w3:"
+
+
+def test_explain_keeps_to_fs_own_tape(engine):
+    """A leaf f closes over is an input of its own (c1), whose .grad the
+    call leaves alone; an intermediate value recorded outside f would put
+    f's rows on another tape: refused."""
+    w = engine.Var(2.0)
+    w.grad = 0.5
+    text = explain(lambda x: x * w, 3.0, engine=engine)
+    assert text.splitlines()[-3:] == ["gradient of w3:", "  ∂w3/∂x1 = 2", "  ∂w3/∂c1 = 3"]
+    assert w.grad == 0.5
+    with engine.Tape():
+        z0 = w * w
+    with pytest.raises(ValueError, match="recorded outside"):
+        explain(lambda x: x * z0, 3.0, engine=engine)
