@@ -121,10 +121,11 @@ cdef class ArrayTrace:
             arg = getattr(self, name)
             if np.any((arg >= rows) | (arg < -1)):
                 raise ValueError(f"trace column {name} refers to a row that is not earlier")
-        for i in np.flatnonzero(self.op == OP_ELEM):  # from an array row with an array value
-            src = self.a[i]
+        for i in np.flatnonzero(self.op == OP_ELEM):  # from a row whose value the replay holds as an array:
+            src = self.a[i]                            # an input (0-d too) or an array row of 1 or more axes
             shape = self.shapes.get(src) if src >= 0 and self.op[src] != OP_ELEM else None
-            if not (type(shape) is tuple and len(shape) and 0 <= self.c[i] < np.prod(shape)):
+            if not (type(shape) is tuple and (len(shape) or self.op[src] == OP_ARRAY_INPUT)
+                    and 0 <= self.c[i] < np.prod(shape)):
                 raise ValueError(f"trace row {i} reads an element outside its array")
         for i in np.flatnonzero(self.op >= FIRST_ARRAY_OP):
             if _ops_table.OPS[self.op[i]].arity == -1 and any(not -1 <= r < i for r in self.aux[i][0]):

@@ -665,3 +665,15 @@ def test_a_reshape_to_one_number_replays():
     for point in (x, np.array([-2.0, 5.0])):
         assert cf(point) == float(f(point))
         np.testing.assert_array_equal(cf.grad(point), fad.grad(f)(point))
+
+
+def test_an_element_of_a_zero_d_array_replays():
+    """x[()] of a 0-d argument or constant beside array work: a regression
+    of the damaged-pickle check (an element read of shape () refused)."""
+    f = lambda x: x[()] * np.sum(x * x)  # noqa: E731
+    cf = fad.compile(f, np.array(2.0))
+    assert cf.grad(np.array(3.0)) == fad.grad(f)(np.array(3.0)) == 27.0
+    assert fad.jacobian(f)(np.array(2.0)) == 12.0 and fad.vjp(f, np.array(2.0))[0] == 8.0
+    D = fad.Array(np.array(4.0))
+    g = lambda x: D[()] * np.sum(x * x)  # noqa: E731
+    assert fad.compile(g, np.array([1.0, 2.0])).grad(np.array([1.0, 2.0])).tolist() == [8.0, 16.0]
