@@ -29,6 +29,7 @@ from libc.string cimport memset, memcpy
 from libc.math cimport pow, NAN
 
 import threading
+from numbers import Real
 
 import numpy as np
 cimport numpy as cnp

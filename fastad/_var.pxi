@@ -232,8 +232,20 @@ cdef class Var:
             return front().array_ufunc(ufunc, method, inputs, kwargs)
         # a 0-d array is its one element (a Var in an object array stays a Var); a
         # list or tuple an array, as NumPy reads it
-        inputs = tuple(v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else
-                       np.asarray(v) if type(v) is list or type(v) is tuple else v for v in inputs)
+        cdef list args = list(inputs)
+        cdef Py_ssize_t k
+        cdef bint numbers_only = True
+        for k in range(len(args)):
+            v = args[k]
+            if type(v) is Var or type(v) is float:
+                continue
+            if isinstance(v, np.ndarray) and v.ndim == 0:
+                args[k] = v = v[()]
+            elif type(v) is list or type(v) is tuple:
+                args[k] = v = np.asarray(v)
+            if not (type(v) is Var or is_number(v) or isinstance(v, (np.bool_, Real))):
+                numbers_only = False
+        inputs = tuple(args)
         if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):
             if front()._scalarized.active():  # compile's twin: one scalar row per element
                 return front()._scalarized.elementwise(fn, inputs)
@@ -242,7 +254,7 @@ cdef class Var:
             # An ndarray with Vars in it: NumPy's object-array semantics, element by element
             # (each Var wrapped in a 0-d object array, so NumPy does not ask us again).
             return np.frompyfunc(fn, len(inputs), 1)(*[_object_scalar(v) for v in inputs])
-        if not all(type(v) is Var or is_number(v) or type(v) is np.bool_ for v in inputs):
+        if not numbers_only:
             return NotImplemented  # a str, None ...: NumPy's TypeError
         # (a NumPy scalar as a float: np.float64 * Var would ask this method again)
         return fn(*[v if type(v) is Var else float(v) for v in inputs])

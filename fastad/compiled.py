@@ -128,6 +128,12 @@ def _output_parts(tape, out):
     (a number, or a value from outside f); an input returned as it is gets
     a row (x * 1.0)."""
     parts, treedef = _tree.flatten(out, "the output", var_type=Var, array_type=Array)
+    ours = {id(leaf) for leaf in tape.made}
+    for p in parts:  # on another tape (with a value recorded outside f) and reading f's argument
+        for v in ([p] if type(p) is Array else _tree.items([p])):
+            other = getattr(v, "tape", None)
+            if other is not None and other is not tape and any(id(leaf) in ours for _, leaf in other.inputs()):
+                raise FastADError(_ANOTHER_TAPE)
     outs = []
     for p in parts:
         if type(p) is Array:
@@ -142,6 +148,12 @@ def _output_parts(tape, out):
     return outs, treedef
 
 
+_ANOTHER_TAPE = ("the function used its argument on another tape as well (a `with fad.Tape()` block, "
+                 "a value recorded before the call, fad.explain, a thread) while it was recorded to "
+                 "be replayed (compile, jacobian, hessian, jvp, vjp); fad.grad and value_and_grad "
+                 "take that, a replay cannot")
+
+
 def _input_rows(tape, leaves):
     """{id(leaf): its INPUT row} for the leaves compile made. A leaf f also
     used on another tape (a `with fad.Tape()` block, fad.explain) comes
@@ -151,9 +163,7 @@ def _input_rows(tape, leaves):
     for row, leaf in tape.inputs():
         if id(leaf) in ours:
             if id(leaf) in at:
-                raise FastADError("the function used its argument on another tape as well (a "
-                                  "`with fad.Tape()` block, fad.explain, a thread) while compile "
-                                  "recorded it; compile cannot replay that: use fad.grad")
+                raise FastADError(_ANOTHER_TAPE)
             at[id(leaf)] = row
     return at
 

@@ -546,3 +546,18 @@ def test_backward_inside_a_recorded_function_says_what_happened(transform):
     # it named "this `with fad.Tape()` block", which the user did not write
     with pytest.raises(fad.FastADError, match="called backward"):
         transform(lambda x: ((x * x).backward(), x * 3.0)[1])
+
+
+def test_a_replay_refuses_an_argument_joined_to_a_value_recorded_before_the_call():
+    """v * x with v recorded on an open tape: x joins v's tape, and compile
+    read the output as a constant (gradient 0; fad.grad sweeps v's tape: 6)."""
+    with fad.Tape():
+        v = fad.Var(2.0) * 3.0
+        B = fad.Array(np.ones(3)) * 2.0
+        assert fad.grad(lambda x: v * x)(2.0) == 6.0
+        for f in (lambda x: v * x, lambda x: B[1] * x):
+            with pytest.raises(fad.FastADError, match="another tape"):
+                fad.compile(f, 1.0)
+            with pytest.raises(fad.FastADError, match="another tape"):
+                fad.jacobian(f)(1.0)
+        assert fad.compile(lambda x: v + 1.0, 1.0).grad(2.0) == 0.0  # v alone: a constant of f
