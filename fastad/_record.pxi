@@ -59,7 +59,8 @@ cdef Var record(op_t op, Var x, Var y, double c):
 cdef inline bint is_number(object v):
     if type(v) is float or type(v) is int:
         return True
-    return isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, np.bool_)
+    # (numbers.Real: a Fraction, as a float takes one; a NumPy bool is not a number to NumPy)
+    return isinstance(v, (float, int, np.floating, np.integer, Real)) and not isinstance(v, np.bool_)
 
 
 cdef object binop(op_t op, Var x, object y):

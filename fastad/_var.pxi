@@ -243,7 +243,7 @@ cdef class Var:
                 args[k] = v = v[()]
             elif type(v) is list or type(v) is tuple:
                 args[k] = v = np.asarray(v)
-            if not (type(v) is Var or is_number(v) or isinstance(v, (np.bool_, Real))):
+            if not (type(v) is Var or is_number(v) or type(v) is np.bool_):
                 numbers_only = False
         inputs = tuple(args)
         if any(isinstance(v, np.ndarray) and v.ndim and v.dtype != object for v in inputs):

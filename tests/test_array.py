@@ -1455,7 +1455,7 @@ def test_a_numpy_ufunc_of_a_var_and_a_list_reads_the_list_as_an_array():
             np.add(x, bad)
     assert np.multiply(np.float64(2.0), x).value == 4.0 and np.maximum(x, np.bool_(True)).value == 2.0
     from fractions import Fraction
-    assert np.multiply(x, Fraction(1, 2)).value == 1.0  # a real number, as x * Fraction(1, 2) takes
+    assert np.multiply(x, Fraction(1, 2)).value == 1.0 == (x * Fraction(1, 2)).value  # any real number
 
 
 # ---------------------------------------------------------------------------
