@@ -85,10 +85,10 @@ def record_array(int op, tuple args, value, double c=0.0, aux=None):
             value = as_value(value)
         elif value.flags.writeable:  # a fresh NumPy result: ours now, frozen without a copy
             value.flags.writeable = False
+    if _debug_nans:  # (inside no_grad too, as for a Var's op)
+        array_nan_check(op, args, value, c, aux)
     if _no_grad_threads and thread_state().no_grad:
         return new_array_leaf(value) if is_array else new_leaf(value)
-    if _debug_nans:
-        array_nan_check(op, args, value, c, aux)
     cdef Tape t = tape_of(args)
     cdef node_t a = -1, b = -1, i
     if _ops_table.OPS[op].arity == -1:

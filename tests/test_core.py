@@ -757,8 +757,12 @@ def test_debug_nans_catches_a_nan_made_by_adding_up_adjoints():
         (fad.sqrt(x) - fad.sqrt(x)).backward()
     with pytest.raises(FloatingPointError, match="adding up"):
         fad.grad(lambda t: fad.sqrt(t) - fad.sqrt(t))(0.0)
+    with pytest.raises(FloatingPointError, match="adding up the adjoint of element 0"):  # read by element
+        fad.grad(lambda t: fad.sqrt(t[0]) - fad.sqrt(t[0]))(np.array([0.0, 1.0]))
     with fad.no_grad(), pytest.raises(FloatingPointError, match="'log'"):
         fad.log(fad.Var(-1.0))
+    with fad.no_grad(), pytest.raises(FloatingPointError, match="'log'"), np.errstate(invalid="ignore"):
+        np.log(fad.Array(np.array([-1.0])))
     nan_in = fad.Var(math.nan)  # nan in, nan out: no raise, here or in the sweep
     (nan_in * 2.0 + nan_in * 3.0).backward()
     assert nan_in.grad == 5.0
