@@ -194,6 +194,8 @@ def logsumexp(x, ax, keepdims):
     them: guarded), so the recording holds for inputs whose maximum sits at
     the same place; the value and its derivatives do not depend on it."""
     x = _objects(x)
+    if x.ndim == 0:  # one number: itself, as log(exp(x - x)) + x is (exactly, inf and nan too)
+        return x[()]
     m = _max_out(x, ax)
     with np.errstate(divide="ignore"):  # log(0) = -inf: an empty sum's logsumexp
         value = _log(np.sum(_exp(x - m), axis=ax, keepdims=True)) + m
@@ -205,17 +207,22 @@ def logsumexp(x, ax, keepdims):
 
 def _max_out(x, ax):
     """The max logsumexp and log_softmax take out of x (object array) first."""
-    return (np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True)) if x.size
-            else np.zeros(np.sum(x, axis=ax, keepdims=True).shape))
+    if not x.size:
+        return np.zeros(np.sum(x, axis=ax, keepdims=True).shape)
+    return np.frompyfunc(_finite_or_zero, 1, 1)(np.max(x, axis=ax, keepdims=True))
 
 
 def log_softmax(x, ax):
     """fastad.array.log_softmax, element by element: (x - m) - log(sum(exp(x - m)))."""
     x = _objects(x)
+    if x.ndim == 0:  # one number: x - x (0, or nan for an inf or a nan, as the array op gives)
+        return x[()] - x[()]
     shifted = x - _max_out(x, ax)
     with np.errstate(divide="ignore"):
         return (shifted - _log(np.sum(_exp(shifted), axis=ax, keepdims=True))).view(Scalarized)
 
 
 def softmax(x, ax):
+    if np.ndim(x) == 0:  # one number: exp(x - x)
+        return exp(log_softmax(x, ax))
     return _exp(_objects(log_softmax(x, ax))).view(Scalarized)

@@ -281,7 +281,7 @@ def _log_softmax_value(vx, ax):
     if not np.isfinite(m).all():  # an infinite or nan max: shift by 0 there (as logsumexp)
         m = np.where(np.isfinite(m), m, 0.0)
     shifted = vx - m
-    with np.errstate(divide="ignore"):  # a row of -inf: log(0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a row of -inf: log(0); an inf: inf - inf
         return shifted - np.log(np.add.reduce(np.exp(shifted), axis=ax, keepdims=True))
 
 

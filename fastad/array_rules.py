@@ -190,7 +190,7 @@ def _einsum_grad(g, out, other, os_, target, shape):
 
 
 def _logsumexp(tape, i, a, b, c, aux, g):
-    x = tape._value(a)
+    x = np.asarray(tape._value(a))  # (a Var's: a float)
     axis, keepdims = aux
     f = _kept(tape._value(i), x.shape, axis, keepdims)
     _add(tape, a, _kept(g, x.shape, axis, keepdims) * np.exp(x - f), fresh=True)

@@ -1214,6 +1214,20 @@ def test_log_softmax_keeps_its_precision_at_any_scale(shift):
     np.testing.assert_allclose(np.reshape(H, (6, 6)), np.reshape(H0, (6, 6)), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("arg", [2.0, np.array(2.0)], ids=["float", "0-d"])
+def test_the_softmax_family_of_one_number(arg):
+    """logsumexp(v) is v, log_softmax(v) 0, softmax(v) 1 (axis=None): by
+    grad, compile, and the scalar twin of hessian and forward mode, which
+    raised TypeError (a Var where an object array was expected) before."""
+    cases = [(lambda v: fad.logsumexp(v) * v, 4.0, 2.0),
+             (lambda v: fad.log_softmax(v, axis=None) + v * v, 4.0, 2.0),
+             (lambda v: fad.softmax(v, axis=None) * v * v, 4.0, 2.0)]
+    for f, slope, curvature in cases:
+        assert float(fad.grad(f)(arg)) == slope and float(fad.compile(f, arg).grad(arg)) == slope
+        assert float(fad.hessian(f)(arg)) == curvature
+        assert float(fad.jacobian(f, mode="fwd")(arg)) == slope
+
+
 def test_logsumexp_keepdims():
     rng = np.random.default_rng(14)
     x = draw(rng, (2, 3, 2))
