@@ -65,6 +65,8 @@ def _replace(tree, path, new):
 
 def _as_float(out):
     try:
+        if isinstance(out, np.ndarray) and out.size == 1:  # as grad takes a one-element array
+            out = out.reshape(())
         return float(out)
     except TypeError:
         raise ValueError(
@@ -82,8 +84,9 @@ def check_grad(f, *args, eps=None, engine=None):
     float64 unless given; the error of one component is
     ``|g - fd| / max(1, |g|, |fd|)`` (relative for large derivatives,
     absolute for small ones, so an exact zero derivative does not turn
-    rounding noise into an error of 1). Expect about 1e-9 to 1e-6 for a
-    correct gradient of a smooth function; a wrong rule gives O(1).
+    rounding noise into an error of 1); above 1e-5, the step
+    ``eps**(1/3)`` is tried too and the lesser error kept. Expect about 1e-9 to 1e-6 for
+    a correct gradient of a smooth function; a wrong rule gives O(1).
 
     ``engine`` is the module whose ``grad`` is checked: ``fastad`` (the
     default) or ``fastad.reference``.
@@ -105,8 +108,9 @@ def check_grad(f, *args, eps=None, engine=None):
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"check_grad: eps must be positive, got {eps!r}")
+    list(_flatten(args))  # validates the arguments (a complex array would lose its imaginary part below)
     args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
-    leaves = list(_flatten(args))  # validates the arguments too
+    leaves = list(_flatten(args))
 
     argnums = tuple(range(len(args)))
     grads = engine.grad(f, argnums=argnums)(*args)
@@ -134,7 +138,7 @@ def check_grad(f, *args, eps=None, engine=None):
                     arr[idx] = v
                     return _as_float(f(*_replace(args, path, arr)))
 
-                worst = max(worst, _err(float(g_arr[idx]), at, x, h))
+                worst = max(worst, _err(float(g_arr[idx]), at, x, h, base))
         else:
             x = float(leaf)
             h = base * max(1.0, abs(x))
@@ -142,11 +146,23 @@ def check_grad(f, *args, eps=None, engine=None):
             def at(v):
                 return _as_float(f(*_replace(args, path, v)))
 
-            worst = max(worst, _err(float(g_leaf), at, x, h))
+            worst = max(worst, _err(float(g_leaf), at, x, h, base))
     return worst
 
 
-def _err(g, at, x, h):
+def _err(g, at, x, h, floor):
+    """The error of g against central differences at step h (relative to
+    |x|) or, where that is above 1e-5, at step floor (the step at |x| <= 1),
+    whichever is less: at a large |x| the relative step can span periods of
+    an oscillating f (sin at 1e8: 605), the absolute one is too short for
+    a steep f (x**3 at 1e8). Two steps, not a search, so a wrong derivative
+    cannot meet some step's difference by chance."""
+    err = _err_at(g, at, x, h)
+    floor = max(floor, 16.0 * float(np.spacing(abs(x))))  # a step x +- h can still take
+    return min(err, _err_at(g, at, x, floor)) if err > 1e-5 and h > floor else err
+
+
+def _err_at(g, at, x, h):
     # (x + h) - (x - h) is the step actually taken, after rounding of x +- h
     xp, xm = x + h, x - h
     fd = (at(xp) - at(xm)) / (xp - xm)

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
+
 from .explain import _num, trace
 
 __all__ = ["to_dot", "render"]
@@ -74,9 +76,11 @@ def to_dot(output, labels=None):
     if tape is None:  # a leaf on no tape: a graph of one node
         value = getattr(output, "value", output)
         grad = getattr(output, "grad", None)
-        text = f"leaf\nvalue {_num(value)}"
+        def shown(v):  # an array leaf: its shape, as array rows print
+            return _num(v) if np.ndim(v) == 0 else f"array{np.shape(v)}"
+        text = f"leaf\nvalue {shown(value)}"
         if grad is not None:
-            text += f"\ngrad {_num(grad)}"
+            text += f"\ngrad {shown(grad)}"
         lines.append(f"  leaf [shape=box, label={_quote(text)}, peripheries=2];")
         lines.append("}")
         return "\n".join(lines) + "\n"

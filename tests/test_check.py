@@ -1,4 +1,5 @@
 """fastad/check.py: gradients against central finite differences."""
+import math
 import types
 
 import numpy as np
@@ -117,3 +118,20 @@ def test_non_float64_arrays_nested_in_arguments(dtype):
     for arg in ([np.array([1, 2], dtype)], {"a": np.array([1, 2], dtype)}):
         g = (lambda p: np.sum(p["a"] ** 2)) if isinstance(arg, dict) else f
         assert check_grad(g, arg) < 1e-8
+
+
+def test_an_oscillating_function_at_a_large_argument(engine):
+    """The relative step at x = 1e8 (605) spans periods of sin: a correct
+    derivative read 0.36 there; the absolute step is tried too. A wrong
+    derivative is still O(1)."""
+    for x in (1e6, 1e8, 1e12):
+        assert check_grad(engine.sin, x, engine=engine) < 1e-6
+        assert check_grad(lambda v: v ** 3, x, engine=engine) < 1e-6  # steep: the relative step is the right one
+    wrong = fake_engine(lambda x: (math.cos(x) + 0.5,))
+    assert check_grad(np.sin, 1e8, engine=wrong) > 0.1
+
+
+def test_arguments_and_outputs_as_grad_takes_them():
+    with pytest.raises(TypeError, match="complex"):  # refused, not cast to its real part
+        check_grad(lambda x: (x * x).sum(), np.array([1j]))
+    assert check_grad(lambda x: x * 2.0, np.array([1.0])) < 1e-9  # a one-element output, as grad takes

@@ -2,6 +2,7 @@
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 import fastad.reference as ref
@@ -63,6 +64,7 @@ def test_leaf_and_labels(engine):
     leaf = engine.Var(4.0)
     src = to_dot(leaf)
     assert "value 4" in src and "leaf" in src
+    assert "value array(2, 3)" in to_dot(engine.Array(np.ones((2, 3))))  # (float() of it raised)
     a = engine.Var(2.0)
     with engine.Tape():
         y = a * 3
