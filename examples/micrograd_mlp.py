@@ -121,9 +121,16 @@ def train(steps=50, n=100, hidden=16, seed=0, log_every=5, verbose=True):
     return model, history
 
 
+def _positive(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=_positive, default=50)
     ap.add_argument("--n", type=int, default=100, help="number of points")
     ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)

@@ -61,7 +61,7 @@ def minimise(n=10, max_steps=100, tol=1e-10, verbose=True, start=None):
         g = np.array(g)
         rec = {"step": step, "f": f, "gnorm": float(np.linalg.norm(g)), "tau": 0.0, "t": 0.0}
         history.append(rec)
-        if rec["gnorm"] < tol:
+        if rec["gnorm"] < tol or step == max_steps:  # converged, or out of steps: x is where f was taken
             break
         d, rec["tau"] = newton_direction(cf.hessian(x.tolist()), g)
         t, slope = 1.0, float(g @ d)  # Armijo backtracking along d
@@ -73,14 +73,22 @@ def minimise(n=10, max_steps=100, tol=1e-10, verbose=True, start=None):
         x = x + t * d
     if verbose:
         last = history[-1]
-        print(f"step {last['step']:3d}  f {last['f']:<24.17g} |g| {last['gnorm']:.3e}  done")
+        end = "converged" if last["gnorm"] < tol else f"stopped after {max_steps} steps, not converged"
+        print(f"step {last['step']:3d}  f {last['f']:<24.17g} |g| {last['gnorm']:.3e}  {end}")
     return x, history
+
+
+def _count(text):
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10, help="number of variables")
-    ap.add_argument("--steps", type=int, default=100, help="at most this many Newton steps")
+    ap.add_argument("--steps", type=_count, default=100, help="at most this many Newton steps")
     args = ap.parse_args(argv)
     x, history = minimise(args.n, args.steps)
     print(f"x = {np.array2string(x, precision=12)}")

@@ -105,7 +105,10 @@ def test_newton_reaches_rosenbrocks_minimum(capsys, rosenbrock_hessian):
     x, history = newton.main(["--n", "10"])
     out = capsys.readouterr().out
     assert np.abs(x - 1.0).max() < 1e-12 and history[-1]["f"] < 1e-25
-    assert len(history) <= 40 and "done" in out
+    assert len(history) <= 40 and out.rstrip().splitlines()[-2].endswith("converged")
+    x0, cut = newton.main(["--n", "10", "--steps", "3"])  # stopped short: says so, and x is where f was taken
+    out = capsys.readouterr().out
+    assert "not converged" in out and len(cut) == 4 and cut[-1]["f"] == newton.rosenbrock(x0.tolist())
     last = [h for h in history if h["gnorm"] > 0][-4:]  # quadratic: |g| about squares
     assert all(h["tau"] == 0.0 and h["t"] == 1.0 for h in last[:-1])
     assert last[-1]["gnorm"] < 100.0 * last[-2]["gnorm"] ** 2
