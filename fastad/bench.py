@@ -489,12 +489,16 @@ def main(argv=None):
         argv = argv[1:]
     args = parser.parse_args(argv)
     only = None
-    if args.only:
+    if args.only is not None:
         only = {s.strip() for s in args.only.split(",") if s.strip()}
+        if not only:
+            parser.error("--only needs at least one section or workload name")
         unknown = only - set(known)
         if unknown:
             parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; "
                          f"expected: {', '.join(known)}")
+    if args.blas_threads < 0:
+        parser.error(f"--blas-threads takes 0 or more, got {args.blas_threads}")
     if args.blas_threads:
         pin_blas_threads(args.blas_threads)
     run(args.mode or "quick", only)

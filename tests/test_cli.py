@@ -261,3 +261,23 @@ def test_functions_list_matches_the_op_table():
     from fastad import ops
 
     assert set(cli.FUNCTIONS) == set(ops.UNARY) | set(ops.BINARY_FUNCTIONS) | {"where", "clip"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only", ""], "at least one"), (["--only", " , "], "at least one"),
+    (["--only", "nosuch"], "unknown workload"), (["--blas-threads", "-1"], "0 or more"),
+])
+def test_bench_refuses_what_it_cannot_run(capsys, args, message):
+    # an empty --only ran the whole bench; a negative thread count was pinned
+    from fastad import bench
+    with pytest.raises(SystemExit) as info:
+        bench.main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_tape_bytes_are_judged_on_a_big_tape_only():
+    from fastad import _workloads as W
+    small = W.check_targets({}, {"seed": {"rows": 5, "bytes_per_row_swept": 1708.8}})
+    assert any(line.startswith("not judged") for line in small) and not any("MISS" in line for line in small)
+    big = W.check_targets({}, {"chain": {"rows": 100_010, "bytes_per_row_swept": 33.2}})
+    assert any(line.startswith("met") and "chain" in line for line in big)
