@@ -103,18 +103,29 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
             neighbours[j] |= d
     # A column with many entries (one input coupled to all: an arrow) gets
     # a product of its own; then the others need not avoid each other in
-    # its row, whose entries come from that product, by symmetry.
-    heavy = np.array([len(rows) > max(4, n_in ** 0.5) for rows in neighbours])
-    colors = np.full(n_in, -1, np.intp)
-    colors[heavy] = np.arange(int(heavy.sum()))
-    for j in np.flatnonzero(~heavy).tolist():  # greedy distance-2 coloring in the light rows
-        taken = {colors[k] for r in neighbours[j] if not heavy[r] for k in neighbours[r] if not heavy[k]}
-        c = int(heavy.sum())
-        while c in taken:
-            c += 1
-        colors[j] = c
+    # its row, whose entries come from that product, by symmetry. A band
+    # five or more wide has only such columns at a small n (a product each:
+    # dense), so the coloring with no heavy column is tried too, and the
+    # one with fewer products kept.
+    plans = [(_coloring(neighbours, heavy), heavy) for heavy in (
+        np.array([len(rows) > max(4, n_in ** 0.5) for rows in neighbours]), np.zeros(n_in, bool))]
+    colors, heavy = min(plans, key=lambda plan: int(plan[0].max()))
     if 2 * (int(colors.max()) + 1) > n_in:
         return None
     cols = np.array([c for c in range(n_in) for _ in neighbours[c]], np.intp)
     rows = np.array([r for c in range(n_in) for r in neighbours[c]], np.intp)
     return HessianPlan(colors, rows, cols, heavy)
+
+
+def _coloring(neighbours, heavy):
+    """A product (color) per heavy column, then greedy distance-2 colors for
+    the light ones, which must differ where two share a light row."""
+    colors = np.full(len(neighbours), -1, np.intp)
+    colors[heavy] = np.arange(int(heavy.sum()))
+    for j in np.flatnonzero(~heavy).tolist():
+        taken = {colors[k] for r in neighbours[j] if not heavy[r] for k in neighbours[r] if not heavy[k]}
+        c = int(heavy.sum())
+        while c in taken:
+            c += 1
+        colors[j] = c
+    return colors

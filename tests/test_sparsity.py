@@ -92,9 +92,12 @@ def test_every_op_curved_where_it_is_curved(spec, shape):
     (lambda x: sum((x[2 * k] * x[2 * k + 1]) ** 2 for k in range(len(x) // 2)), 2),  # 2x2 blocks
     (lambda x: sum(fad.sin(xi) for xi in x) + 3.0 * x[0] - x[1], 1),                   # diagonal
     (lambda x: sum(x[i] * x[i + 2] for i in range(len(x) - 2)), 3),                    # two bands out
-], ids=["blocks", "diagonal", "band"])
+    # five wide: every column has more entries than max(4, sqrt(n)) at n = 24, and a
+    # product each (dense) before the coloring with no heavy column was tried too
+    (lambda x: sum(fad.sin(x[i] * x[i + 1] * x[i + 2]) for i in range(len(x) - 2)), 5),
+], ids=["blocks", "diagonal", "band", "band-five-wide"])
 def test_patterns_and_their_colors(f, colors):
-    x = np.linspace(0.1, 1.3, 12).tolist()
+    x = np.linspace(0.1, 1.3, 24).tolist()
     cf = fad.compile(f, x)
     assert plan_of(cf).n_colors == colors
     np.testing.assert_array_equal(colored_hessian(cf, x), dense_hessian(cf, x))
