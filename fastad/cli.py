@@ -275,7 +275,7 @@ def _explain_parser():
     p.add_argument("bindings", nargs="*", metavar="NAME=VALUE",
                    help="value of each variable, e.g. x1=2")
     p.add_argument("--format", "-f", dest="fmt", default="text",
-                   choices=("text", "markdown", "json"))
+                   choices=_FORMATS)
     p.add_argument("--dot", metavar="FILE",
                    help="also write the graph: Graphviz source, or an image if FILE "
                    "ends in .svg or .png (needs the dot program)")
@@ -285,6 +285,7 @@ def _explain_parser():
 
 
 _OPTIONS_WITH_VALUE = ("--format", "-f", "--dot", "--engine")
+_FORMATS = ("text", "markdown", "json")
 
 
 def _split_expression(argv):
@@ -305,6 +306,8 @@ def _split_expression(argv):
             i += 2
         elif tok in ("-h", "--help") or (tok.startswith("-") and "=" in tok
                                          and tok.split("=")[0] in _OPTIONS_WITH_VALUE):
+            i += 1
+        elif tok.startswith("-f") and tok[2:] in _FORMATS:  # -fjson: argparse's short option with its value
             i += 1
         else:
             return tok, argv[:i] + argv[i + 1:]

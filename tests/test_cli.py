@@ -281,3 +281,11 @@ def test_tape_bytes_are_judged_on_a_big_tape_only():
     assert any(line.startswith("not judged") for line in small) and not any("MISS" in line for line in small)
     big = W.check_targets({}, {"chain": {"rows": 100_010, "bytes_per_row_swept": 33.2}})
     assert any(line.startswith("met") and "chain" in line for line in big)
+
+
+def test_a_short_format_option_with_its_value_before_the_expression(capsys):
+    # -fjson was taken for the expression ("expected NAME=VALUE, got 'x*x'")
+    rc, out, _ = run(capsys, "explain", "-fjson", "x*x", "x=3")
+    assert rc == 0 and json.loads(out)["gradient"] == {"x": 6.0}
+    rc, out, _ = run(capsys, "explain", "-x*x", "x=3")  # an expression that starts with "-" still is one
+    assert rc == 0 and "∂w3/∂x = -6" in out
