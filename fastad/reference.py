@@ -1227,13 +1227,9 @@ def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) over ``axis``, without overflow: the maximum m is
     taken out first, log(sum(exp(x - m))) + m. One ``logsumexp`` row, aux
     = (the reduced axes, keepdims)."""
-    hx, vx = _operand(x)
-    vx = np.asarray(vx, dtype=np.float64)
-    axes = _axes(axis, vx.ndim)
-    m = np.max(vx, axis=axes, keepdims=True) if vx.size else np.zeros((1,) * vx.ndim)
-    m = np.where(np.isfinite(m), m, 0.0)  # all -inf (or an inf): nothing to take out
+    hx, shifted, m, axes = _max_out(x, axis)
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.log(np.sum(np.exp(vx - m), axis=axes, keepdims=True)) + m
+        value = np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True)) + m
     if not keepdims:
         value = value.reshape([n for k, n in enumerate(value.shape) if k not in axes])
     return _record("logsumexp", [hx], value, 0.0, (axes, keepdims))
@@ -1244,14 +1240,21 @@ def log_softmax(x, axis=-1):
     log(sum(exp(x - m))) with m the maximum: x and logsumexp(x) may both be
     huge, their difference small, and m's subtraction is the exact one.
     One ``log_softmax`` row, aux = the axes."""
+    hx, shifted, _, axes = _max_out(x, axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+    return _record("log_softmax", [hx], value, 0.0, axes)
+
+
+def _max_out(x, axis):
+    """(handle, x - m, m, axes): x's values with their maximum m along axes
+    taken out, m kept as length-1 axes (0 where the max is not finite)."""
     hx, vx = _operand(x)
     vx = np.asarray(vx, dtype=np.float64)
     axes = _axes(axis, vx.ndim)
     m = np.max(vx, axis=axes, keepdims=True) if vx.size else np.zeros((1,) * vx.ndim)
     m = np.where(np.isfinite(m), m, 0.0)  # all -inf (or an inf): nothing to take out
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = (vx - m) - np.log(np.sum(np.exp(vx - m), axis=axes, keepdims=True))
-    return _record("log_softmax", [hx], value, 0.0, axes)
+    return hx, vx - m, m, axes
 
 
 def softmax(x, axis=-1):

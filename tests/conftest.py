@@ -8,6 +8,7 @@ that several test modules check against (Rosenbrock's Hessian) are
 fixtures here, written once.
 """
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +27,23 @@ def _seeded_and_clean():
     yield
     if _fad is not None:
         _fad.debug_nans(False)
+
+
+@pytest.fixture
+def run_interleaved():
+    """Start and join threads with the interpreter switching between them
+    every microsecond, so that their steps interleave as often as can be."""
+    def run(threads):
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+    return run
 
 
 @pytest.fixture(params=["core", "reference"])

@@ -1342,11 +1342,10 @@ def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
         fad.hvp(f)([1.0, 2.0], [[1.0, 0.0]])
 
 
-def test_threads_sharing_one_compiled_function_across_branches():
+def test_threads_sharing_one_compiled_function_across_branches(run_interleaved):
     """Replays release the GIL; meanwhile other threads retrace and reorder
     the cache of traces. Each call walks the list it read (the cache is
     rebound, never changed in place): no IndexError, the right numbers."""
-    import sys
     import threading
     f = lambda x: sum(v * v if v > 0 else -v for v in x)  # noqa: E731 (2**4 branches)
     points = [[a, b, c, d] for a in (1.0, -1.0) for b in (2.0, -2.0) for c in (0.5, -0.5) for d in (3.0, -3.0)]
@@ -1363,16 +1362,7 @@ def test_threads_sharing_one_compiled_function_across_branches():
             except Exception as e:  # noqa: BLE001 (any is a failure)
                 errors.append(repr(e))
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_interleaved([threading.Thread(target=work, args=(t,)) for t in range(8)])
     assert not errors and not wrong, (errors[:3], wrong[:3])
     assert 1 <= len(cf.traces) <= cf.cache_size
 

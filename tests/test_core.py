@@ -515,7 +515,7 @@ def test_with_tape_retain_graph_keeps_recording():
 # Threads
 # ---------------------------------------------------------------------------
 
-def test_threads_record_on_their_own_tapes():
+def test_threads_record_on_their_own_tapes(run_interleaved):
     n_threads, steps = 4, 200
     errors, last = {}, {}
     barrier = threading.Barrier(n_threads)
@@ -540,16 +540,7 @@ def test_threads_record_on_their_own_tapes():
             barrier.abort()
         errors.setdefault(k, worst)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, n_threads + 1)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads often: interleave their ops
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_interleaved([threading.Thread(target=work, args=(k,)) for k in range(1, n_threads + 1)])
     assert all(isinstance(e, float) and e < 1e-12 for e in errors.values()), errors
     tapes = [last[k].tape for k in range(1, n_threads + 1)]
     assert all(t is not None for t in tapes)
