@@ -107,9 +107,13 @@ def hessian_plan(op, a, b, in_rows, out_row, max_dependencies=MAX_DEPENDENCIES):
     # five or more wide has only such columns at a small n (a product each:
     # dense), so the coloring with no heavy column is tried too, and the
     # one with fewer products kept.
-    plans = [(_coloring(neighbours, heavy), heavy) for heavy in (
-        np.array([len(rows) > max(4, n_in ** 0.5) for rows in neighbours]), np.zeros(n_in, bool))]
-    colors, heavy = min(plans, key=lambda plan: int(plan[0].max()))
+    heavy = np.array([len(rows) > max(4, n_in ** 0.5) for rows in neighbours])
+    colors = _coloring(neighbours, heavy)
+    if heavy.any():
+        none_heavy = np.zeros(n_in, bool)
+        light = _coloring(neighbours, none_heavy)
+        if light.max() < colors.max():
+            colors, heavy = light, none_heavy
     if 2 * (int(colors.max()) + 1) > n_in:
         return None
     cols = np.array([c for c in range(n_in) for _ in neighbours[c]], np.intp)
