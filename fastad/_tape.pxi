@@ -313,23 +313,22 @@ cdef class Tape:
         cdef double g, x, y, pa, pb
         cdef double[::1] val = self.values()
         cdef bytearray nan_in = bytearray(out + 1)  # a row was passed a nan (or an array rule's adjoint)
-        cdef dict elements = {}  # (array row, flat index) -> whether an element read passed it a nan
-        cdef set by_rules = set()  # array rows an array rule adds into (not element reads alone)
+        cdef dict elements = {}  # (array row, flat index) -> [sum of its element reads' adjoints, any a nan]
         for i in range(out, -1, -1):
             g = self.adj[i]
-            if self.op[i] == OP_ELEM:
-                key = (self.a[i], <Py_ssize_t>self.db[i])
-                elements[key] = elements.get(key, False) or g != g
+            if g != g and i != out and not nan_in[i] and (self.op[i] < FIRST_ARRAY_OP or self.op[i] == OP_ELEM):
+                raise FloatingPointError(
+                    f"fastad: the reverse sweep made nan adding up the adjoint of row {i} "
+                    f"(op '{_ops_table.OPS[self.op[i]].name}'): its uses passed back inf and -inf")
+            if self.op[i] == OP_ELEM:  # adds into one element of its array's adjoint
+                part = elements.setdefault((self.a[i], <Py_ssize_t>self.db[i]), [0.0, False])
+                part[0] += g
+                part[1] = part[1] or g != g
                 continue
             if self.op[i] >= FIRST_ARRAY_OP:
                 for r in self.arg_rows(i):
                     nan_in[r] = 1
-                    by_rules.add(r)
                 continue
-            if g != g and i != out and not nan_in[i]:
-                raise FloatingPointError(
-                    f"fastad: the reverse sweep made nan adding up the adjoint of row {i} "
-                    f"(op '{_ops_table.OPS[self.op[i]].name}'): its uses passed back inf and -inf")
             if g == 0.0 or self.op[i] == OP_INPUT:
                 continue
             ia, ib = self.a[i], self.b[i]
@@ -349,9 +348,8 @@ cdef class Tape:
                 raise FloatingPointError(
                     f"fastad: the reverse sweep made nan at op '{_ops_table.OPS[self.op[i]].name}' "
                     f"(row {i}) with inputs {args} and adjoint {g}")
-        for (r, k), passed_nan in elements.items():  # an array read element by element
-            g_arr = self.arr_adj.get(r) if self.arr_adj is not None else None
-            if not passed_nan and r not in by_rules and g_arr is not None and np.isnan(g_arr.flat[k]):
+        for (r, k), (total, passed_nan) in elements.items():  # an array read element by element
+            if total != total and not passed_nan:  # (whatever array rules add there too)
                 raise FloatingPointError(
                     f"fastad: the reverse sweep made nan adding up the adjoint of element {k} of "
                     f"row {r}: its uses passed back inf and -inf")

@@ -8,6 +8,7 @@ Elementwise ops are one `map` row whose `c` is the scalar op code, so they
 share their derivatives with the scalar core (map_vjp).
 """
 import functools
+from numbers import Real
 
 import numpy as np
 
@@ -46,6 +47,8 @@ def operand(v):
         return operand(_stack(list(v.reshape(-1)), 0).reshape(v.shape) if v.size else np.zeros(v.shape))
     if isinstance(v, (list, tuple)) and any(_tracked(e) for e in np.ravel(np.array(v, dtype=object))):
         return operand(np.array(v, dtype=object))
+    if isinstance(v, Real):  # one number (a Fraction too, which NumPy would hold as an object)
+        return None, float(v)
     a = np.asarray(v)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"

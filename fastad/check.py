@@ -157,17 +157,24 @@ def _err(g, at, x, h, floor):
     an oscillating f (sin at 1e8: 605), the absolute one is too short for
     a steep f (x**3 at 1e8). Two steps, not a search, so a wrong derivative
     cannot meet some step's difference by chance."""
-    err = _err_at(g, at, x, h)
+    err, _ = _err_at(g, at, x, h)
     floor = max(floor, 16.0 * float(np.spacing(abs(x))))  # a step x +- h can still take
-    return min(err, _err_at(g, at, x, floor)) if err > 1e-5 and h > floor else err
+    if err > 1e-5 and h > floor:
+        short, resolved = _err_at(g, at, x, floor)
+        if resolved:  # (f's two values apart by more than their rounding: 1e12 + x at 1e8 is not)
+            err = min(err, short)
+    return err
 
 
 def _err_at(g, at, x, h):
+    """(error, whether f's two values differ by more than their rounding)."""
     # (x + h) - (x - h) is the step actually taken, after rounding of x +- h
     xp, xm = x + h, x - h
-    fd = (at(xp) - at(xm)) / (xp - xm)
+    fp, fm = at(xp), at(xm)
+    fd = (fp - fm) / (xp - xm)
+    resolved = abs(fp - fm) > 64.0 * float(np.spacing(max(abs(fp), abs(fm))))
     if g == fd:  # also covers equal infinities
-        return 0.0
+        return 0.0, resolved
     denom = max(1.0, abs(g), abs(fd))
     err = abs(g - fd) / denom
-    return float("inf") if err != err else err  # nan (e.g. inf - inf) counts as a failure
+    return (float("inf") if err != err else err), resolved  # nan (e.g. inf - inf) counts as a failure

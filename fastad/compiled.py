@@ -128,12 +128,14 @@ def _output_parts(tape, out):
     (a number, or a value from outside f); an input returned as it is gets
     a row (x * 1.0)."""
     parts, treedef = _tree.flatten(out, "the output", var_type=Var, array_type=Array)
-    ours = {id(leaf) for leaf in tape.made}
+    ours, others = {id(leaf) for leaf in tape.made}, set()
     for p in parts:  # on another tape (with a value recorded outside f) and reading f's argument
         for v in ([p] if type(p) is Array else _tree.items([p])):
             other = getattr(v, "tape", None)
-            if other is not None and other is not tape and any(id(leaf) in ours for _, leaf in other.inputs()):
-                raise FastADError(_ANOTHER_TAPE)
+            if other is not None and other is not tape and id(other) not in others:
+                others.add(id(other))  # (each other tape's inputs read once)
+                if any(id(leaf) in ours for _, leaf in other.inputs()):
+                    raise FastADError(_ANOTHER_TAPE)
     outs = []
     for p in parts:
         if type(p) is Array:

@@ -1470,6 +1470,7 @@ def test_a_numpy_ufunc_of_a_var_and_a_list_reads_the_list_as_an_array():
     assert np.multiply(np.float64(2.0), x).value == 4.0 and np.maximum(x, np.bool_(True)).value == 2.0
     from fractions import Fraction
     assert np.multiply(x, Fraction(1, 2)).value == 1.0 == (x * Fraction(1, 2)).value  # any real number
+    assert (fad.Array(np.ones(2)) * Fraction(1, 2)).value.tolist() == [0.5, 0.5]  # an Array too
 
 
 # ---------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def test_an_oscillating_function_at_a_large_argument(engine):
         assert check_grad(lambda v: v ** 3, x, engine=engine) < 1e-6  # steep: the relative step is the right one
     wrong = fake_engine(lambda x: (math.cos(x) + 0.5,))
     assert check_grad(np.sin, 1e8, engine=wrong) > 0.1
+    # a gradient of 0 where f has slope 1, f's values too large for the short step
+    # to resolve (both f(x +- h) one float): still O(1), not matched by that step's 0
+    assert check_grad(lambda v: 1e12 + v, 1e8, engine=fake_engine(lambda x: (0.0,))) > 0.9
 
 
 def test_arguments_and_outputs_as_grad_takes_them():

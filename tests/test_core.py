@@ -750,6 +750,10 @@ def test_debug_nans_catches_a_nan_made_by_adding_up_adjoints():
         fad.grad(lambda t: fad.sqrt(t) - fad.sqrt(t))(0.0)
     with pytest.raises(FloatingPointError, match="adding up the adjoint of element 0"):  # read by element
         fad.grad(lambda t: fad.sqrt(t[0]) - fad.sqrt(t[0]))(np.array([0.0, 1.0]))
+    with pytest.raises(FloatingPointError, match="adding up the adjoint of element 0"):  # and by an array op
+        fad.grad(lambda t: fad.sqrt(t[0]) - fad.sqrt(t[0]) + t.sum())(np.array([0.0, 1.0]))
+    with pytest.raises(FloatingPointError, match="adding up the adjoint of row 1 .op 'elem'"):  # read once
+        fad.grad(lambda t: (lambda a: fad.sqrt(a) - fad.sqrt(a))(t[0]))(np.array([0.0, 1.0]))
     with fad.no_grad(), pytest.raises(FloatingPointError, match="'log'"):
         fad.log(fad.Var(-1.0))
     with fad.no_grad(), pytest.raises(FloatingPointError, match="'log'"), np.errstate(invalid="ignore"):
