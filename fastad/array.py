@@ -47,8 +47,10 @@ def operand(v):
         return operand(_stack(list(v.reshape(-1)), 0).reshape(v.shape) if v.size else np.zeros(v.shape))
     if isinstance(v, (list, tuple)) and any(_tracked(e) for e in np.ravel(np.array(v, dtype=object))):
         return operand(np.array(v, dtype=object))
-    if isinstance(v, Real):  # one number (a Fraction too, which NumPy would hold as an object)
-        return None, float(v)
+    if type(v) is float:
+        return None, v
+    if type(v) is not np.ndarray and isinstance(v, Real):  # one number (a Fraction too, which
+        return None, float(v)                               # NumPy would hold as an object)
     a = np.asarray(v)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"
