@@ -1038,8 +1038,10 @@ def _operand(v):
         return _operand(_reshape(stack(list(v.reshape(-1))), v.shape))
     if isinstance(v, (list, tuple)) and _holds_tracked(v):
         return _operand(stack(v))
-    if isinstance(v, numbers.Real):  # one number (a Fraction too, which NumPy would hold as an object)
-        return None, float(v)
+    if type(v) is float:
+        return None, v
+    if type(v) is not np.ndarray and isinstance(v, numbers.Real):  # one number (a Fraction too,
+        return None, float(v)                                       # which NumPy holds as an object)
     a = np.asarray(v)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"
