@@ -569,8 +569,8 @@ def test_damaged_constants_and_element_reads_are_refused():
     not from another element read. Each of these, damaged in a pickle,
     crashed the replay before (an int8 constant read as float64 past its
     end; an element read through the NULL of an element row)."""
-    C = fad.Array(np.arange(1.0, 9.0))
-    cf = fad.compile(lambda x: C[7] * x[0] + np.sum(x * x) + x[0] * x[1], np.ones(3))
+    C, w = fad.Array(np.arange(1.0, 9.0)), fad.Var(3.0)
+    cf = fad.compile(lambda x: C[7] * x[0] + w * np.sum(x * x) + x[0] * x[1], np.ones(3))
     parts = _trace_parts(cf.traces[0])
     const_row = next(r for r, v in parts[6].items() if isinstance(v, np.ndarray))
     elem_rows = np.flatnonzero(parts[0] == fad.ops.BY_NAME["elem"].code)
@@ -578,6 +578,9 @@ def test_damaged_constants_and_element_reads_are_refused():
     for value in (np.zeros(8, np.int8), np.ones(16)[::2], np.ones(8, ">f8"), [1.0] * 8):
         with pytest.raises(ValueError, match=f"constant of row {const_row}"):
             ArrayTrace(*_damaged(parts, 6, lambda consts: consts.update({const_row: value})))
+    number_row = next(r for r, v in parts[6].items() if type(v) is float)  # w's
+    with pytest.raises(ValueError, match=f"constant of row {number_row} is not a float"):  # a number's constant
+        ArrayTrace(*_damaged(parts, 6, lambda consts: consts.update({number_row: np.float32(1.0)})))
     first, second = int(elem_rows[0]), int(elem_rows[1])
 
     def from_an_element_row(parts):

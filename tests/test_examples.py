@@ -120,3 +120,13 @@ def test_newton_reaches_rosenbrocks_minimum(capsys, rosenbrock_hessian):
     x2, h2 = newton.minimise(10, verbose=False, start=[-1.2] + [1.0] * 9)
     assert h2[-1]["gnorm"] < 1e-10 and -1.0 < x2[0] < -0.98 and 3.98 < h2[-1]["f"] < 3.99
     assert np.all(np.linalg.eigvalsh(rosenbrock_hessian(x2)) > 0)
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("newton", ["--steps", "-1"], "0 or more"), ("micrograd_mlp", ["--steps", "0"], "1 or more"),
+])
+def test_example_step_counts_are_checked(capsys, name, args, message):
+    # micrograd_mlp --steps 0 failed on an empty history (IndexError)
+    with pytest.raises(SystemExit) as info:
+        load_example(name).main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
