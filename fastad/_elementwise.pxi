@@ -206,7 +206,7 @@ cdef object map_constant(object v, object shape):
         w = (<Array>v).value
         return w if w is shape or fits(w, shape) else None
     if is_plain_number(v):
-        return float(v)
+        return number(v)
     if type(v) is cnp.ndarray and (<cnp.ndarray>v).dtype.kind in "fiub" and fits(v, shape):
         v = np.array(v, dtype=np.float64, order="C")
         cnp.PyArray_CLEARFLAGS(v, cnp.NPY_ARRAY_WRITEABLE)

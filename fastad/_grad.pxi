@@ -11,14 +11,14 @@ cdef object leaves_of(object arg):
     general tree code in fastad/_tree.py, which also says what is wrong)."""
     cdef Py_ssize_t i, n
     if type(arg) is float or type(arg) is int:
-        return made_leaf(<double>arg)
+        return made_leaf(number(arg))
     if type(arg) is np.ndarray:
         return array_leaf(arg) if arg.dtype.kind in "fiu" else None
     if type(arg) is dict:
         out = {}
         for k, v in arg.items():
             if type(v) is float or type(v) is int:
-                out[k] = made_leaf(<double>v)
+                out[k] = made_leaf(number(v))
             elif type(v) is np.ndarray and v.dtype.kind in "fiu":
                 out[k] = array_leaf(v)
             else:
@@ -31,7 +31,7 @@ cdef object leaves_of(object arg):
             v = arg[i]
             if type(v) is not float and type(v) is not int:
                 return None
-            out[i] = made_leaf(<double>v)
+            out[i] = made_leaf(number(v))
         return out if type(arg) is list else tuple(out)
     return None
 
@@ -45,7 +45,7 @@ cdef inline Var made_leaf(double v):
 def argument_leaf(v):
     """A leaf of grad's for one number or array of f's argument: a Var, or
     an Array (array_leaf)."""
-    return array_leaf(v) if isinstance(v, np.ndarray) else made_leaf(v)
+    return array_leaf(v) if isinstance(v, np.ndarray) else made_leaf(number(v))
 
 
 cdef Array array_leaf(v):

@@ -41,7 +41,7 @@ cdef object unary(op_t op, object x):
     if type(x) is Array:
         return array_unary(op, x)
     if is_number(x):
-        return plain_value(op, <double>x, 0.0)
+        return plain_value(op, number(x), 0.0)
     return elementwise(op, (x,), _ops_table.OPS[op].name)
 
 
@@ -54,7 +54,7 @@ cdef object binary(op_t op, object x, object y):
     elif type(y) is Var:
         r = rbinop(op, <Var>y, x)
     elif is_number(x) and is_number(y):
-        return plain_value(op, <double>x, <double>y)
+        return plain_value(op, number(x), number(y))
     if r is NotImplemented:
         if var_with_float_array(x, y):
             if front()._scalarized.active():  # compile's twin: one scalar row per element

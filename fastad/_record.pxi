@@ -63,13 +63,43 @@ cdef inline bint is_number(object v):
     return isinstance(v, (float, int, np.floating, np.integer, Real)) and not isinstance(v, np.bool_)
 
 
+cdef extern from "Python.h":
+    # (declared without an exception clause: number() looks at the error itself)
+    double as_double "PyFloat_AsDouble" (object v)
+    bint error_occurred "PyErr_Occurred" ()
+    bint error_matches "PyErr_ExceptionMatches" (object kind)
+    void clear_error "PyErr_Clear" ()
+
+
+cdef inline double number(object v) except? -1.0:
+    """A real number as a double (is_number said it is one). An int beyond
+    float64's range is a ValueError, one of API.md's error types, where
+    float() raises OverflowError. No try block: an int constant (x * 2)
+    costs what it did."""
+    if type(v) is float:
+        return <double>v
+    cdef double d = as_double(v)
+    if d == -1.0 and error_occurred():
+        return not_a_double(v)
+    return d
+
+
+cdef double not_a_double(object v) except? -1.0:
+    """The error as_double(v) left, as number() reports it (any other
+    error stays pending and goes up as it is)."""
+    if error_matches(OverflowError):
+        clear_error()
+        raise ValueError(f"an int of {v.bit_length()} bits is beyond float64's range")
+    return -1.0
+
+
 cdef object binop(op_t op, Var x, object y):
     """op(x, y) for a Var x and anything y."""
     cdef double cy
     if type(y) is Var:
         return record(op, x, <Var>y, 0.0)
     if is_number(y):
-        cy = y
+        cy = number(y)
         return record(op, x, None, cy)
     return NotImplemented
 
@@ -78,7 +108,7 @@ cdef object rbinop(op_t op, Var y, object x):
     """op(x, y) for anything x and a Var y (a reflected operator)."""
     cdef double cx
     if is_number(x):
-        cx = x
+        cx = number(x)
         return record(op, None, y, cx)
     return NotImplemented
 
@@ -107,7 +137,7 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
             return (<Var>r).val != 0.0
         if not is_number(y):
             return NotImplemented
-        cy = y
+        cy = number(y)
         return (op_value(op, cy, cx) if reflected else op_value(op, cx, cy)) != 0.0
     r = rbinop(op, x, y) if reflected else binop(op, x, y)
     if r is NotImplemented:

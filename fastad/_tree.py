@@ -52,7 +52,10 @@ def _walk(node, path, parts, types):
     if isinstance(node, (bool, np.bool_)):
         raise TypeError(f"{_where(path)} is a bool; fastad differentiates real numbers")
     if isinstance(node, (float, int, np.floating, np.integer)):
-        parts.append(float(node))
+        try:
+            parts.append(float(node))
+        except OverflowError:  # (API.md's error types)
+            raise ValueError(f"{_where(path)} is an int beyond float64's range") from None
         return "f"
     if isinstance(node, np.ndarray):
         if node.dtype.kind not in _REAL_KINDS:

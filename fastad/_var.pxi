@@ -20,7 +20,7 @@ cdef class Var:
     def __init__(self, value):
         if type(value) is Var or not is_number(value):
             raise TypeError(f"Var() takes a real number, got {type(value).__name__}")
-        self.val = value
+        self.val = number(value)
 
     # -- state --
 
@@ -35,7 +35,7 @@ cdef class Var:
             raise FastADError("only a leaf's value can be set; this Var is a recorded result")
         if not is_number(v):
             raise TypeError(f"value must be a real number, got {type(v).__name__}")
-        self.val = v
+        self.val = number(v)
         self.serial = LEFT if self.made else 0  # its INPUT rows hold the old value
 
     @property
@@ -257,7 +257,7 @@ cdef class Var:
         if not numbers_only:
             return NotImplemented  # a str, None ...: NumPy's TypeError
         # (a NumPy scalar as a float: np.float64 * Var would ask this method again)
-        return fn(*[v if type(v) is Var else float(v) for v in inputs])
+        return fn(*[v if type(v) is Var else number(v) for v in inputs])
 
 
 cdef object scalar_reduction(Var v, str name, object axis, object out, dict kwargs):
@@ -299,7 +299,7 @@ cdef object var_vectorcall(object cls, PyObject** args, size_t nargsf, PyObject*
         value = <object>args[0]
         if type(value) is float or (type(value) is not Var and is_number(value)):
             r = Var.__new__(Var)
-            r.val = value
+            r.val = number(value)
             return r
     r = Var.__new__(Var)
     r.__init__(*[<object>args[k] for k in range(n)],

@@ -50,7 +50,10 @@ def operand(v):
     if type(v) is float:
         return None, v
     if type(v) is not np.ndarray and isinstance(v, Real):  # one number (a Fraction too, which
-        return None, float(v)                               # NumPy would hold as an object)
+        try:                                                # NumPy would hold as an object)
+            return None, float(v)
+        except OverflowError:  # (API.md's error types)
+            raise ValueError(f"{type(v).__name__} {v:.6g} is beyond float64's range") from None
     a = np.asarray(v)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"

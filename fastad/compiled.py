@@ -307,7 +307,10 @@ class CompiledFunction:
         if (self._flat_args is not None and len(args) == len(self._flat_args)
                 and not (self._packs_arrays and isinstance(self.traces[0], ArrayTrace))):
             # (an ArrayTrace reads an ndarray argument in place: no copy)
-            x = pack_numbers(list(args), self._flat_args)
+            try:
+                x = pack_numbers(list(args), self._flat_args)
+            except OverflowError:  # an int beyond float64: a ValueError, as for fad.grad
+                raise ValueError("an argument holds an int beyond float64's range") from None
             if x is not None:
                 return x
         parts = _tree.parts_like(self.treedef, args)

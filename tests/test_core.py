@@ -791,3 +791,22 @@ def test_round_and_trunc_give_numbers_as_for_a_float(engine):
     if engine is fad:
         cf = fad.compile(lambda x: x[0] * round(x[1]), [1.0, 2.4])
         assert cf([1.0, 3.6]) == 4.0 and cf.grad([1.0, 2.4]) == [2.0, 0.0]
+
+
+@pytest.mark.parametrize("call", [
+    lambda big: fad.Var(big),
+    lambda big: fad.Var(2.0) * big,
+    lambda big: big - fad.Var(2.0),
+    lambda big: fad.Var(2.0) < big,
+    lambda big: fad.sin(big),
+    lambda big: np.add(fad.Var(2.0), big),
+    lambda big: fad.Array(np.ones(2)) + big,
+    lambda big: fad.grad(lambda t: t * t)(big),
+    lambda big: fad.grad(lambda t: t[0])([big, 1.0]),
+    lambda big: fad.grad(lambda t: t[0][0])([[big]]),
+    lambda big: fad.compile(lambda t: t[0] * t[1], [1.0, 2.0]).grad([big, 2.0]),
+], ids=["Var", "mul", "rsub", "compare", "sin", "ufunc", "array", "grad", "grad-list", "grad-tree", "compile"])
+def test_an_int_beyond_float64_is_a_value_error(call):
+    # float() raises OverflowError; API.md's errors are TypeError, ValueError or FastADError
+    with pytest.raises(ValueError, match="beyond float64"):
+        call(10 ** 400)
