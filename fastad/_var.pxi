@@ -52,7 +52,7 @@ cdef class Var:
     def grad(self, g):
         if self.tape is not None:
             raise FastADError("only a leaf's grad can be set; a recorded node's grad is its adjoint")
-        self.grad_ = g
+        self.grad_ = number(g)
 
     @property
     def index(self):
@@ -69,11 +69,11 @@ cdef class Var:
         retain_graph=True."""
         cdef Tape t = self.tape
         if t is None:
-            self.grad_ += <double>seed
+            self.grad_ += number(seed)
             return
         if t.consumed:
             raise FastADError(SWEPT_TWICE)
-        t.sweep(self.idx, <double>seed, True)
+        t.sweep(self.idx, number(seed), True)
         if not retain_graph:
             consume(t)
 
