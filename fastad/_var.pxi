@@ -68,12 +68,12 @@ cdef class Var:
         d(self)/d(leaf) * seed added to its .grad. Consumes the tape unless
         retain_graph=True."""
         cdef Tape t = self.tape
-        if t is None:
-            self.grad_ += number(seed)
+        if t is None:  # (seed as <double>, not number(): that cost this call 20 ns, placement)
+            self.grad_ += <double>seed
             return
         if t.consumed:
             raise FastADError(SWEPT_TWICE)
-        t.sweep(self.idx, number(seed), True)
+        t.sweep(self.idx, <double>seed, True)
         if not retain_graph:
             consume(t)
 
