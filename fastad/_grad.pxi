@@ -71,18 +71,20 @@ cdef object grads_of(object leaves, Tape t, object out):
     """The adjoints of these leaves' INPUT rows on t (0 for unused leaves),
     in leaves_of's structure; `out` is f's output."""
     cdef Py_ssize_t i, n
-    if type(leaves) is Var:
-        return leaf_adjoint(<Var>leaves, t, out)
-    if type(leaves) is Array:
-        return array_leaf_adjoint(<Array>leaves, t)
+    if type(leaves) is Var or type(leaves) is Array:
+        return adjoint_of(leaves, t, out)
     if type(leaves) is dict:
-        return {k: leaf_adjoint(<Var>v, t, out) if type(v) is Var else array_leaf_adjoint(<Array>v, t)
-                for k, v in leaves.items()}
+        return {k: adjoint_of(v, t, out) for k, v in leaves.items()}
     n = len(leaves)
     grads = [None] * n
     for i in range(n):
         grads[i] = leaf_adjoint(<Var>leaves[i], t, out)
     return grads if type(leaves) is list else tuple(grads)
+
+
+cdef inline object adjoint_of(object leaf, Tape t, object out):
+    """A Var or Array leaf's adjoint on t after sweep_for."""
+    return leaf_adjoint(<Var>leaf, t, out) if type(leaf) is Var else array_leaf_adjoint(<Array>leaf, t)
 
 
 # A leaf of grad's has one INPUT row on grad's tape, whose row it keeps
@@ -156,8 +158,7 @@ def sweep_for(Var out, Tape own):
 def input_adjoints(Tape t, list leaves, out):
     """[adjoint of each leaf's INPUT row on t] after sweep_for (Var or Array
     leaves; `out` is f's output)."""
-    return [leaf_adjoint(<Var>leaf, t, out) if type(leaf) is Var else array_leaf_adjoint(<Array>leaf, t)
-            for leaf in leaves]
+    return [adjoint_of(leaf, t, out) for leaf in leaves]
 
 
 def value_and_grad_simple(f, tuple args, tuple nums, dict kwargs, str name):

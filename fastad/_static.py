@@ -187,8 +187,8 @@ class StaticArgs:
         state = dict(self.__dict__)
         del state["_lock"]
         state["compiled"] = collections.OrderedDict(
-            (k, cf) for k, cf in self.compiled.items() if _pickles(k))  # (a static lambda, a module: left out)
-        if not _pickles(self.f):  # a lambda or a closure: the compiled values replay, new ones cannot record
+            (k, cf) for k, cf in self.compiled.items() if pickles(k))  # (a static lambda, a module: left out)
+        if not pickles(self.f):  # a lambda or a closure: the compiled values replay, new ones cannot record
             state["f"] = None
         return state
 
@@ -202,7 +202,8 @@ class StaticArgs:
                 f"{len(self.compiled)} value(s) compiled>")
 
 
-def _pickles(v):
+def pickles(v):
+    """Whether v survives pickle.dumps."""
     try:
         pickle.dumps(v)
     except Exception:

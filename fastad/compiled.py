@@ -627,11 +627,8 @@ class CompiledFunction:
         self._lay_out_arguments()
 
     def __getstate__(self):
-        import pickle
         state = dict(self.__dict__)
-        try:
-            pickle.dumps(self.f)
-        except Exception:  # a lambda or a closure: replays work, retracing does not
+        if not _static.pickles(self.f):  # a lambda or a closure: replays work, retracing does not
             state["f"] = None
         return state
 
