@@ -4,8 +4,9 @@ This file is the single source of names, arities and print formats. The
 compiled core declares the same codes in ``_core.pxd`` (``tests/test_ops.py``
 checks they agree); the reference engine, the printers, the command-line
 parser and the tests read names and arity from here. Formulas are *not*
-shared: the core (``_rules.pxd``) and the reference (``reference.py``) each
-write their own derivatives, so a mistake in one cannot hide in the other.
+shared: the core (``_rules.pxd``) and the reference
+(``reference/scalar_math.py``) each write their own derivatives, so a
+mistake in one cannot hide in the other.
 
 Op codes are a file format (compiled tapes pickle them): append new ops at
 the end, never renumber.
