@@ -5,7 +5,7 @@
 (2.5838531634528574, 2.0)
 """
 from fastad._core import (
-    FastADError, Tape, Var, no_grad, debug_nans,
+    FastADError, NanError, Tape, Var, no_grad, debug_nans,
     sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh, exp, expm1, log, log1p,
     log2, log10, sqrt, cbrt, square, abs, sign, sigmoid, relu, erf,
     maximum, minimum, power, arctan2, hypot, where, clip,
@@ -23,7 +23,7 @@ from fastad import reference  # the pure-Python engine, as fad.reference (it nev
 __version__ = "0.1.0"
 
 __all__ = [
-    "FastADError", "BranchChanged", "Tape", "Var", "Array", "stack", "concatenate",
+    "FastADError", "BranchChanged", "NanError", "Tape", "Var", "Array", "stack", "concatenate",
     "logsumexp", "softmax", "log_softmax", "no_grad", "debug_nans",
     "grad", "value_and_grad", "jacobian", "hessian", "hvp", "jvp", "vjp", "compile",
     "explain", "to_dot", "render", "check_grad",

@@ -70,7 +70,7 @@ cdef int array_nan_check(int op, tuple args, value, double c, aux) except -1:
                 inputs.append(v)
     if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs):
         return 0  # nan in, nan out: reported where it was first made
-    raise FloatingPointError(f"fastad: op '{array_op_name(op, c)}' made nan from inputs with no nan")
+    raise NanError(f"fastad: op '{array_op_name(op, c)}' made nan from inputs with no nan")
 
 
 def record_array(int op, tuple args, value, double c=0.0, aux=None):
@@ -88,6 +88,8 @@ def record_array(int op, tuple args, value, double c=0.0, aux=None):
     if _debug_nans:  # (inside no_grad too, as for a Var's op)
         array_nan_check(op, args, value, c, aux)
     if _no_grad_threads and thread_state().no_grad:
+        if thread_state().pinning:
+            leave_graph(args)
         return new_array_leaf(value) if is_array else new_leaf(value)
     cdef Tape t = tape_of(args)
     cdef node_t a = -1, b = -1, i
@@ -118,12 +120,27 @@ cdef object record_elem(Array x, Py_ssize_t k):
         x.flat_ready = True
     cdef double v = x.flat[k]
     if _no_grad_threads and thread_state().no_grad:
+        if thread_state().pinning:  # the element leaves the recording (leave_graph)
+            with recording_on():
+                pin(<Var>record_elem(x, k))
         return new_leaf(v)
     cdef Tape t = usable_tape(x.tape)
     cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
     cdef node_t i = t.push(OP_ELEM, row, -1, v, <double>k)
     t.has_arrays = True
     return new_node(t, i, v)
+
+
+cdef int pin_array(Array x) except -1:
+    """pin (fastad/_record.pxi) for an Array: guards that every element
+    keeps its value (x == value; and x != x, true exactly at the nans, where
+    x == value is false whatever comes)."""
+    if not pinned(x.tape):
+        return 0
+    front().compare(OP_EQ, x, x.value)
+    if np.isnan(x.value).any():
+        front().compare(OP_NE, x, x)
+    return 0
 
 
 def elem(Array x, Py_ssize_t k):
@@ -276,6 +293,16 @@ cdef class Array:
         if self.tape is not None:
             raise TypeError("a recorded array cannot be pickled; pickle its .value")
         return (_array_leaf, (np.array(self.value), None if self.grad_ is None else np.array(self.grad_)))
+
+    def __copy__(self):  # as a Var's (fastad/_var.pxi)
+        if self.tape is not None:
+            return self
+        pin_array(self)
+        make, args = self.__reduce__()  # a new leaf, as a pickle's round trip gives
+        return make(*args)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
     # -- operators: NumPy semantics, recorded --
 

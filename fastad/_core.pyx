@@ -52,6 +52,18 @@ class FastADError(Exception):
     """
 
 
+class NanError(FastADError, FloatingPointError):
+    """debug_nans: an op made a nan from inputs with no nan (a
+    FloatingPointError too, as NumPy's np.seterr(invalid="raise") gives).
+
+    >>> with fad.debug_nans():
+    ...     fad.sqrt(-1.0)
+    Traceback (most recent call last):
+    ...
+    fastad._core.NanError: fastad: op 'sqrt' made nan from inputs with no nan (-1.0,)
+    """
+
+
 MIXED_TAPES = ("these values were recorded on two different tapes (another thread, another "
                "`with fad.Tape()` block, or a graph already swept); an op can only combine "
                "values of one tape")

@@ -23,6 +23,8 @@ cdef object elementwise(op_t op, tuple args, str name):
             raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"
                             + (f" of dtype {a.dtype}" if isinstance(v, np.ndarray) else ""))
     out = map_value(op, *arrays)
+    if _debug_nans:  # as plain_value does for a number
+        array_nan_check(op, (), out, 0.0, tuple(a.astype(np.float64) for a in arrays))
     return float(out) if out.ndim == 0 else out  # numbers in (np.bool_, 0-d arrays): a number out
 
 
@@ -31,7 +33,7 @@ cdef double plain_value(op_t op, double x, double y) except? -1.0:
     cdef double v = op_value(op, x, y)
     if _debug_nans and v != v and x == x and y == y:
         args = (x, y)[:_ops_table.OPS[op].arity]
-        raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
+        raise NanError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
     return v
 
 

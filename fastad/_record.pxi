@@ -22,7 +22,7 @@ cdef int raise_nan(op_t op, Var x, Var y, double c) except -1:
                  if v is not None or _ops_table.OPS[op].arity == 2)
     if any(a != a for a in args):
         return 0  # nan in, nan out: reported where it was first made
-    raise FloatingPointError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
+    raise NanError(f"fastad: op '{_ops_table.OPS[op].name}' made nan from inputs with no nan {args}")
 
 
 cdef Var record(op_t op, Var x, Var y, double c):
@@ -38,6 +38,8 @@ cdef Var record(op_t op, Var x, Var y, double c):
         v = op_value(op, xv, yv)
         if _debug_nans and v != v:  # (debug_nans holds inside no_grad too)
             raise_nan(op, x, y, c)
+        if thread_state().pinning:
+            leave_graph((x, y))
         return new_leaf(v)
     # The partials now, while the arguments' values are at hand: the sweep
     # then only multiplies. A constant (or absent) argument's slot keeps c.
@@ -155,19 +157,37 @@ cdef int pin(Var x) except -1:
     in compile's recordings (`pinning`), for a value recorded there: no
     replay reads any other tape, and float(v) in a loop must not grow one.
     `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
-    cdef Tape t = x.tape
-    cdef _ThreadState st = thread_state()
-    if not st.pinning:
-        return 0
-    if t is None:
-        if st.tape is None or st.implicit:
-            return 0
-    elif t.consumed:
+    if not pinned(x.tape):
         return 0
     if x.val == x.val:
         compare(OP_EQ, x, x.val, False)
     else:
         compare(OP_NE, x, x, False)
+    return 0
+
+
+cdef bint pinned(Tape t):
+    """Whether pin guards a value recorded on t (None: a leaf)."""
+    cdef _ThreadState st = thread_state()
+    if not st.pinning:
+        return False
+    if t is None:
+        return st.tape is not None and not st.implicit
+    return not t.consumed
+
+
+cdef int leave_graph(tuple handles) except -1:
+    """An op under no_grad reads these Vars and Arrays while compile
+    records: its value is a new leaf, numbers taken out of the recording as
+    float(x) takes one, and nothing in the trace would recompute them. So
+    pin what it reads, as float() does (pin_array for an Array): a replay
+    where any of it has another value re-records instead of reusing them."""
+    with recording_on():  # the guards are rows: recorded, in this block
+        for h in handles:
+            if type(h) is Var:
+                pin(<Var>h)
+            elif type(h) is Array:
+                pin_array(<Array>h)
     return 0
 
 

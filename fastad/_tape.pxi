@@ -317,7 +317,7 @@ cdef class Tape:
         for i in range(out, -1, -1):
             g = self.adj[i]
             if g != g and i != out and not nan_in[i] and (self.op[i] < FIRST_ARRAY_OP or self.op[i] == OP_ELEM):
-                raise FloatingPointError(
+                raise NanError(
                     f"fastad: the reverse sweep made nan adding up the adjoint of row {i} "
                     f"(op '{_ops_table.OPS[self.op[i]].name}'): its uses passed back inf and -inf")
             if self.op[i] == OP_ELEM:  # adds into one element of its array's adjoint
@@ -345,12 +345,12 @@ cdef class Tape:
                 args = (x, y)
                 if _ops_table.OPS[self.op[i]].arity == 1:
                     args = (x,)
-                raise FloatingPointError(
+                raise NanError(
                     f"fastad: the reverse sweep made nan at op '{_ops_table.OPS[self.op[i]].name}' "
                     f"(row {i}) with inputs {args} and adjoint {g}")
         for (r, k), (total, passed_nan) in elements.items():  # an array read element by element
             if total != total and not passed_nan:  # (whatever array rules add there too)
-                raise FloatingPointError(
+                raise NanError(
                     f"fastad: the reverse sweep made nan adding up the adjoint of element {k} of "
                     f"row {r}: its uses passed back inf and -inf")
         return 0
@@ -373,7 +373,7 @@ cdef class Tape:
             return 0  # nan in (adjoint or value), nan out
         for r in clean:
             if self.adjoint_has_nan(r):
-                raise FloatingPointError(
+                raise NanError(
                     f"fastad: the reverse sweep made nan at op '{array_op_name(self.op[i], self.db[i])}' "
                     f"(row {i})")
         return 0
@@ -815,17 +815,46 @@ class recording_on:
         return False
 
 
-def debug_nans(bint enable=True):
-    """Raise FloatingPointError at the first op whose value is nan while its
-    inputs are not, naming the op. Off by default (IEEE results instead).
+# Called with the new setting whenever debug_nans changes: compiled replays
+# (fastad/compiled.py) check their results only while it is on, at no cost
+# to a call while it is off.
+debug_nans_listeners = []
+
+
+class debug_nans:
+    """Raise fad.NanError (a FloatingPointError too) at the first op whose
+    value is nan while its inputs are not, naming the op. Off by default
+    (IEEE results instead). fad.debug_nans(True) turns it on and
+    fad.debug_nans(False) off; `with fad.debug_nans():` turns it on for
+    the block and then back to what it was.
 
     >>> import fastad as fad
-    >>> fad.debug_nans(True)
-    >>> fad.log(fad.Var(-1.0))
+    >>> with fad.debug_nans():
+    ...     fad.log(fad.Var(-1.0))
     Traceback (most recent call last):
     ...
-    FloatingPointError: fastad: op 'log' made nan from inputs with no nan (-1.0,)
-    >>> fad.debug_nans(False)
+    fastad._core.NanError: fastad: op 'log' made nan from inputs with no nan (-1.0,)
+    >>> fad.log(fad.Var(-1.0))
+    Var(nan, row=1)
     """
+
+    def __init__(self, bint enable=True):
+        self.before = _debug_nans
+        set_debug_nans(enable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        set_debug_nans(self.before)
+        return False
+
+    def __repr__(self):
+        return f"fad.debug_nans({bool(_debug_nans)})"
+
+
+cdef set_debug_nans(bint enable):
     global _debug_nans
     _debug_nans = enable
+    for listener in debug_nans_listeners:
+        listener(enable)

@@ -118,6 +118,20 @@ cdef class Var:
             raise TypeError("a recorded node cannot be pickled; pickle its .value, or use fad.compile")
         return (_leaf, (self.val, self.grad_))
 
+    # copy.copy and copy.deepcopy: a recorded value never changes, so its
+    # copy is itself and stays on the graph. A leaf's copy is a new leaf (a
+    # parameter's snapshot), whose value leaves the recording as float(x)
+    # does: pinned while compile records.
+    def __copy__(self):
+        if self.tape is not None:
+            return self
+        pin(self)
+        make, args = self.__reduce__()  # a new leaf, as a pickle's round trip gives
+        return make(*args)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
     # -- arithmetic: each operator is one row; Python numbers fold into c --
 
     def __add__(self, other):

@@ -25,8 +25,8 @@ import numpy as np
 
 from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
-from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace, check_own_leaves,
-                          pinning, recording_on)
+from fastad._core import (Array, ArrayTrace, FastADError, NanError, Tape, Var, array_trace,
+                          check_own_leaves, debug_nans_listeners, pinning, recording_on)
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -371,6 +371,22 @@ class CompiledFunction:
                               "is it deterministic?")
         return result[:-1]
 
+    def _checked_run(self, x, method, *more):
+        """_run while fad.debug_nans is on (it takes _run's place then:
+        _check_nans): a replay that makes a nan from inputs with no nan
+        raises NanError, naming the op where f, recorded again at x, makes
+        it (its forward, or for a scalar output its reverse sweep)."""
+        result = _plain_run(self, x, method, *more)
+        if _has_nan(result) and not _has_nan(x):
+            if self.f is not None:
+                from fastad.functional import value_and_grad  # (fastad.functional imports this module)
+                numbers = _tree.numbers(x) if type(x) is list else x
+                record(self.f, self.treedef, numbers, self.scalarize)
+                if self._has_scalar_output():
+                    value_and_grad(self.f, self.argnums)(*_tree.unflatten(self.treedef, numbers))
+            raise NanError(f"fastad: the compiled function's {method} made nan from inputs with no nan")
+        return result
+
     @staticmethod
     def _to_tree(td, vec, flat):
         """A flat vector -> the structure td (flat lists without a tree walk;
@@ -413,9 +429,12 @@ class CompiledFunction:
                        for td, s, flat in zip(self._arg_treedefs, self._slices, self._arg_flat)]
         return per_arg[0] if self.single else tuple(per_arg)
 
-    def _scalar_output(self, what):
+    def _has_scalar_output(self):
         # a number, or an array of one element, as fad.grad takes (not a list or dict of one)
-        if not (self.out_treedef == "f" or (self.out_treedef[0] == "a" and _tree.size(self.out_treedef) == 1)):
+        return self.out_treedef == "f" or (self.out_treedef[0] == "a" and _tree.size(self.out_treedef) == 1)
+
+    def _scalar_output(self, what):
+        if not self._has_scalar_output():
             raise ValueError(f"{what} needs a function with a scalar output; "
                              "for a vector output use jacobian (or vjp)")
 
@@ -605,6 +624,9 @@ class CompiledFunction:
                 for fut in futures:
                     fut.result()
         arg_td = self.treedef[1][0]
+        if _check_nans:  # a row that made a nan: its cf.grad raises, naming the op
+            for i in np.flatnonzero((np.isnan(G).any(axis=1) | np.isnan(Y)) & ~np.isnan(Xf).any(axis=1)):
+                self.grad(_tree.unflatten(arg_td, Xf[i]))
         for i in np.flatnonzero(changed):  # another branch: replay (or retrace) that row alone
             G[i] = _tree.numbers(_tree.flatten(self.grad(_tree.unflatten(arg_td, Xf[i])))[0])
         return G.reshape(X.shape)
@@ -636,6 +658,30 @@ class CompiledFunction:
         name = getattr(self.f, "__name__", "function")
         return (f"<fastad.compile of {name}: {len(self.traces[0].op):,} rows, "
                 f"{len(self.traces)} trace(s)>")
+
+
+def _has_nan(v):
+    """Whether a replay's inputs or results (numbers, arrays, tuples and
+    lists of them) hold a nan."""
+    if type(v) in (tuple, list):
+        return any(_has_nan(e) for e in v)
+    return v is not None and bool(np.isnan(np.asarray(v, np.float64)).any())
+
+
+# fad.debug_nans, told by the core: while it is on, compiled functions replay
+# through _checked_run and grad_batch checks its rows; while it is off they
+# pay nothing for it (not even a test of a flag on every call).
+_plain_run = CompiledFunction._run
+_check_nans = False
+
+
+def _nan_checks(on):
+    global _check_nans
+    _check_nans = on
+    CompiledFunction._run = CompiledFunction._checked_run if on else _plain_run
+
+
+debug_nans_listeners.append(_nan_checks)
 
 
 def compile(f, *example_args, argnums=0, on_branch_change="retrace"):

@@ -9,6 +9,7 @@ hypothesis; values from a NumPy generator seeded by hypothesis, so a failure
 reproduces.
 """
 import contextlib
+import copy
 import gc
 import math
 import os
@@ -1591,6 +1592,19 @@ def test_no_grad_records_nothing():
         b = np.exp(a) * 2.0 + a.sum()
     assert b.is_leaf and b.tape is None
     np.testing.assert_allclose(b.value, 2.0 * np.exp([1.0, 2.0]) + 3.0, rtol=1e-15)
+
+
+
+def test_a_copy_of_a_recorded_array_is_itself_and_of_a_leaf_a_new_leaf():
+    """As for a Var (tests/test_core.py): a recorded array's copy is itself,
+    so the derivative goes through; a leaf's copy has its own value and grad."""
+    g = fad.grad(lambda a: (copy.copy(a * 1.0) * a).sum())(np.array([1.0, 2.0]))
+    assert g.tolist() == [2.0, 4.0]
+    a = fad.Array(np.array([1.0, 2.0]))
+    a.grad = np.array([0.5, 0.25])
+    c = copy.deepcopy(a)
+    assert c is not a and c.is_leaf and c.value.tolist() == [1.0, 2.0] and c.grad.tolist() == [0.5, 0.25]
+    assert not np.shares_memory(c.value, a.value) and not np.shares_memory(c.grad, a.grad)
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ op by op, against central differences of the gradient.
 """
 import collections
 import concurrent.futures
+import copy
 import math
 import multiprocessing
 import pickle
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from fastad import _workloads
+from fastad import _workloads, compiled
 from fastad import ops as fops
 from fastad.compiled import CompiledFunction
 
@@ -485,12 +486,25 @@ def test_branch_change_from_the_lower_piece(name, f, rec, other):
     # number then, and NumPy's object loop calls float() on each
     ("np.floor of Vars", lambda a: (np.floor(a) * a).sum(), np.array([1.5, -1.5]),
      [np.array([2.5, 0.5]), np.array([1.2, -1.7])]),
-], ids=["math.floor", "int", "float", "math.isnan", "np.floor"])
+    ("no_grad", lambda x: x * _no_grad(lambda: x * x), 2.0, [3.0, -1.0]),
+    ("no_grad comparison", lambda x: x * _no_grad(lambda: 1.0 if x > 1.0 else -1.0), 2.0, [0.5, 3.0]),
+    ("no_grad of an Array", lambda a: ((a - _no_grad(lambda: a.mean())) ** 2).sum(), np.array([1.0, 2.0, 4.0]),
+     [np.array([3.0, 10.0, -5.0]), np.array([1.0, 2.0, 4.5])]),
+    ("no_grad element", lambda a: a[1] * _no_grad(lambda: a[0] * 2.0), np.array([1.0, 2.0]),
+     [np.array([3.0, 2.0]), np.array([1.0, 5.0])]),
+    ("copy.copy", lambda x: copy.copy(x) * x, 2.0, [3.0, -1.0]),
+    ("copy.deepcopy of an Array", lambda a: (copy.deepcopy(a) * a).sum(), np.array([1.0, 2.0]),
+     [np.array([3.0, 2.0]), np.array([1.0, -4.0])]),
+], ids=["math.floor", "int", "float", "math.isnan", "np.floor", "no_grad", "no_grad-compare",
+        "no_grad-array", "no_grad-elem", "copy", "deepcopy-array"])
 def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
     """float(x) or int(x) hands Python a plain number, which the recording
     then holds as a constant: a replay at another x would reuse it (a wrong
     value and gradient). The conversion records a guard on x's value, so
-    such a replay re-records, or raises with on_branch_change="raise"."""
+    such a replay re-records, or raises with on_branch_change="raise". So
+    does an op under no_grad (its value is a new leaf: the replay had
+    reused 12 for x * (x * x) at 3, where fad.grad gives 27), and a copy of
+    the argument (a new leaf, a parameter's snapshot)."""
     def want(x):
         if name == "np.floor of Vars":  # floor's derivative is 0: the gradient is floor(a)
             return float((np.floor(x) * x).sum()), np.floor(x)
@@ -508,6 +522,11 @@ def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
     assert_same(again.grad(rec), want(rec)[1])  # at the recorded value no guard fails
 
 
+def _no_grad(fn):
+    with fad.no_grad():
+        return fn()
+
+
 def test_a_swept_value_compared_in_a_recording_still_guards_the_live_side():
     """A swept graph's value compares as a number, but against a live
     value of the recording the guard is still recorded: a replay where the
@@ -521,6 +540,30 @@ def test_a_swept_value_compared_in_a_recording_still_guards_the_live_side():
     bA.sum().backward()
     cg = fad.compile(lambda x: fad.where(x < bA, x * 2.0, x * 3.0).sum(), np.array([0.5, 0.5]))
     assert cg(np.array([5.0, 5.0])) == 30.0 and cg(np.array([0.5, 5.0])) == 16.0
+
+
+def test_debug_nans_holds_in_compiled_replays():
+    """The replays ran in C past debug_nans: cf(-1) of a log gave nan, and
+    so did cf.grad of sqrt(x * x) at 0, where fad.grad raises. They raise
+    now, naming the op (found by recording f again at those inputs), also
+    for grad_batch and array recordings; a nan in is no error. With
+    debug_nans off, replays do not check (they run as before)."""
+    cf = fad.compile(lambda x: fad.log(x), 1.0)
+    cg = fad.compile(lambda x: fad.sqrt(x * x), 1.0)
+    ca = fad.compile(lambda a: np.log(a).sum(), np.array([1.0, 2.0]))
+    assert math.isnan(cf(-1.0)) and math.isnan(cg.grad(0.0))
+    with fad.debug_nans(), np.errstate(invalid="ignore"):  # (NumPy's warning, for the array replay)
+        for call in (lambda: cf(-1.0), lambda: cf.grad(-1.0), lambda: cf.value_and_grad(-1.0),
+                     lambda: cf.grad_batch(np.array([1.0, -1.0])), lambda: ca(np.array([-1.0, 2.0]))):
+            with pytest.raises(fad.NanError, match="'log'"):
+                call()
+        with pytest.raises(fad.NanError, match="reverse sweep made nan at op 'mul'"):
+            cg.grad(0.0)
+        assert math.isnan(cf(math.nan))
+        with pytest.raises(fad.NanError, match="compiled function's values made nan"):
+            pickle.loads(pickle.dumps(cf))(-1.0)  # a lambda does not pickle: no op to name
+    assert compiled.CompiledFunction._run is compiled._plain_run
+    assert math.isnan(cf(-1.0))
 
 
 def test_float_outside_compile_records_nothing():

@@ -1,5 +1,6 @@
 """The compiled core (fastad/_core.pyx): textbook examples, the Var handle,
 tapes and their rows, errors, threads."""
+import copy
 import math
 import pickle
 import sys
@@ -197,6 +198,20 @@ def test_no_grad_gives_leaves_and_records_nothing():
     assert z.tape is t
     y.backward()  # a leaf: d y / d y
     assert (y.grad, x.grad) == (1.0, 0.0)
+
+
+def test_a_copy_of_a_recorded_value_is_itself_and_of_a_leaf_a_new_leaf():
+    """copy.copy / copy.deepcopy of a recorded Var raised TypeError (the
+    pickle route); a recorded value never changes, so its copy is itself and
+    the derivative goes through. A leaf's copy is a new leaf with its value
+    and grad, not connected to it (a parameter's snapshot, as in PyTorch)."""
+    assert fad.grad(lambda x: copy.copy(x * 1.0) * x)(2.0) == 4.0
+    assert fad.grad(lambda x: copy.deepcopy([x * x])[0] * x)(2.0) == 12.0
+    x = fad.Var(2.0)
+    x.grad = 1.5
+    for c in (copy.copy(x), copy.deepcopy(x)):
+        assert c is not x and c.is_leaf and (c.value, c.grad) == (2.0, 1.5)
+    assert fad.grad(lambda p: copy.deepcopy(p)["a"] * p["b"])({"a": 3.0, "b": 2.0}) == {"a": 0.0, "b": 3.0}
 
 
 def test_transforms_record_inside_no_grad():
@@ -711,6 +726,22 @@ def test_debug_nans_raises_naming_the_op():
     assert math.isnan(fad.log(fad.Var(-1.0)).value)
 
 
+def test_debug_nans_raises_a_fastad_error_and_holds_for_a_with_block():
+    """The error is fad.NanError: a FastADError, as API.md's errors are, and
+    still a FloatingPointError. `with fad.debug_nans():` turns it on for
+    the block, then back to what it was."""
+    assert issubclass(fad.NanError, fad.FastADError) and issubclass(fad.NanError, FloatingPointError)
+    with fad.debug_nans():
+        with pytest.raises(fad.NanError, match="'log'"):
+            fad.log(fad.Var(-1.0))
+        with fad.debug_nans(False):
+            assert math.isnan(fad.log(-1.0))
+        with pytest.raises(fad.NanError):
+            fad.log(-1.0)
+    assert math.isnan(fad.log(-1.0))
+    assert repr(fad.debug_nans(False)) == "fad.debug_nans(False)"
+
+
 def test_debug_nans_checks_plain_numbers_too():
     """fad.log(-1.0) on a float raises like fad.log(Var(-1.0)) (it returned
     nan); a nan in is no error, and inf - inf names its inputs."""
@@ -723,6 +754,11 @@ def test_debug_nans_checks_plain_numbers_too():
         assert math.isnan(fad.log(math.nan))
         with pytest.raises(FloatingPointError, match=r"'sub' made nan from inputs with no nan \(inf, inf\)"):
             fad.Var(math.inf) - math.inf
+        with pytest.raises(FloatingPointError, match="'log'"):  # and arrays of them (nan before)
+            fad.log(np.array([1.0, -1.0]))
+        with pytest.raises(FloatingPointError, match="'arctan2'|'power'"):
+            fad.power(np.array([-2.0]), np.array([0.5]))
+        assert np.isnan(fad.log(np.array([np.nan, 1.0])))[0]
     finally:
         fad.debug_nans(False)
     assert math.isnan(fad.log(-1.0))
