@@ -167,6 +167,9 @@ cdef class Array:
     __array_priority__ = 100
 
     def __init__(self, value):
+        if type(value) is not np.ndarray and isinstance(value, np.ma.MaskedArray):  # (as fastad/_tree.py)
+            raise TypeError("fad.Array() takes no masked array: its ops would read the masked numbers "
+                            "too; pass .filled(value) or .compressed()")
         self.value = as_value(value)
 
     # -- state --

@@ -26,6 +26,14 @@ def flatten(tree, where="argument", var_type=None, array_type=None):
                          "lists, tuples and dicts") from None
 
 
+def refuse_masked(a, path):
+    """A masked array would lose its mask here (fastad's ops read every
+    number, masked or not): a TypeError, not a silently different result."""
+    if type(a) is not np.ndarray and isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{_where(path)} is a masked array: fastad's ops would read the masked "
+                        "numbers too; pass .filled(value) or .compressed()")
+
+
 def _where(path):
     """An error message's name for a node: path is the argument's name, or
     (parent's path, index or key), spelled out only when an error needs it."""
@@ -61,6 +69,7 @@ def _walk(node, path, parts, types):
         if node.dtype.kind not in _REAL_KINDS:
             raise TypeError(f"{_where(path)} is an array of dtype {node.dtype}; fastad needs real numbers "
                             "(float64, or integers, which are taken as float64)")
+        refuse_masked(node, path)
         parts.append(np.asarray(node, np.float64))
         return ("a", node.shape)
     if isinstance(node, (list, tuple)):

@@ -220,6 +220,8 @@ cdef class Var:
     def cosh(self): return unop(OP_COSH, self)
     def tanh(self): return unop(OP_TANH, self)
     def sign(self): return unop(OP_SIGN, self)
+    def arctan2(self, x): return binary(OP_ARCTAN2, self, x)  # np.arctan2(ys, xs): ys[i].arctan2(xs[i])
+    def hypot(self, y): return binary(OP_HYPOT, self, y)
 
     # NumPy's reductions of a scalar: np.sum(v), np.mean(v) ... call these
     # (a 1-D a @ b is a Var, and code written for arrays sums it); each is v.

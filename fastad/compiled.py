@@ -581,6 +581,7 @@ class CompiledFunction:
         if len(self.treedef[1]) != 1 or self.argnums != (0,):
             raise ValueError("grad_batch needs a compiled function of one argument")
         self._scalar_output("grad_batch")
+        _tree.refuse_masked(X, "X")
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise TypeError(f"grad_batch takes a real array, got dtype {X.dtype}")

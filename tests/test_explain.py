@@ -191,6 +191,8 @@ def test_errors(engine):
         explain(lambda x: 3.0, 1.0, engine=engine)
     with pytest.raises(ValueError, match="nothing to explain"):
         explain(lambda x: x, 1.0, engine=engine)
+    with pytest.raises(ValueError, match="one number"):  # (it said the output depends on no op)
+        explain(lambda x: [x, x * x], 1.0, engine=engine)
 
 
 def test_default_engine_is_the_core():

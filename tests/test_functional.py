@@ -284,6 +284,20 @@ def test_bad_argument_types(bad):
         fad.grad(lambda x: 1.0)(bad)
 
 
+def test_masked_arrays_are_refused():
+    """A masked array lost its mask (its masked numbers entered the sum): a
+    TypeError wherever one reaches fastad, not a different result."""
+    m = np.ma.array([1.0, 2.0], mask=[False, True])
+    sq = lambda x: (x * x).sum()  # noqa: E731
+    cf = fad.compile(sq, np.ones(2))
+    for call in (lambda: fad.grad(sq)(m), lambda: fad.grad(lambda d: sq(d["a"]))({"a": m}),
+                 lambda: fad.hessian(sq)(m), lambda: fad.compile(sq, m), lambda: cf.grad(m),
+                 lambda: cf.grad_batch(np.ma.array([[1.0, 2.0]], mask=[[False, True]])),
+                 lambda: fad.Array(m)):
+        with pytest.raises(TypeError, match="masked array"):
+            call()
+
+
 def test_var_argument_is_refused():
     with pytest.raises(TypeError):
         fad.grad(lambda x: x * x)(fad.Var(2.0))

@@ -446,6 +446,19 @@ def test_object_array_ufuncs():
     assert (v1.grad, v2.grad) == (0.0, 2.0)
 
 
+@pytest.mark.parametrize("name", ["arctan2", "hypot"])
+def test_numpy_binary_ufuncs_on_object_arrays(name):
+    """np.hypot and np.arctan2 call the first element's method of that name
+    (AttributeError before): with a float or Var second operand, the same
+    values and derivatives as fad's function."""
+    xs, ys = [1.0, -2.0], [3.0, 0.5]
+    vs = [fad.Var(x) for x in xs]
+    arr = getattr(np, name)(np.array(vs), np.array([ys[0], fad.Var(ys[1])], dtype=object))
+    assert [e.value for e in arr] == [getattr(fad, name)(x, y) for x, y in zip(xs, ys)]
+    (arr[0] + arr[1]).backward()
+    assert [v.grad for v in vs] == [fad.grad(lambda x: getattr(fad, name)(x, y))(x) for x, y in zip(xs, ys)]
+
+
 @pytest.mark.parametrize("reduce", [np.sum, np.mean, np.prod, np.max, np.min, np.amax])
 def test_numpy_reductions_of_a_scalar_are_the_scalar(reduce):
     """np.sum(v) and friends on a Var (a 1-D a @ b is one) give v itself:
