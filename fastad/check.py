@@ -108,7 +108,10 @@ def check_grad(f, *args, eps=None, engine=None):
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"check_grad: eps must be positive, got {eps!r}")
-    list(_flatten(args))  # validates the arguments (a complex array would lose its imaginary part below)
+    try:
+        list(_flatten(args))  # validates the arguments (a complex array would lose its imaginary part below)
+    except RecursionError:  # a list that holds itself (as fad.grad says it)
+        raise ValueError("check_grad: an argument is nested too deeply, or holds itself") from None
     args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
     leaves = list(_flatten(args))
 

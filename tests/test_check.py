@@ -106,6 +106,10 @@ def test_eps_and_errors():
         check_grad(lambda x: x, "1.0", engine=ref)
     with pytest.raises(TypeError, match="at least one"):
         check_grad(lambda: 1.0, engine=ref)
+    holds_itself = [1.0]
+    holds_itself.append(holds_itself)
+    with pytest.raises(ValueError, match="holds itself"):  # (RecursionError before)
+        check_grad(lambda p: 1.0, holds_itself, engine=ref)
     with pytest.raises(ValueError, match="scalar"):
         check_grad(lambda x: np.array([1.0, 2.0]) * x, 1.0,
                    engine=fake_engine(lambda x: (0.0,)))
