@@ -68,12 +68,13 @@ cdef class Var:
         d(self)/d(leaf) * seed added to its .grad. Consumes the tape unless
         retain_graph=True."""
         cdef Tape t = self.tape
-        if t is None:  # (seed as <double>, not number(): that cost this call 20 ns, placement)
-            self.grad_ += <double>seed
+        cdef double s = number(seed)  # (10**400: a ValueError, as everywhere)
+        if t is None:
+            self.grad_ += s
             return
         if t.consumed:
             raise FastADError(SWEPT_TWICE)
-        t.sweep(self.idx, <double>seed, True)
+        t.sweep(self.idx, s, True)
         if not retain_graph:
             consume(t)
 

@@ -842,8 +842,10 @@ def test_round_and_trunc_give_numbers_as_for_a_float(engine):
     lambda big: fad.grad(lambda t: t[0][0])([[big]]),
     lambda big: fad.compile(lambda t: t[0] * t[1], [1.0, 2.0]).grad([big, 2.0]),
     lambda big: setattr(fad.Var(1.0), "grad", big),
+    lambda big: (fad.Var(1.0) * 2.0).backward(seed=big),
+    lambda big: fad.Var(1.0).backward(seed=big),
 ], ids=["Var", "mul", "rsub", "compare", "sin", "ufunc", "array", "grad", "grad-list", "grad-tree", "compile",
-        "grad-setter"])
+        "grad-setter", "seed", "leaf-seed"])
 def test_an_int_beyond_float64_is_a_value_error(call):
     # float() raises OverflowError; API.md's errors are TypeError, ValueError or FastADError
     with pytest.raises(ValueError, match="beyond float64"):
