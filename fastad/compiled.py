@@ -18,15 +18,17 @@ value. `.value` is the unguarded way out: Python code that reads it and
 branches on it escapes the tape.
 """
 import concurrent.futures
+import functools
 import os
 import threading
+import types
 
 import numpy as np
 
 from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
-from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace, check_own_leaves,
-                          pinning, recording_on)
+from fastad._core import (MIXED_TAPES, Array, ArrayTrace, FastADError, Tape, Var, array_trace,
+                          check_own_leaves, pinning, recording_on)
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
@@ -79,9 +81,9 @@ def record(f, treedef, x, scalarize=False):
         try:
             with Tape() as tape, recording_on(), pinning():
                 tape.made = leaves  # for a grad nested in f (check_own_leaves)
-                out = f(*_tree.rebuild(treedef, leaf))
+                out = _call(f, _tree.rebuild(treedef, leaf), tape)
                 check_own_leaves(tape)
-                outs, out_treedef = _output_parts(tape, out)
+                outs, out_treedef = _output_parts(tape, out, f)
         except Exception as e:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
             array_error = e
         else:
@@ -92,9 +94,9 @@ def record(f, treedef, x, scalarize=False):
     try:
         with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
             tape.made = leaves
-            out = f(*_scalarized.scalarized(treedef, leaves))
+            out = _call(f, _scalarized.scalarized(treedef, leaves), tape)
             check_own_leaves(tape)
-            outs, out_treedef = _output_parts(tape, out)
+            outs, out_treedef = _output_parts(tape, out, f)
     except Exception:
         if array_error is not None:  # fails either way: the error fad.grad gives, on Arrays
             raise array_error from None
@@ -122,11 +124,25 @@ def _leaf_defs(treedef):
     return found
 
 
-def _output_parts(tape, out):
+def _call(f, args, tape):
+    """f(*args), recorded on tape. Ops on a value recorded on another tape
+    go there (the core joins an op to its recorded arguments' tape), so f
+    combining its argument with a value recorded outside it mixes tapes:
+    that error names the value (_recorded_outside)."""
+    try:
+        return f(*args)
+    except FastADError as e:
+        if e.args != (MIXED_TAPES,):
+            raise
+        raise FastADError(_recorded_outside(f, tape)) from e
+
+
+def _output_parts(tape, out, f):
     """(parts, treedef) of f's output, inside its recording: parts as (row,
     shape or None, constant) per number or Array, row -1 for a constant
     (a number, or a value from outside f); an input returned as it is gets
-    a row (x * 1.0)."""
+    a row (x * 1.0). An output on another tape that reads f's arguments:
+    f combined them with a value recorded there (_recorded_outside)."""
     parts, treedef = _tree.flatten(out, "the output", var_type=Var, array_type=Array)
     ours, others = {id(leaf) for leaf in tape.made}, set()
     for p in parts:  # on another tape (with a value recorded outside f) and reading f's argument
@@ -135,7 +151,7 @@ def _output_parts(tape, out):
             if other is not None and other is not tape and id(other) not in others:
                 others.add(id(other))  # (each other tape's inputs read once)
                 if any(id(leaf) in ours for _, leaf in other.inputs()):
-                    raise FastADError(_ANOTHER_TAPE)
+                    raise FastADError(_recorded_outside(f, tape))
     outs = []
     for p in parts:
         if type(p) is Array:
@@ -154,6 +170,82 @@ _ANOTHER_TAPE = ("the function used its argument on another tape as well (a `wit
                  "a value recorded before the call, fad.explain, a thread) while it was recorded to "
                  "be replayed (compile, jacobian, hessian, jvp, vjp); fad.grad and value_and_grad "
                  "take that, a replay cannot")
+
+
+def _recorded_outside(f, tape):
+    """The error for f combining its argument with a value recorded on
+    another tape, which a replay cannot take: a closed-over leaf Var is an
+    input of the recording (a constant), a recorded value puts f's ops on
+    its own tape. It names the values f reads from outside by name
+    (_outside_values), where it finds them."""
+    names = _outside_values(f, tape)
+    ways_out = ("fad.grad takes that; a recording to be replayed (compile, jacobian, hessian, jvp, "
+                "vjp) holds the function's own operations only, and cannot read the value as a constant: ")
+    if not names:
+        return ("the function combines its argument with a value recorded on another tape (before "
+                "the call, outside the function; or in a `with fad.Tape()` block, a thread), which "
+                "puts the function's operations on that tape; " + ways_out
+                + "pass the value as an argument (to vary or differentiate it), or use its .value")
+    said = ", ".join(f"`{name}`" for name in names)
+    return (f"the function reads {said}, a value recorded outside it on another tape, and combines "
+            f"it with its argument, which puts the function's operations on that tape; " + ways_out
+            + f"pass {said} as an argument (to vary or differentiate it), or use "
+            + ", ".join(f"`{name}.value`" for name in names) + " (a constant of the recording)")
+
+
+def _outside_values(f, tape):
+    """The names by which f reads a recorded Var or Array (on a tape other
+    than `tape`) from outside: its closure's and the globals its code names,
+    through Bound, functools.partial and the functions it reads so. A best
+    guess, for an error message: an attribute (self.y) is not found."""
+    try:
+        return _names_of_outside_values(f, tape)
+    except Exception:  # (an object that will not be looked into: the message goes without names)
+        return []
+
+
+def _names_of_outside_values(f, tape):
+    names, seen, todo = [], set(), [f]
+    while todo:
+        g = todo.pop()
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        if isinstance(g, _static.Bound):
+            todo.append(g.f)
+            continue
+        if isinstance(g, functools.partial):
+            todo.append(g.func)
+            continue
+        g = getattr(g, "__func__", g)  # a bound method
+        code = getattr(g, "__code__", None)
+        if code is None:
+            continue
+        found = []
+        for name, cell in zip(code.co_freevars, getattr(g, "__closure__", None) or ()):
+            try:
+                found.append((name, cell.cell_contents))
+            except ValueError:  # an empty cell
+                pass
+        space = getattr(g, "__globals__", None) or {}
+        found.extend((name, space[name]) for name in _code_names(code) if name in space)
+        for name, v in found:
+            if type(v) is Var or type(v) is Array:
+                if v.tape is not None and v.tape is not tape and name not in names:
+                    names.append(name)
+            elif isinstance(v, types.FunctionType):  # a helper f calls, which may read it
+                todo.append(v)
+    return names
+
+
+def _code_names(code):
+    """The global names code and the functions defined in it read."""
+    names, todo = [], [code]
+    while todo:
+        c = todo.pop()
+        names.extend(c.co_names)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return names
 
 
 def _input_rows(tape, leaves):

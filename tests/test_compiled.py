@@ -1328,6 +1328,33 @@ def test_a_closed_over_var_is_a_constant_at_its_recorded_value():
     assert cw(3.0, 5.0) == 15.0 and cw.grad(3.0, 5.0) == 5.0
 
 
+def test_a_closed_over_recorded_var_is_named_in_the_error():
+    """A Var recorded outside f (y = x * x, on the thread's tape) is no leaf
+    to be a constant of the recording: z * y goes on y's tape. The error
+    said f used its argument on another tape as well, which it had not."""
+    x = fad.Var(2.0)
+    y = x * x
+    with pytest.raises(fad.FastADError, match=r"^the function reads `y`, a value recorded outside it"):
+        fad.compile(lambda z: z * y, 3.0)
+
+
+def test_a_closed_over_recorded_array_is_named_in_the_error():
+    B = fad.Array(np.ones(3)) * 2.0
+    with pytest.raises(fad.FastADError, match=r"^the function reads `B`, a value recorded outside it"):
+        fad.compile(lambda x: (B * x).sum(), np.ones(3))
+
+
+def test_a_recorded_value_read_through_an_attribute_gets_the_error_without_a_name():
+    class Holder:
+        pass
+
+    held = Holder()
+    held.y = fad.Var(2.0) * 2.0
+    with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded "
+                                              r"on another tape.*\.value"):
+        fad.compile(lambda z: z * held.y, 3.0)
+
+
 def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
     # as vjp's cotangent does; a list argument refused an ndarray direction, a tuple a list
     f = lambda x: x[0] ** 2 * x[1]  # noqa: E731

@@ -1,6 +1,7 @@
 """fastad.functional: grad and value_and_grad over argument trees."""
 import collections
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -561,3 +562,31 @@ def test_a_replay_refuses_an_argument_joined_to_a_value_recorded_before_the_call
             with pytest.raises(fad.FastADError, match="another tape"):
                 fad.jacobian(f)(1.0)
         assert fad.compile(lambda x: v + 1.0, 1.0).grad(2.0) == 0.0  # v alone: a constant of f
+
+
+_OUTSIDE = None  # a module's global, recorded in a test
+
+
+@pytest.mark.parametrize("transform", [
+    lambda y: fad.jacobian(lambda z: z * y)(3.0),
+    lambda y: fad.vjp(lambda z: z * y, 3.0),
+    lambda y: fad.jvp(lambda z: z * y, (3.0,), (1.0,)),
+    lambda y: fad.hessian(lambda z: z * z * y)(3.0),  # z * z on the recording's tape, then y's: mixed tapes
+    lambda y: fad.hessian(lambda z: z * y * z)(3.0),
+], ids=["jacobian", "vjp", "jvp", "hessian-mixed", "hessian"])
+def test_a_replay_names_a_recorded_value_it_closes_over(transform):
+    """y = x * x recorded on the thread's tape, then read by f: the errors
+    said f used its argument on another tape, or that two tapes were mixed."""
+    x = fad.Var(2.0)
+    with pytest.raises(fad.FastADError, match=r"^the function reads `y`, a value recorded outside it"):
+        transform(x * x)
+
+
+def test_a_replay_names_a_recorded_global_its_function_reads(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_OUTSIDE", fad.Var(2.0) * 2.0)
+    with pytest.raises(fad.FastADError, match=r"^the function reads `_OUTSIDE`, a value recorded outside it"):
+        fad.jacobian(_times_outside)(3.0)
+
+
+def _times_outside(z):
+    return z * _OUTSIDE
