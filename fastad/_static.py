@@ -9,7 +9,8 @@ number: it is static, as in jax.jit's static_argnums. So is one that holds
 floats beside something that is not a number (("relu", 0.5)): its floats
 are constants of the recording. `StaticArgs` keeps one CompiledFunction per
 value of the static arguments, made when a value is first seen (the last
-`cache_size` values are kept).
+`cache_size` values are kept, in `Recordings`, which a CompiledFunction
+also keeps its recordings for other argument shapes in).
 """
 import collections
 import copy
@@ -107,6 +108,42 @@ class Bound:
         return self.f(*[fixed[k] if k in fixed else next(it) for k in range(self.nargs)], **kwargs)
 
 
+class Recordings:
+    """The last `size` compiled functions made, by key (a static value's,
+    an argument structure), the most recently used last. Threads share it:
+    a key two threads meet at once is recorded twice, and the last kept."""
+
+    def __init__(self, size):
+        self.size = size
+        self.by_key = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, k, make, *args):
+        """The compiled function for k, made by make(*args) if there is none."""
+        with self._lock:
+            cf = self.by_key.get(k)
+            if cf is not None:
+                self.by_key.move_to_end(k)
+                return cf
+        cf = make(*args)  # (recording outside the lock: other keys go on replaying)
+        with self._lock:
+            self.by_key[k] = cf
+            while len(self.by_key) > self.size:
+                self.by_key.popitem(last=False)
+        return cf
+
+    def __len__(self):
+        return len(self.by_key)
+
+    def __getstate__(self):  # a key that does not pickle (a static lambda, a module) is left out
+        return {"size": self.size,
+                "by_key": collections.OrderedDict((k, cf) for k, cf in self.by_key.items() if pickles(k))}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class StaticArgs:
     """A compiled function with static arguments: the methods of
     CompiledFunction, each call going to the compiled function of its static
@@ -118,35 +155,26 @@ class StaticArgs:
         traced = [k for k in range(self.nargs) if k not in positions]
         inner = tuple(traced.index(k) for k in argnums)
         self.argnums = inner[0] if single else inner  # as the traced arguments number them
-        self.compiled = collections.OrderedDict()
-        self._lock = threading.Lock()  # calls from several threads share the cache
+        self.compiled = Recordings(cache_size)  # calls from several threads share it
         self._split(example_args)
 
     def _split(self, args):
         """(the compiled function for args' static values, the traced args)."""
-        from fastad.compiled import CompiledFunction
         if len(args) != self.nargs:
             raise TypeError(f"this compiled function takes {self.nargs} arguments, got {len(args)}")
         values = [args[k] for k in self.positions]
-        k = tuple(key(v) for v in values)
         traced = tuple(a for j, a in enumerate(args) if j not in self.positions)
-        with self._lock:
-            cf = self.compiled.get(k)
-            if cf is not None:
-                self.compiled.move_to_end(k)
-                return cf, traced
+        return self.compiled.get(tuple(key(v) for v in values), self._compile, values, traced), traced
+
+    def _compile(self, values, traced):
+        from fastad.compiled import CompiledFunction
         if self.f is None:
             raise TypeError("these values of the static arguments were not compiled, or were left "
                             "out of the pickle (they do not pickle), and compiling them needs the "
                             "function, which did not survive pickling; compile it again")
-        cf = CompiledFunction(Bound(self.f, self.positions, [own(v) for v in values], self.nargs),
-                              traced, self.argnums, self.on_branch_change, self.cache_size)
         # (own: copies of values keyed by content, which the caller may change later)
-        with self._lock:  # (a value two threads met at once is recorded twice; the last is kept)
-            self.compiled[k] = cf
-            while len(self.compiled) > self.cache_size:
-                self.compiled.popitem(last=False)
-        return cf, traced
+        return CompiledFunction(Bound(self.f, self.positions, [own(v) for v in values], self.nargs),
+                                traced, self.argnums, self.on_branch_change, self.cache_size)
 
     def __call__(self, *args):
         cf, traced = self._split(args)
@@ -185,16 +213,9 @@ class StaticArgs:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        del state["_lock"]
-        state["compiled"] = collections.OrderedDict(
-            (k, cf) for k, cf in self.compiled.items() if pickles(k))  # (a static lambda, a module: left out)
         if not pickles(self.f):  # a lambda or a closure: the compiled values replay, new ones cannot record
             state["f"] = None
         return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __repr__(self):
         name = getattr(self.f, "__name__", "function")

@@ -201,6 +201,23 @@ def shape(treedef):
     return (size(treedef),)
 
 
+def shapeless(treedef):
+    """treedef without its shapes: what a compiled function's arguments keep
+    from call to call, where a new shape records again (as jax.jit traces
+    again). An array's shape is a shape, and a number is an array of shape
+    (), so a 0-d array may stand where a float was and the other way round.
+    A list's or tuple's length is structure, as a dict's keys are: the
+    lists fastad's examples pass hold a fixed set of parameters that f
+    reads by position (x[0] * x[1]), and a count that changes is a mistake
+    better named than met inside f. A vector whose length varies from call
+    to call (a minibatch) is an ndarray."""
+    if treedef == "f" or treedef[0] == "a":
+        return "a"
+    if treedef[0] is dict:
+        return (dict, treedef[1], tuple([shapeless(kid) for kid in treedef[2]]))
+    return (treedef[0], tuple([shapeless(kid) for kid in treedef[1]]))
+
+
 def describe(treedef):
     """A short human description of a structure, for error messages."""
     if treedef == "f":

@@ -16,6 +16,13 @@ while compile records (fastad._core's pin, `pinning`): the number they hand
 Python becomes a constant of the recording, valid only while v keeps that
 value. `.value` is the unguarded way out: Python code that reads it and
 branches on it escapes the tape.
+
+A recording is also only valid for the shapes it was made at. Arguments of
+the same structure at other shapes (an ndarray of another shape, a 0-d
+array for a float: _tree.shapeless) are recorded again, into a compiled
+function of their own that the first keeps (`shapes`, the last few), as
+jax.jit traces again for a new shape. Only a call that misses the recorded
+shapes pays for that look-up: `_inputs` raises _Reshaped there.
 """
 import concurrent.futures
 import os
@@ -126,7 +133,8 @@ def _output_parts(tape, out):
     """(parts, treedef) of f's output, inside its recording: parts as (row,
     shape or None, constant) per number or Array, row -1 for a constant
     (a number, or a value from outside f); an input returned as it is gets
-    a row (x * 1.0)."""
+    a row (x * 1.0). An output on another tape that reads f's arguments:
+    f combined them with a value recorded there (_RECORDED_OUTSIDE)."""
     parts, treedef = _tree.flatten(out, "the output", var_type=Var, array_type=Array)
     ours, others = {id(leaf) for leaf in tape.made}, set()
     for p in parts:  # on another tape (with a value recorded outside f) and reading f's argument
@@ -135,7 +143,7 @@ def _output_parts(tape, out):
             if other is not None and other is not tape and id(other) not in others:
                 others.add(id(other))  # (each other tape's inputs read once)
                 if any(id(leaf) in ours for _, leaf in other.inputs()):
-                    raise FastADError(_ANOTHER_TAPE)
+                    raise FastADError(_RECORDED_OUTSIDE)
     outs = []
     for p in parts:
         if type(p) is Array:
@@ -154,6 +162,15 @@ _ANOTHER_TAPE = ("the function used its argument on another tape as well (a `wit
                  "a value recorded before the call, fad.explain, a thread) while it was recorded to "
                  "be replayed (compile, jacobian, hessian, jvp, vjp); fad.grad and value_and_grad "
                  "take that, a replay cannot")
+
+
+# f read a Var or Array recorded outside it (y = x * x before the call): an
+# op on it goes on y's tape, so f's work is not on the recording's.
+_RECORDED_OUTSIDE = ("the function combines its argument with a value recorded outside it, on another "
+                     "tape (a Var or Array computed before the call), which puts its operations on that "
+                     "tape: fad.grad takes that, but a recording to be replayed (compile, jacobian, "
+                     "hessian, jvp, vjp) holds the function's own operations only; pass the value as "
+                     "an argument (to vary or differentiate it), or use its .value (a constant)")
 
 
 def _input_rows(tape, leaves):
@@ -262,6 +279,18 @@ def _executor():
         return _pool
 
 
+class _Reshaped(Exception):
+    """_inputs' word to a method: the arguments have the recorded structure
+    at other shapes, and `cf` is the compiled function recorded for them.
+    The method calls cf after its except block, so that an error there does
+    not come chained to this. (A try block costs the calls at the recorded
+    shapes nothing: CPython's exceptions cost only when raised.)"""
+
+    def __init__(self, cf):
+        super().__init__()
+        self.cf = cf
+
+
 class CompiledFunction:
     """A function recorded once and replayed in C. Made by fad.compile."""
 
@@ -297,6 +326,7 @@ class CompiledFunction:
         self._example = numbers.copy() if on_branch_change == "raise" else None
         self._lay_out_arguments()
         self._n_in = _tree.size(self.treedef)
+        self.shapes = _static.Recordings(cache_size)  # the compiled functions for other shapes (_Reshaped)
 
     # -- structure --
 
@@ -318,9 +348,30 @@ class CompiledFunction:
             return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
         parts, treedef = _tree.flatten(tuple(args), "the arguments")
         if treedef != self.treedef:
+            if _tree.shapeless(treedef) == _tree.shapeless(self.treedef):  # other shapes: record them
+                raise _Reshaped(self.shapes.get(treedef, self._at_shapes, treedef, args))
             raise TypeError(f"this compiled function takes arguments shaped like "
                             f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
         return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
+
+    def _at_shapes(self, treedef, args):
+        """f compiled at args, which have the structure of the recorded
+        arguments at other shapes (treedef): kept in self.shapes."""
+        if self.f is None:
+            raise TypeError(f"this compiled function was recorded for arguments shaped like "
+                            f"{_tree.describe(self.treedef)}; those shaped like {_tree.describe(treedef)} "
+                            f"need a recording of their own, and the function did not survive "
+                            f"pickling; compile it again")
+        # on_branch_change="raise" holds this recording's replays to the
+        # branches it records now: other shapes are another program, not a branch
+        try:
+            return CompiledFunction(self.f, args, self.argnums[0] if self.single else self.argnums,
+                                    self.on_branch_change, self.cache_size, self.scalarize)
+        except Exception as e:  # (an error of f at these shapes: a matmul that does not fit ...)
+            if hasattr(e, "add_note"):  # (Python 3.11)
+                e.add_note(f"(fastad: recording the function again for arguments shaped like "
+                           f"{_tree.describe(treedef)}; it was compiled for {_tree.describe(self.treedef)})")
+            raise
 
     def _run(self, x, method, *more):
         """method(trace, x, *more) on a trace whose branches hold at x. For
@@ -442,28 +493,52 @@ class CompiledFunction:
 
     def __call__(self, *args):
         """The function's value, replayed."""
-        (y,) = self._run(self._inputs(args), "values")
-        return float(y[0]) if self.out_treedef == "f" else _tree.unflatten(self.out_treedef, y)
+        try:
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            (y,) = self._run(x, "values")
+            return float(y[0]) if self.out_treedef == "f" else _tree.unflatten(self.out_treedef, y)
+        return other(*args)
 
     def value_and_grad(self, *args):
-        self._scalar_output("value_and_grad")
-        y, g = self._run(self._inputs(args), "value_and_grad")
-        return float(y[0]), self._grads(g)
+        try:
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            self._scalar_output("value_and_grad")
+            y, g = self._run(x, "value_and_grad")
+            return float(y[0]), self._grads(g)
+        return other.value_and_grad(*args)
 
     def grad(self, *args):
         """The gradient with respect to the argnums, replayed in C."""
-        self._scalar_output("grad")
-        return self._grads(self._run(self._inputs(args), "value_and_grad")[1])
+        try:
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            self._scalar_output("grad")
+            return self._grads(self._run(x, "value_and_grad")[1])
+        return other.grad(*args)
 
     def vjp(self, args, cotangent):
-        parts, td = _tree.flatten(cotangent, "the cotangent")
-        # the output's structure, or any array-like of its Jacobian-row shape
-        # (np.shape: (n,) for a list or tuple of n numbers, an array's shape)
-        if td != self.out_treedef and _array_shape(cotangent) != _tree.shape(self.out_treedef):
-            raise TypeError(f"the cotangent must be shaped like the output, "
-                            f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
-        y, g = self._run(self._inputs(args), "vjp", _tree.numbers(parts))
-        return _tree.unflatten(self.out_treedef, y), self._grads(g)
+        try:
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            parts, td = _tree.flatten(cotangent, "the cotangent")
+            # the output's structure, or any array-like of its Jacobian-row shape
+            # (np.shape: (n,) for a list or tuple of n numbers, an array's shape)
+            if td != self.out_treedef and _array_shape(cotangent) != _tree.shape(self.out_treedef):
+                raise TypeError(f"the cotangent must be shaped like the output, "
+                                f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
+            y, g = self._run(x, "vjp", _tree.numbers(parts))
+            return _tree.unflatten(self.out_treedef, y), self._grads(g)
+        return other.vjp(args, cotangent)
 
     def _scalar(self, args):
         """self, or for an array recording its scalarized twin, compiled at
@@ -478,6 +553,7 @@ class CompiledFunction:
 
     def _make_twin(self, args):
         if self._twin is None:
+            self._inputs(args)  # (arguments at other shapes raise _Reshaped: their own twin, not this)
             if self.f is None:
                 raise FastADError("forward mode and second order record an array function again, one "
                                   "Var per number, and this function did not survive pickling; "
@@ -490,22 +566,27 @@ class CompiledFunction:
 
     def jvp(self, args, tangents):
         """(value, J @ tangents): tangents has the structure of the argnums."""
-        if self._scalar(args) is not self:
-            return self._twin.jvp(args, tangents)
-        x = self._inputs(args)
-        V = np.zeros(len(x))
-        tangents = (tangents,) if self.single else tuple(tangents)
-        if len(tangents) != len(self.argnums):
-            raise TypeError(f"jvp takes one tangent per differentiated argument ({len(self.argnums)}), "
-                            f"got {len(tangents)}")
-        for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
-            V[s] = self._from_tree(td, t, "the tangent", flat)
-        if self._n_in:
-            y, JV = self._run(x, "jvp", V)
-        else:  # no input numbers: no direction to sweep
-            (y,) = self._run(x, "values")
-            JV = np.zeros((len(y), 1))
-        return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
+        try:
+            if self._scalar(args) is not self:
+                return self._twin.jvp(args, tangents)
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            V = np.zeros(len(x))
+            tangents = (tangents,) if self.single else tuple(tangents)
+            if len(tangents) != len(self.argnums):
+                raise TypeError(f"jvp takes one tangent per differentiated argument ({len(self.argnums)}), "
+                                f"got {len(tangents)}")
+            for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
+                V[s] = self._from_tree(td, t, "the tangent", flat)
+            if self._n_in:
+                y, JV = self._run(x, "jvp", V)
+            else:  # no input numbers: no direction to sweep
+                (y,) = self._run(x, "values")
+                JV = np.zeros((len(y), 1))
+            return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
+        return other.jvp(args, tangents)
 
     def jacobian(self, *args, mode="auto"):
         """d outputs / d argnums, shaped out.shape + in.shape. mode "rev" does
@@ -513,27 +594,32 @@ class CompiledFunction:
         each, "auto" forward mode where there are fewer inputs than outputs."""
         if mode not in ("auto", "rev", "fwd"):
             raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}")
-        x = self._inputs(args)
-        n_out = _tree.size(self.out_treedef)
-        cols = np.concatenate([np.arange(self._n_in)[s] for s in self._slices])
-        if mode == "auto":  # an array recording has no tangent sweep of its own
-            mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
-        if mode == "fwd" and self._scalar(args) is not self:
-            return self._twin.jacobian(*args, mode="fwd")
-        if not len(cols):  # no input numbers: an empty Jacobian, no sweep
-            J = np.zeros((n_out, self._n_in))
-        elif mode == "rev":
-            _, J = self._run(x, "jacobian_rev")
+        try:
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
         else:
-            V = np.zeros((self._n_in, len(cols)))
-            V[cols, np.arange(len(cols))] = 1.0
-            _, JV = self._run(x, "jvp", V)
-            J = np.zeros((n_out, self._n_in))
-            J[:, cols] = JV
-        out_shape = _tree.shape(self.out_treedef)
-        per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
-                   for td, s in zip(self._arg_treedefs, self._slices)]
-        return per_arg[0] if self.single else tuple(per_arg)
+            n_out = _tree.size(self.out_treedef)
+            cols = np.concatenate([np.arange(self._n_in)[s] for s in self._slices])
+            if mode == "auto":  # an array recording has no tangent sweep of its own
+                mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
+            if mode == "fwd" and self._scalar(args) is not self:
+                return self._twin.jacobian(*args, mode="fwd")
+            if not len(cols):  # no input numbers: an empty Jacobian, no sweep
+                J = np.zeros((n_out, self._n_in))
+            elif mode == "rev":
+                _, J = self._run(x, "jacobian_rev")
+            else:
+                V = np.zeros((self._n_in, len(cols)))
+                V[cols, np.arange(len(cols))] = 1.0
+                _, JV = self._run(x, "jvp", V)
+                J = np.zeros((n_out, self._n_in))
+                J[:, cols] = JV
+            out_shape = _tree.shape(self.out_treedef)
+            per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
+                       for td, s in zip(self._arg_treedefs, self._slices)]
+            return per_arg[0] if self.single else tuple(per_arg)
+        return other.jacobian(*args, mode=mode)
 
     def hessian(self, *args):
         """Second derivatives of a scalar output, shaped in.shape + in.shape
@@ -542,16 +628,21 @@ class CompiledFunction:
         products 16 a sweep: as few as a coloring of its sparsity pattern
         allows (Trace.hessian)."""
         self._scalar_output("hessian")
-        if self._scalar(args) is not self:
-            return self._twin.hessian(*args)
-        lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
-        x = self._inputs(args)
-        H = self._run(x, "hessian", lo, hi)[1] if hi > lo else np.zeros((0, 0))  # inputs lo..hi-1: the argnums'
-        shapes = [_tree.shape(td) for td in self._arg_treedefs]
-        blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
-                             for sj, b in zip(self._slices, shapes))
-                       for si, a in zip(self._slices, shapes))
-        return blocks[0][0] if self.single else blocks
+        try:
+            if self._scalar(args) is not self:
+                return self._twin.hessian(*args)
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
+            H = self._run(x, "hessian", lo, hi)[1] if hi > lo else np.zeros((0, 0))  # inputs lo..hi-1: the argnums'
+            shapes = [_tree.shape(td) for td in self._arg_treedefs]
+            blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
+                                 for sj, b in zip(self._slices, shapes))
+                           for si, a in zip(self._slices, shapes))
+            return blocks[0][0] if self.single else blocks
+        return other.hessian(*args)
 
     def hvp(self, *args_and_v):
         """H @ v for a function of the arguments args, where v has the
@@ -560,14 +651,19 @@ class CompiledFunction:
         if not self.single:
             raise ValueError("hvp takes a single argnum")
         *args, v = args_and_v
-        if self._scalar(args) is not self:
-            return self._twin.hvp(*args_and_v)
-        x = self._inputs(args)
-        s = self._slices[0]
-        V = np.zeros((len(x), 1))
-        V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
-        HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
-        return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
+        try:
+            if self._scalar(args) is not self:
+                return self._twin.hvp(*args_and_v)
+            x = self._inputs(args)
+        except _Reshaped as e:
+            other = e.cf
+        else:
+            s = self._slices[0]
+            V = np.zeros((len(x), 1))
+            V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
+            HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
+            return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
+        return other.hvp(*args_and_v)
 
     def grad_batch(self, X, threads=None):
         """Gradients at B inputs at once: X stacks them on a first axis (the
@@ -591,6 +687,18 @@ class CompiledFunction:
             self._batch_rows = list(dict.fromkeys(r for r in rows_as if r is not None))
         rows_as = self._batch_rows
         if X.ndim < 1 or X.shape[1:] not in rows_as:
+            row = self._other_row_shape(X)
+            if row is not None:  # rows of the argument at another shape: their own recording
+                if not len(X):
+                    return np.zeros(X.shape)
+                try:
+                    self._inputs((_tree.unflatten(row, np.asarray(X[0], np.float64).reshape(-1)),))
+                except _Reshaped as e:
+                    other = e.cf
+                else:
+                    other = None
+                if other is not None:
+                    return other.grad_batch(X, threads)
             shapes = " or ".join(str(("B",) + r).replace("'", "") for r in rows_as)
             raise ValueError(f"grad_batch takes X of shape {shapes} (B rows shaped like the argument, "
                              f"or flat), got shape {X.shape}")
@@ -632,6 +740,15 @@ class CompiledFunction:
             G[i] = _tree.numbers(_tree.flatten(self.grad(_tree.unflatten(arg_td, Xf[i])))[0])
         return G.reshape(X.shape)
 
+    def _other_row_shape(self, X):
+        """The structure of grad_batch's rows of X, (B, ...), when they are
+        its argument at another shape (an ndarray or a number, whose shape
+        may change: _tree.shapeless), else None."""
+        arg = self.treedef[1][0]
+        if X.ndim < 1 or not (arg == "f" or arg[0] == "a"):
+            return None
+        return "f" if X.shape[1:] == () and arg == "f" else ("a", X.shape[1:])
+
     def _lay_out_arguments(self):
         """Arguments that are numbers, flat lists / tuples of numbers or
         ndarrays (the common cases) are packed in C, without the tree walk
@@ -648,6 +765,8 @@ class CompiledFunction:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lay_out_arguments()
+        if "shapes" not in state:  # (pickled before shapes were recorded again)
+            self.shapes = _static.Recordings(self.cache_size)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -657,8 +776,9 @@ class CompiledFunction:
 
     def __repr__(self):
         name = getattr(self.f, "__name__", "function")
+        more = f", {len(self.shapes)} other shape(s)" if len(self.shapes) else ""
         return (f"<fastad.compile of {name}: {len(self.traces[0].op):,} rows, "
-                f"{len(self.traces)} trace(s)>")
+                f"{len(self.traces)} trace(s){more}>")
 
 
 def _has_nan(v):

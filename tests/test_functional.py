@@ -575,3 +575,17 @@ def test_a_replay_refuses_an_argument_joined_to_a_value_recorded_before_the_call
             with pytest.raises(fad.FastADError, match="another tape"):
                 fad.jacobian(f)(1.0)
         assert fad.compile(lambda x: v + 1.0, 1.0).grad(2.0) == 0.0  # v alone: a constant of f
+
+
+@pytest.mark.parametrize("transform", [
+    lambda y: fad.jacobian(lambda z: z * y)(3.0),
+    lambda y: fad.vjp(lambda z: z * y, 3.0),
+    lambda y: fad.jvp(lambda z: z * y, (3.0,), (1.0,)),
+    lambda y: fad.hessian(lambda z: z * y * z)(3.0),
+], ids=["jacobian", "vjp", "jvp", "hessian"])
+def test_a_replay_says_it_cannot_read_a_recorded_value_it_closes_over(transform):
+    """y = x * x recorded on the thread's tape, then read by f: the errors
+    said f used its argument on another tape, which it had not."""
+    x = fad.Var(2.0)
+    with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded outside"):
+        transform(x * x)
