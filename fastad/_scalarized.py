@@ -25,7 +25,8 @@ class Scalarized(np.ndarray):
     """An object array of Vars that a recording hands to f in place of a
     float array. NumPy ufuncs on it go through fastad's scalar functions
     element by element (np.maximum splits ties 0.5 / 0.5 as fad.maximum
-    does, instead of NumPy's own object comparison)."""
+    does, instead of NumPy's own object comparison), and what NumPy
+    functions make of it (np.concatenate, np.dot ...) is Scalarized too."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if (method == "reduce" and ufunc in (np.maximum, np.minimum) and kwargs.get("out") is None
@@ -48,10 +49,30 @@ class Scalarized(np.ndarray):
         out[0].view(np.ndarray)[...] = result
         return out[0]
 
+    def __array_function__(self, func, types, args, kwargs):
+        # NumPy's own function, on the operands as they are (the ufuncs it
+        # calls come back to __array_ufunc__: np.max's ties split). What it
+        # makes (np.concatenate, np.stack, np.dot, np.where ...) is a plain
+        # object array, on which the next ufunc would run NumPy's object loop
+        # (elem.tanh(), a float's tanh, no Var.hypot, np.maximum's tie given
+        # to one side): it is viewed as Scalarized again.
+        return _scalarized_result(super().__array_function__(func, types, args, kwargs))
+
     @property
     def value(self):
         """The numbers, as an Array's .value: read, not recorded."""
         return _numbers(self.view(np.ndarray)).astype(np.float64)
+
+
+def _scalarized_result(result):
+    """A NumPy function's result, its object arrays (also those in a tuple
+    or list: np.broadcast_arrays, np.split) as Scalarized arrays; other
+    results (bools, indices, shapes, NotImplemented) as they are."""
+    if type(result) is np.ndarray and result.dtype == object:
+        return result.view(Scalarized)
+    if type(result) is tuple or type(result) is list:
+        return type(result)(_scalarized_result(r) for r in result)
+    return result
 
 
 def _plain(inputs):

@@ -320,6 +320,50 @@ def test_forward_mode_and_second_order_of_numpy_idioms(f):
     np.testing.assert_allclose(fad.jvp(f, (x,), (v,))[1], fad.grad(f)(x) @ v, rtol=1e-13)
 
 
+M = np.array([[1.0, -0.5, 0.0, 2.0], [0.3, 1.0, -1.0, 0.0], [0.0, 0.7, 1.5, -0.2]])
+
+# NumPy functions on the twin's Scalarized arrays made plain object arrays,
+# where the next ufunc ran NumPy's object loop: elem.tanh(), a float's
+# tanh (a constant in the result), no Var.hypot.
+NUMPY_FUNCTIONS = {
+    "concatenate": lambda x: np.sum(np.tanh(np.concatenate([x, np.ones(1)]))),
+    "stack": lambda x: np.sum(np.exp(np.stack([x, np.zeros(4)]))),
+    "stack-sum-axis": lambda x: np.sum(np.hypot(np.sum(np.stack([x, x * x]), axis=0), 1.0)),
+    "dot": lambda x: np.sum(np.hypot(np.dot(M, x), 1.0)),
+    "einsum": lambda x: np.sum(np.hypot(np.einsum("ij,j->i", M, x), 1.0)),
+    "outer": lambda x: np.sum(np.hypot(np.outer(x, x[:2]), 0.5)),
+    "where": lambda x: np.sum(np.hypot(np.where(x > 0.5, x, 0.25), 1.0)),
+    "clip": lambda x: np.sum(np.tanh(np.clip(np.dot(M, x), -1.0, 1.0))),
+}
+
+
+@pytest.mark.parametrize("f", NUMPY_FUNCTIONS.values(), ids=NUMPY_FUNCTIONS.keys())
+def test_second_order_through_numpy_functions(f):
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    h = 1e-6
+    fd = np.array([(fad.grad(f)(x + h * e) - fad.grad(f)(x - h * e)) / (2 * h) for e in np.eye(4)]).T
+    np.testing.assert_allclose(fad.hessian(f)(x), fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("f", NUMPY_FUNCTIONS.values(), ids=NUMPY_FUNCTIONS.keys())
+def test_forward_mode_through_numpy_functions_gives_the_gradient(f):
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    np.testing.assert_allclose(fad.jacobian(f, mode="fwd")(x), fad.grad(f)(x), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("f,same", [
+    (lambda x: np.sum(np.hypot(*np.broadcast_arrays(x, np.ones((2, 4))))),
+     lambda x: np.sum(np.hypot(np.stack([x, x]), 1.0))),
+    (lambda x: np.sum(np.hypot(np.split(np.concatenate([x, 2.0 * x]), 2)[1], 1.0)),
+     lambda x: np.sum(np.hypot(2.0 * x, 1.0))),
+], ids=["broadcast_arrays", "split"])
+def test_second_order_through_numpy_functions_that_return_several_arrays(f, same):
+    # each of the tuple's or list's object arrays is Scalarized (fad.grad has
+    # no np.broadcast_arrays or np.split: compared with a function it has)
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    np.testing.assert_allclose(fad.hessian(f)(x), fad.hessian(same)(x), rtol=1e-14, atol=1e-15)
+
+
 def test_value_is_read_on_the_scalarized_twin_too():
     # an element-only function records one Var per number; .value raised AttributeError there
     f = lambda x: x[0] * x[1] / x.value.std()
