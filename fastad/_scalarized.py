@@ -10,7 +10,9 @@ make Array rows of their Vars instead (fad.stack, fad.concatenate, and
 logsumexp, softmax and log_softmax, which stack object arrays): while a
 scalarized recording runs (`recording`), fastad.array sends them here
 (unless an operand is an Array of the function's own making), where they
-build object arrays of scalar rows.
+build object arrays of scalar rows. A fad.Array f closes over that meets
+those object arrays (C * x, np.dot(C, x)) is read element by element
+(`elements`): scalar rows that compile makes constants of the trace.
 """
 import contextlib
 import threading
@@ -18,7 +20,7 @@ import threading
 import numpy as np
 
 from fastad import _tree
-from fastad._core import _UFUNCS, Var, _object_scalar, clip, exp, log
+from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log
 
 
 class Scalarized(np.ndarray):
@@ -29,6 +31,8 @@ class Scalarized(np.ndarray):
     functions make of it (np.concatenate, np.dot ...) is Scalarized too."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if any(type(v) is Array for v in inputs):  # x * C: C read element by element (`elements`)
+            inputs = elements(inputs)
         if (method == "reduce" and ufunc in (np.maximum, np.minimum) and kwargs.get("out") is None
                 and kwargs.get("dtype") is None and kwargs.get("initial", np._NoValue) is np._NoValue
                 and kwargs.get("where", True) is True):
@@ -56,6 +60,8 @@ class Scalarized(np.ndarray):
         # object array, on which the next ufunc would run NumPy's object loop
         # (elem.tanh(), a float's tanh, no Var.hypot, np.maximum's tie given
         # to one side): it is viewed as Scalarized again.
+        if Array in types:  # np.dot(x, C): C read element by element (`elements`)
+            return func(*elements(args), **elements(kwargs))
         return _scalarized_result(super().__array_function__(func, types, args, kwargs))
 
     @property
@@ -93,6 +99,40 @@ def elementwise(fn, inputs):
     if not (isinstance(out, np.ndarray) and out.dtype == object):
         return out
     return out.astype(bool) if fn in _COMPARISONS else out.view(Scalarized)
+
+
+class ObjectOperand(TypeError):
+    """fastad.array.operand raises it while a scalarized recording runs, for
+    an object array of Vars beside a fad.Array (C * x, np.dot(C, x), C @ x
+    for an Array C that f closes over): there it would stack the Vars into
+    an Array row, which a scalar trace cannot hold. The front end's entry
+    points catch it and do the op on object arrays instead, C read element
+    by element (`elements`), as NumPy does when x comes first."""
+
+
+def elements(v):
+    """v (an operand, or a list, tuple or dict of them) as the twin computes
+    on it: a fad.Array as a Scalarized array of its elements, each read as a
+    scalar row (C[k]: compile makes those of an Array that f closes over
+    constants of the trace, and a grad nested in f differentiates its own
+    Array argument through them); an object array as a Scalarized one."""
+    if type(v) is Array:
+        out = np.empty(v.shape, dtype=object)
+        out.ravel()[:] = [elem(v, k) for k in range(v.size)] if v.size else []
+        return out.view(Scalarized)
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        return v.view(Scalarized)
+    if type(v) is list or type(v) is tuple:
+        return type(v)(elements(e) for e in v)
+    if type(v) is dict:  # a NumPy function's keyword arguments
+        return {k: elements(e) for k, e in v.items()}
+    return v
+
+
+def ufunc(u, *inputs):
+    """The ufunc u (one fastad has a scalar function for) on operands where
+    an object array met a fad.Array (ObjectOperand), element by element."""
+    return elementwise(_SCALAR_UFUNCS[u], elements(inputs))
 
 
 _numbers = np.frompyfunc(lambda v: v.value if isinstance(v, Var) else v, 1, 1)

@@ -245,14 +245,22 @@ def test_element_loops_on_arrays_stay_scalar_traces():
     assert isinstance(cf.traces[0], ArrayTrace)  # arrays built from numbers
     assert cf.grad([2.0, 3.0]) == [4.0, 2.0]
     assert cf.hvp([2.0, 3.0], [1.0, 0.0]) == [0.0, 1.0]  # the twin stacks object arrays
-    W = fad.Array(np.ones(2))
     for f in (lambda x: (fad.Array(np.arange(2.0)) * x[0]).sum(),
-              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0]),
-              lambda x: (W * np.array([x[0], x[0]])).sum(),  # an object array meeting an Array:
-              lambda x: fad.stack([W, np.array([x[0], x[0]])]).sum()):  # once a RecursionError
+              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0])):
         cf = fad.compile(f, [2.0])
-        with pytest.raises(TypeError, match="builds fastad Arrays"):  # an Array of its own: no twin
+        with pytest.raises(TypeError, match="builds fastad Arrays"):  # an Array times a Var: no twin
             cf.hvp([2.0], [1.0])
+
+
+W_CLOSED = fad.Array(np.ones(2))
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: (W_CLOSED * np.array([x[0], x[0]])).sum() * x[0],  # an object array meeting an Array:
+    lambda x: fad.stack([W_CLOSED, np.array([x[0], x[0]])]).sum() * x[0],  # once a RecursionError,
+], ids=["times", "stack"])                                                  # then "builds fastad Arrays"
+def test_a_closed_over_array_meeting_an_object_array_of_vars_has_a_twin(f):
+    assert fad.compile(f, [2.0]).hvp([2.0], [1.0]) == [4.0]
 
 
 def test_a_model_of_numbers_over_data_arrays_has_its_exact_hessian():

@@ -1341,6 +1341,61 @@ def test_a_closed_over_var_is_a_constant_at_its_recorded_value():
     assert cw(3.0, 5.0) == 15.0 and cw.grad(3.0, 5.0) == 5.0
 
 
+# f of a closed-over Array C (3,), M (2, 3), N (3, 2), in both operand orders.
+# Forward mode and second order record f with one Var per number (the
+# twin), where C * x stacked x's Vars into an Array row ("builds fastad
+# Arrays") and x * C raised "fastad does not implement numpy.lambda20".
+CLOSED_OVER_ARRAY = {
+    "C*x": lambda C, M, N: lambda x: np.sum((C * x) ** 2),
+    "x*C": lambda C, M, N: lambda x: np.sum((x * C) ** 2),
+    "C-x": lambda C, M, N: lambda x: np.sum(np.tanh(C - x)),
+    "x/C": lambda C, M, N: lambda x: np.sum(np.sin(x / C)),
+    "maximum(C,x)": lambda C, M, N: lambda x: np.sum(np.maximum(C, x) * x),  # a tie at x[0]
+    "maximum(x,C)": lambda C, M, N: lambda x: np.sum(np.maximum(x, C) * x),
+    "fad.minimum(C,x)": lambda C, M, N: lambda x: np.sum(fad.minimum(C, x) * x),
+    "hypot(C,x)": lambda C, M, N: lambda x: np.sum(np.hypot(C, x)),
+    "C<x": lambda C, M, N: lambda x: np.sum(np.where(C < x, x, 0.0) ** 2),
+    "M@x": lambda C, M, N: lambda x: np.sum(np.tanh(M @ x)),
+    "x@N": lambda C, M, N: lambda x: np.sum(np.tanh(x @ N)),
+    "dot(M,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.dot(M, x))),
+    "dot(x,C)": lambda C, M, N: lambda x: np.tanh(np.dot(x, C)),
+    "einsum(M,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.einsum("ij,j->i", M, x))),
+    "outer(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.outer(C, x))),
+    "concatenate(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.concatenate([C, x])) * np.arange(6.0)),
+    "stack(x,C)": lambda C, M, N: lambda x: np.sum(np.tanh(np.stack([x, C])) ** 2),
+    "fad.stack(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(fad.stack([C, x])) ** 2),
+    "where(m,C,x)": lambda C, M, N: lambda x: np.sum(np.where(x > 0.0, C, x) * x),
+    "C*object-array": lambda C, M, N: lambda x: np.sum(C * np.array([x[0], x[1] * x[2], 1.0])),
+}
+_TWIN_TRANSFORMS = {
+    "hessian": lambda f, x: fad.hessian(f)(x),
+    "jvp": lambda f, x: np.array(fad.jvp(f, (x,), (np.array([1.0, 2.0, -1.0]),))),
+    "jacobian-fwd": lambda f, x: fad.jacobian(f, mode="fwd")(x),
+}
+
+
+@pytest.mark.parametrize("transform", _TWIN_TRANSFORMS)
+@pytest.mark.parametrize("name", CLOSED_OVER_ARRAY)
+def test_a_closed_over_array_is_its_value_in_forward_mode_and_second_order(name, transform):
+    # as the README says of a fad.Array f closes over: a constant, exactly its .value
+    values = (np.array([1.5, -2.0, 0.5]), np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]),
+              np.array([[0.5, 1.0], [-1.0, 0.2], [2.0, 0.7]]))
+    f = CLOSED_OVER_ARRAY[name](*(fad.Array(v) for v in values))
+    same = CLOSED_OVER_ARRAY[name](*values)
+    x = np.array([1.5, 0.3, -1.1])
+    np.testing.assert_array_equal(_TWIN_TRANSFORMS[transform](f, x), _TWIN_TRANSFORMS[transform](same, x))
+
+
+def test_forward_mode_and_second_order_leave_a_closed_over_arrays_grad_alone():
+    C = fad.Array(np.array([1.5, -2.0, 0.5]))
+    C.grad = np.array([7.0, 8.0, 9.0])
+    f = lambda x: np.sum((C * x) ** 2) + np.sum(x @ C)  # noqa: E731
+    x = np.array([1.5, 0.3, -1.1])
+    for transform in _TWIN_TRANSFORMS.values():
+        transform(f, x)
+    np.testing.assert_array_equal(C.grad, [7.0, 8.0, 9.0])
+
+
 def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
     # as vjp's cotangent does; a list argument refused an ndarray direction, a tuple a list
     f = lambda x: x[0] ** 2 * x[1]  # noqa: E731
