@@ -91,9 +91,10 @@ def elementwise(fn, inputs):
     """fn (a fastad function of numbers and Vars) over operands with
     broadcasting, element by element: a Scalarized array, or NumPy's bools
     for a comparison (a mask indexes). What NumPy code on Scalarized arrays
-    makes, and also a Var with a float array while a scalarized recording
-    runs (the core asks here), where a recording of its own would make one
-    Array row."""
+    makes, and also, while a scalarized recording runs (the core asks
+    here), a Var with a float array, where a recording of its own would make
+    one Array row, and fad.exp, fad.maximum ... of an object array, which
+    would make a plain one."""
     with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
         out = np.frompyfunc(fn, len(inputs), 1)(*_plain(inputs))
     if not (isinstance(out, np.ndarray) and out.dtype == object):

@@ -359,6 +359,19 @@ def test_forward_mode_through_numpy_functions_gives_the_gradient(f):
     np.testing.assert_allclose(fad.jacobian(f, mode="fwd")(x), fad.grad(f)(x), rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("f", [
+    lambda x: np.sum(np.hypot(fad.sigmoid(x), 1.0)),
+    lambda x: np.sum(np.hypot(fad.maximum(x, 0.5), 1.0)),
+    lambda x: np.sum(np.hypot(fad.power(x, 3.0), 1.0)),
+], ids=["sigmoid", "maximum", "power"])
+def test_second_order_through_fastad_functions_of_the_twins_arrays(f):
+    # fad.sigmoid(x) ... of a Scalarized x made plain object arrays too
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    h = 1e-6
+    fd = np.array([(fad.grad(f)(x + h * e) - fad.grad(f)(x - h * e)) / (2 * h) for e in np.eye(4)]).T
+    np.testing.assert_allclose(fad.hessian(f)(x), fd, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("f,same", [
     (lambda x: np.sum(np.hypot(*np.broadcast_arrays(x, np.ones((2, 4))))),
      lambda x: np.sum(np.hypot(np.stack([x, x]), 1.0))),

@@ -385,10 +385,11 @@ def test_numpy_kinks_on_arrays_follow_fad_conventions(ufunc):
 @pytest.mark.parametrize("build", [
     lambda w: np.dot(np.eye(2), w), lambda w: np.concatenate([w, [0.5]]), lambda w: np.stack([w, 2.0 * w]),
     lambda w: np.where(w > 9.0, 0.0, w), lambda w: np.einsum("ij,j->i", np.eye(2), w),
-], ids=["dot", "concatenate", "stack", "where", "einsum"])
+    lambda w: fad.maximum(w, -1.0), lambda w: fad.abs(w),
+], ids=["dot", "concatenate", "stack", "where", "einsum", "fad.maximum", "fad.abs"])
 def test_a_tie_after_a_numpy_function_splits_in_forward_mode_as_in_reverse(ufunc, build):
-    # the twin's NumPy functions made plain object arrays, where np.maximum
-    # ran NumPy's object loop: the whole tangent to one side of a tie
+    # the twin's NumPy functions (and fastad's) made plain object arrays, where
+    # np.maximum ran NumPy's object loop: the whole tangent to one side of a tie
     x = np.array([0.5, 0.0])
     f = lambda w: ufunc(build(w), 0.5)  # noqa: E731
     np.testing.assert_array_equal(fad.jacobian(f, mode="fwd")(x), fad.jacobian(f, mode="rev")(x))
