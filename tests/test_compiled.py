@@ -1397,6 +1397,16 @@ def test_forward_mode_and_second_order_leave_a_closed_over_arrays_grad_alone():
     np.testing.assert_array_equal(C.grad, [7.0, 8.0, 9.0])
 
 
+@pytest.mark.parametrize("inner", [lambda y: np.sum(y * np.array([y[0], y[1]])),
+                                   lambda y: np.sum(np.array([y[0], y[1]]) @ y)], ids=["times", "matmul"])
+def test_a_grad_nested_in_a_hessian_still_differentiates_its_own_array_argument(inner):
+    # its Array argument meets an object array of Vars while the twin records
+    # (which reads an Array there element by element): d/dy sum(y * y) = 2y
+    f = lambda x: np.sum(x * x * fad.grad(inner)(x.value))  # noqa: E731 (x.value: a constant)
+    x = np.array([0.3, 0.5])
+    np.testing.assert_allclose(fad.hessian(f)(x), np.diag(4.0 * x), rtol=1e-15)
+
+
 def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
     # as vjp's cotangent does; a list argument refused an ndarray direction, a tuple a list
     f = lambda x: x[0] ** 2 * x[1]  # noqa: E731
