@@ -15,9 +15,10 @@ cdef object elementwise(op_t op, tuple args, str name):
                 raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got "
                                 + " and ".join(type(v).__name__ for v in items))
             return unary(op, items[0]) if len(items) == 1 else binary(op, items[0], items[1])
-        if len(args) == 1:
-            return np.frompyfunc(lambda u: unary(op, u), 1, 1)(*arrays)
-        return np.frompyfunc(lambda u, v: binary(op, u, v), 2, 1)(*arrays)
+        fn = (lambda u: unary(op, u)) if len(args) == 1 else (lambda u, v: binary(op, u, v))
+        if front()._scalarized.active():  # compile's twin: its arrays stay Scalarized (np.maximum's ties next)
+            return front()._scalarized.elementwise(fn, arrays)
+        return np.frompyfunc(fn, len(args), 1)(*arrays)
     for v, a in zip(args, arrays):
         if a.dtype.kind not in "fiub":
             raise TypeError(f"fad.{name}() takes real numbers, Vars or arrays of them, got {type(v).__name__}"

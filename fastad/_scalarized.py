@@ -10,7 +10,9 @@ make Array rows of their Vars instead (fad.stack, fad.concatenate, and
 logsumexp, softmax and log_softmax, which stack object arrays): while a
 scalarized recording runs (`recording`), fastad.array sends them here
 (unless an operand is an Array of the function's own making), where they
-build object arrays of scalar rows.
+build object arrays of scalar rows. A fad.Array f closes over that meets
+those object arrays (C * x, np.dot(C, x)) is read element by element
+(`elements`): scalar rows that compile makes constants of the trace.
 """
 import contextlib
 import threading
@@ -18,16 +20,19 @@ import threading
 import numpy as np
 
 from fastad import _tree
-from fastad._core import _UFUNCS, Var, _object_scalar, clip, exp, log
+from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log
 
 
 class Scalarized(np.ndarray):
     """An object array of Vars that a recording hands to f in place of a
     float array. NumPy ufuncs on it go through fastad's scalar functions
     element by element (np.maximum splits ties 0.5 / 0.5 as fad.maximum
-    does, instead of NumPy's own object comparison)."""
+    does, instead of NumPy's own object comparison), and what NumPy
+    functions make of it (np.concatenate, np.dot ...) is Scalarized too."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if any(type(v) is Array for v in inputs):  # x * C: C read element by element (`elements`)
+            inputs = elements(inputs)
         if (method == "reduce" and ufunc in (np.maximum, np.minimum) and kwargs.get("out") is None
                 and kwargs.get("dtype") is None and kwargs.get("initial", np._NoValue) is np._NoValue
                 and kwargs.get("where", True) is True):
@@ -48,10 +53,32 @@ class Scalarized(np.ndarray):
         out[0].view(np.ndarray)[...] = result
         return out[0]
 
+    def __array_function__(self, func, types, args, kwargs):
+        # NumPy's own function, on the operands as they are (the ufuncs it
+        # calls come back to __array_ufunc__: np.max's ties split). What it
+        # makes (np.concatenate, np.stack, np.dot, np.where ...) is a plain
+        # object array, on which the next ufunc would run NumPy's object loop
+        # (elem.tanh(), a float's tanh, no Var.hypot, np.maximum's tie given
+        # to one side): it is viewed as Scalarized again.
+        if Array in types:  # np.dot(x, C): C read element by element (`elements`)
+            return func(*elements(args), **elements(kwargs))
+        return _scalarized_result(super().__array_function__(func, types, args, kwargs))
+
     @property
     def value(self):
         """The numbers, as an Array's .value: read, not recorded."""
         return _numbers(self.view(np.ndarray)).astype(np.float64)
+
+
+def _scalarized_result(result):
+    """A NumPy function's result, its object arrays (also those in a tuple
+    or list: np.broadcast_arrays, np.split) as Scalarized arrays; other
+    results (bools, indices, shapes, NotImplemented) as they are."""
+    if type(result) is np.ndarray and result.dtype == object:
+        return result.view(Scalarized)
+    if type(result) is tuple or type(result) is list:
+        return type(result)(_scalarized_result(r) for r in result)
+    return result
 
 
 def _plain(inputs):
@@ -64,14 +91,49 @@ def elementwise(fn, inputs):
     """fn (a fastad function of numbers and Vars) over operands with
     broadcasting, element by element: a Scalarized array, or NumPy's bools
     for a comparison (a mask indexes). What NumPy code on Scalarized arrays
-    makes, and also a Var with a float array while a scalarized recording
-    runs (the core asks here), where a recording of its own would make one
-    Array row."""
+    makes, and also, while a scalarized recording runs (the core asks
+    here), a Var with a float array, where a recording of its own would make
+    one Array row, and fad.exp, fad.maximum ... of an object array, which
+    would make a plain one."""
     with np.errstate(all="ignore"):  # IEEE results (nan, inf) are the answer, not a warning
         out = np.frompyfunc(fn, len(inputs), 1)(*_plain(inputs))
     if not (isinstance(out, np.ndarray) and out.dtype == object):
         return out
     return out.astype(bool) if fn in _COMPARISONS else out.view(Scalarized)
+
+
+class ObjectOperand(TypeError):
+    """fastad.array.operand raises it while a scalarized recording runs, for
+    an object array of Vars beside a fad.Array (C * x, np.dot(C, x), C @ x
+    for an Array C that f closes over): there it would stack the Vars into
+    an Array row, which a scalar trace cannot hold. The front end's entry
+    points catch it and do the op on object arrays instead, C read element
+    by element (`elements`), as NumPy does when x comes first."""
+
+
+def elements(v):
+    """v (an operand, or a list, tuple or dict of them) as the twin computes
+    on it: a fad.Array as a Scalarized array of its elements, each read as a
+    scalar row (C[k]: compile makes those of an Array that f closes over
+    constants of the trace, and a grad nested in f differentiates its own
+    Array argument through them); an object array as a Scalarized one."""
+    if type(v) is Array:
+        out = np.empty(v.shape, dtype=object)
+        out.ravel()[:] = [elem(v, k) for k in range(v.size)] if v.size else []
+        return out.view(Scalarized)
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        return v.view(Scalarized)
+    if type(v) is list or type(v) is tuple:
+        return type(v)(elements(e) for e in v)
+    if type(v) is dict:  # a NumPy function's keyword arguments
+        return {k: elements(e) for k, e in v.items()}
+    return v
+
+
+def ufunc(u, *inputs):
+    """The ufunc u (one fastad has a scalar function for) on operands where
+    an object array met a fad.Array (ObjectOperand), element by element."""
+    return elementwise(_SCALAR_UFUNCS[u], elements(inputs))
 
 
 _numbers = np.frompyfunc(lambda v: v.value if isinstance(v, Var) else v, 1, 1)

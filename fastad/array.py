@@ -13,7 +13,7 @@ from numbers import Real
 import numpy as np
 
 from fastad import _scalarized, ops as _ops
-from fastad._core import Array, Var, clip, elem, record_array, map_value
+from fastad._core import Array, Var, clip, elem, record_array, map_value, where as _scalar_where
 
 CODE = {s.name: s.code for s in _ops.OPS}
 _NUMPY = {  # scalar op code -> the NumPy ufunc that computes its value
@@ -44,6 +44,9 @@ def operand(v):
     if type(v) is Array or type(v) is Var:  # (_tracked, inlined: every op asks, twice)
         return v, v.value
     if isinstance(v, np.ndarray) and v.dtype == object:  # Vars in an object array: an Array row
+        if _scalarized.active():  # (not in the twin: the caller does the op on object arrays)
+            raise _scalarized.ObjectOperand("an object array of Vars met a fad.Array in a scalarized "
+                                            "recording")
         return operand(_stack(list(v.reshape(-1)), 0).reshape(v.shape) if v.size else np.zeros(v.shape))
     if isinstance(v, (list, tuple)) and any(_tracked(e) for e in np.ravel(np.array(v, dtype=object))):
         return operand(np.array(v, dtype=object))
@@ -89,8 +92,11 @@ def unary(code, x):
 
 
 def binary(code, x, y):
-    hx, vx = operand(x)
-    hy, vy = operand(y)
+    try:
+        hx, vx = operand(x)
+        hy, vy = operand(y)
+    except _scalarized.ObjectOperand:  # C * x in the twin: element by element (and below)
+        return _scalarized.ufunc(_NUMPY[code], x, y)
     return _record(CODE["map"], (hx, hy), _map_value(code, vx, vy), code,
                    (None if hx is not None else vx, None if hy is not None else vy))
 
@@ -105,7 +111,10 @@ def compare(code, x, y):
     """x < y (code: the scalar guard's, lt ... ne) elementwise: NumPy's bool
     array, which Python code branches on or hands to where. A `compare` row
     remembers it, so a compiled replay whose inputs flip an element re-records."""
-    (hx, vx), (hy, vy) = operand(x), operand(y)
+    try:
+        (hx, vx), (hy, vy) = operand(x), operand(y)
+    except _scalarized.ObjectOperand:
+        return _scalarized.ufunc(_COMPARE_UFUNC[code], x, y)
     # a swept graph's value is a constant now: the guard goes on the live side, if any
     hx, hy = (None if _tracked(h) and h.tape is not None and h.tape.consumed else h for h in (hx, hy))
     value = _COMPARE_UFUNC[code](vx, vy)
@@ -118,8 +127,11 @@ def compare(code, x, y):
 # -- linear algebra --
 
 def matmul(x, y):
-    hx, vx = operand(x)
-    hy, vy = operand(y)
+    try:
+        hx, vx = operand(x)
+        hy, vy = operand(y)
+    except _scalarized.ObjectOperand:
+        return np.matmul(*_scalarized.elements((x, y)))
     if np.ndim(vx) == 0 or np.ndim(vy) == 0:
         raise ValueError("matmul: an operand is a scalar; use * for scaling")
     return _record(CODE["matmul"], (hx, hy), np.matmul(vx, vy), 0.0,
@@ -127,15 +139,24 @@ def matmul(x, y):
 
 
 def dot(x, y):
-    if np.ndim(value_of(x)) > 2 or np.ndim(value_of(y)) > 2:
+    try:
+        nx, ny = np.ndim(value_of(x)), np.ndim(value_of(y))
+    except _scalarized.ObjectOperand:
+        return np.dot(*_scalarized.elements((x, y)))
+    if nx > 2 or ny > 2:
         raise TypeError("fastad's dot takes 1-d and 2-d arrays; use matmul or einsum for more")
-    if np.ndim(value_of(x)) == 0 or np.ndim(value_of(y)) == 0:
+    if nx == 0 or ny == 0:
         return binary(CODE["mul"], x, y)
     return matmul(x, y)
 
 
 def outer(x, y):
-    return binary(CODE["mul"], reshape(x, (-1, 1)), reshape(y, (1, -1)))
+    # both operands read before a row is recorded (reshape's row, inline):
+    # in the twin, an object array raises ObjectOperand here, not after x's
+    # reshape row, which would be left dead on the tape (an Array row there)
+    (hx, vx), (hy, vy) = operand(x), operand(y)
+    return binary(CODE["mul"], _record(CODE["reshape"], (hx,), np.reshape(vx, (-1, 1)), 0.0, None),
+                  _record(CODE["reshape"], (hy,), np.reshape(vy, (1, -1)), 0.0, None))
 
 
 def einsum(subscripts, *operands):
@@ -357,7 +378,10 @@ def concatenate(arrays, axis=0):
     """
     if _scalarized.active() and not any(type(a) is Array for a in arrays):
         return _scalarized.concatenate(arrays, axis)
-    pairs = [operand(a) for a in arrays]
+    try:
+        pairs = [operand(a) for a in arrays]
+    except _scalarized.ObjectOperand:
+        return _scalarized.concatenate(_scalarized.elements(arrays), axis)
     values = _joined([v for _, v in pairs], axis is None)
     aux = (0 if axis is None else axis, [v.shape for v in values],
            [None if h is not None else v for h, v in pairs], axis is None)
@@ -380,7 +404,10 @@ def stack(values, axis=0):
     """
     if _scalarized.active() and not any(type(v) is Array for v in values):
         return _scalarized.stack(values, axis)
-    return _stack(values, axis)
+    try:
+        return _stack(values, axis)
+    except _scalarized.ObjectOperand:
+        return _scalarized.stack(_scalarized.elements(values), axis)
 
 
 def _stack(values, axis):
@@ -399,7 +426,10 @@ def where(cond, x, y):
     # through a comparison, so its row guards a compiled replay: the mask is
     # kept as a constant, and a replay whose mask differs must re-record.
     c = np.array(compare(CODE["ne"], cond, 0.0) if _tracked(cond) else cond, bool)  # a copy of its own
-    (hx, vx), (hy, vy) = operand(x), operand(y)
+    try:
+        (hx, vx), (hy, vy) = operand(x), operand(y)
+    except _scalarized.ObjectOperand:
+        return _scalarized.elementwise(_scalar_where, _scalarized.elements((c, x, y)))
     value = np.where(c, vx, vy).astype(np.float64)
     return _record(CODE["where"], (hx, hy), value, 0.0,
                    (c, None if hx is not None else vx, None if hy is not None else vy))
@@ -409,6 +439,8 @@ def where(cond, x, y):
 
 def array_ufunc(ufunc, method, inputs, kwargs):
     if method != "__call__" or kwargs:
+        if _scalarized.active():  # np.multiply.outer(C, x) in the twin: as with x first (Scalarized's)
+            return getattr(ufunc, method)(*_scalarized.elements(inputs), **_scalarized.elements(kwargs))
         raise TypeError(f"fastad does not implement numpy.{ufunc.__name__}.{method} "
                         f"{'with ' + ', '.join(kwargs) if kwargs else ''} on tracked values; use .value")
     if ufunc in _COMPARE_CODE:
@@ -419,6 +451,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
         return inputs[0]
     code = _UFUNC_CODE.get(ufunc)
     if code is None:
+        if _scalarized.active():
+            return ufunc(*_scalarized.elements(inputs))
         raise TypeError(f"fastad does not implement numpy.{ufunc.__name__} on tracked values; "
                         "apply it to .value if no derivative is needed")
     return unary(code, inputs[0]) if ufunc.nin == 1 else binary(code, *inputs)
@@ -508,10 +542,15 @@ _FUNCTIONS = {
 def array_function(func, types, args, kwargs):
     impl = _FUNCTIONS.get(func)
     if impl is None:
+        if _scalarized.active():  # np.hstack([C, x]) in the twin: as np.hstack([x, C]) (Scalarized's)
+            return func(*_scalarized.elements(args), **_scalarized.elements(kwargs))
         raise TypeError(f"fastad does not implement numpy.{func.__name__} on tracked values "
                         "(the value would lose its derivative); apply it to .value if no "
                         "derivative is needed")
-    return impl(*args, **kwargs)
+    try:
+        return impl(*args, **kwargs)
+    except _scalarized.ObjectOperand:  # np.einsum(.., C, x), np.outer(C, x) ... in the twin
+        return func(*_scalarized.elements(args), **_scalarized.elements(kwargs))
 
 
 # -- replays: a recorded row's value again, from new argument values --

@@ -245,14 +245,22 @@ def test_element_loops_on_arrays_stay_scalar_traces():
     assert isinstance(cf.traces[0], ArrayTrace)  # arrays built from numbers
     assert cf.grad([2.0, 3.0]) == [4.0, 2.0]
     assert cf.hvp([2.0, 3.0], [1.0, 0.0]) == [0.0, 1.0]  # the twin stacks object arrays
-    W = fad.Array(np.ones(2))
     for f in (lambda x: (fad.Array(np.arange(2.0)) * x[0]).sum(),
-              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0]),
-              lambda x: (W * np.array([x[0], x[0]])).sum(),  # an object array meeting an Array:
-              lambda x: fad.stack([W, np.array([x[0], x[0]])]).sum()):  # once a RecursionError
+              lambda x: fad.logsumexp(fad.Array(np.arange(2.0)) * x[0])):
         cf = fad.compile(f, [2.0])
-        with pytest.raises(TypeError, match="builds fastad Arrays"):  # an Array of its own: no twin
+        with pytest.raises(TypeError, match="builds fastad Arrays"):  # an Array times a Var: no twin
             cf.hvp([2.0], [1.0])
+
+
+W_CLOSED = fad.Array(np.ones(2))
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: (W_CLOSED * np.array([x[0], x[0]])).sum() * x[0],  # an object array meeting an Array:
+    lambda x: fad.stack([W_CLOSED, np.array([x[0], x[0]])]).sum() * x[0],  # once a RecursionError,
+], ids=["times", "stack"])                                                  # then "builds fastad Arrays"
+def test_a_closed_over_array_meeting_an_object_array_of_vars_has_a_twin(f):
+    assert fad.compile(f, [2.0]).hvp([2.0], [1.0]) == [4.0]
 
 
 def test_a_model_of_numbers_over_data_arrays_has_its_exact_hessian():
@@ -318,6 +326,63 @@ def test_forward_mode_and_second_order_of_numpy_idioms(f):
     np.testing.assert_allclose(fad.compile(f, x).hessian(x), fd, rtol=1e-6, atol=1e-7)
     v = np.array([1.0, 2.0, -1.0, 0.5])
     np.testing.assert_allclose(fad.jvp(f, (x,), (v,))[1], fad.grad(f)(x) @ v, rtol=1e-13)
+
+
+M = np.array([[1.0, -0.5, 0.0, 2.0], [0.3, 1.0, -1.0, 0.0], [0.0, 0.7, 1.5, -0.2]])
+
+# NumPy functions on the twin's Scalarized arrays made plain object arrays,
+# where the next ufunc ran NumPy's object loop: elem.tanh(), a float's
+# tanh (a constant in the result), no Var.hypot.
+NUMPY_FUNCTIONS = {
+    "concatenate": lambda x: np.sum(np.tanh(np.concatenate([x, np.ones(1)]))),
+    "stack": lambda x: np.sum(np.exp(np.stack([x, np.zeros(4)]))),
+    "stack-sum-axis": lambda x: np.sum(np.hypot(np.sum(np.stack([x, x * x]), axis=0), 1.0)),
+    "dot": lambda x: np.sum(np.hypot(np.dot(M, x), 1.0)),
+    "einsum": lambda x: np.sum(np.hypot(np.einsum("ij,j->i", M, x), 1.0)),
+    "outer": lambda x: np.sum(np.hypot(np.outer(x, x[:2]), 0.5)),
+    "where": lambda x: np.sum(np.hypot(np.where(x > 0.5, x, 0.25), 1.0)),
+    "clip": lambda x: np.sum(np.tanh(np.clip(np.dot(M, x), -1.0, 1.0))),
+}
+
+
+@pytest.mark.parametrize("f", NUMPY_FUNCTIONS.values(), ids=NUMPY_FUNCTIONS.keys())
+def test_second_order_through_numpy_functions(f):
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    h = 1e-6
+    fd = np.array([(fad.grad(f)(x + h * e) - fad.grad(f)(x - h * e)) / (2 * h) for e in np.eye(4)]).T
+    np.testing.assert_allclose(fad.hessian(f)(x), fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("f", NUMPY_FUNCTIONS.values(), ids=NUMPY_FUNCTIONS.keys())
+def test_forward_mode_through_numpy_functions_gives_the_gradient(f):
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    np.testing.assert_allclose(fad.jacobian(f, mode="fwd")(x), fad.grad(f)(x), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: np.sum(np.hypot(fad.sigmoid(x), 1.0)),
+    lambda x: np.sum(np.hypot(fad.maximum(x, 0.5), 1.0)),
+    lambda x: np.sum(np.hypot(fad.power(x, 3.0), 1.0)),
+], ids=["sigmoid", "maximum", "power"])
+def test_second_order_through_fastad_functions_of_the_twins_arrays(f):
+    # fad.sigmoid(x) ... of a Scalarized x made plain object arrays too
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    h = 1e-6
+    fd = np.array([(fad.grad(f)(x + h * e) - fad.grad(f)(x - h * e)) / (2 * h) for e in np.eye(4)]).T
+    np.testing.assert_allclose(fad.hessian(f)(x), fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("f,same", [
+    (lambda x: np.sum(np.hypot(*np.broadcast_arrays(x, np.ones((2, 4))))),
+     lambda x: np.sum(np.hypot(np.stack([x, x]), 1.0))),
+    (lambda x: np.sum(np.hypot(np.split(np.concatenate([x, 2.0 * x]), 2)[1], 1.0)),
+     lambda x: np.sum(np.hypot(2.0 * x, 1.0))),
+], ids=["broadcast_arrays", "split"])
+def test_second_order_through_numpy_functions_that_return_several_arrays(f, same):
+    # each of the tuple's or list's object arrays is Scalarized (fad.grad has
+    # no np.broadcast_arrays or np.split: compared with a function it has)
+    x = np.array([0.7, -1.2, 1.9, 0.4])
+    np.testing.assert_allclose(fad.hessian(f)(x), fad.hessian(same)(x), rtol=1e-14, atol=1e-15)
 
 
 def test_value_is_read_on_the_scalarized_twin_too():

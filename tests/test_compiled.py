@@ -381,6 +381,20 @@ def test_numpy_kinks_on_arrays_follow_fad_conventions(ufunc):
         assert math.isnan(v) and math.isnan(g[0])
 
 
+@pytest.mark.parametrize("ufunc", [np.maximum, np.minimum], ids=["maximum", "minimum"])
+@pytest.mark.parametrize("build", [
+    lambda w: np.dot(np.eye(2), w), lambda w: np.concatenate([w, [0.5]]), lambda w: np.stack([w, 2.0 * w]),
+    lambda w: np.where(w > 9.0, 0.0, w), lambda w: np.einsum("ij,j->i", np.eye(2), w),
+    lambda w: fad.maximum(w, -1.0), lambda w: fad.abs(w),
+], ids=["dot", "concatenate", "stack", "where", "einsum", "fad.maximum", "fad.abs"])
+def test_a_tie_after_a_numpy_function_splits_in_forward_mode_as_in_reverse(ufunc, build):
+    # the twin's NumPy functions (and fastad's) made plain object arrays, where
+    # np.maximum ran NumPy's object loop: the whole tangent to one side of a tie
+    x = np.array([0.5, 0.0])
+    f = lambda w: ufunc(build(w), 0.5)  # noqa: E731
+    np.testing.assert_array_equal(fad.jacobian(f, mode="fwd")(x), fad.jacobian(f, mode="rev")(x))
+
+
 @pytest.mark.parametrize("name", ["abs", "relu", "maximum", "minimum", "clip", "where", "sign", "if"])
 def test_piecewise_functions_retrace(name):
     """Each of these has its example on one piece; another piece retraces."""
@@ -1501,6 +1515,71 @@ def test_a_closed_over_recorded_value_gets_an_error_that_says_so(make):
     with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded "
                                               r"outside it.*\.value"):
         fad.compile(f, example)
+
+
+# f of a closed-over Array C (3,), M (2, 3), N (3, 2), in both operand orders.
+# Forward mode and second order record f with one Var per number (the
+# twin), where C * x stacked x's Vars into an Array row ("builds fastad
+# Arrays") and x * C raised "fastad does not implement numpy.lambda20".
+CLOSED_OVER_ARRAY = {
+    "C*x": lambda C, M, N: lambda x: np.sum((C * x) ** 2),
+    "x*C": lambda C, M, N: lambda x: np.sum((x * C) ** 2),
+    "C-x": lambda C, M, N: lambda x: np.sum(np.tanh(C - x)),
+    "x/C": lambda C, M, N: lambda x: np.sum(np.sin(x / C)),
+    "maximum(C,x)": lambda C, M, N: lambda x: np.sum(np.maximum(C, x) * x),  # a tie at x[0]
+    "maximum(x,C)": lambda C, M, N: lambda x: np.sum(np.maximum(x, C) * x),
+    "fad.minimum(C,x)": lambda C, M, N: lambda x: np.sum(fad.minimum(C, x) * x),
+    "hypot(C,x)": lambda C, M, N: lambda x: np.sum(np.hypot(C, x)),
+    "C<x": lambda C, M, N: lambda x: np.sum(np.where(C < x, x, 0.0) ** 2),
+    "M@x": lambda C, M, N: lambda x: np.sum(np.tanh(M @ x)),
+    "x@N": lambda C, M, N: lambda x: np.sum(np.tanh(x @ N)),
+    "dot(M,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.dot(M, x))),
+    "dot(x,C)": lambda C, M, N: lambda x: np.tanh(np.dot(x, C)),
+    "einsum(M,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.einsum("ij,j->i", M, x))),
+    "outer(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.outer(C, x))),
+    "concatenate(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(np.concatenate([C, x])) * np.arange(6.0)),
+    "stack(x,C)": lambda C, M, N: lambda x: np.sum(np.tanh(np.stack([x, C])) ** 2),
+    "fad.stack(C,x)": lambda C, M, N: lambda x: np.sum(np.tanh(fad.stack([C, x])) ** 2),
+    "where(m,C,x)": lambda C, M, N: lambda x: np.sum(np.where(x > 0.0, C, x) * x),
+    "C*object-array": lambda C, M, N: lambda x: np.sum(C * np.array([x[0], x[1] * x[2], 1.0])),
+}
+_TWIN_TRANSFORMS = {
+    "hessian": lambda f, x: fad.hessian(f)(x),
+    "jvp": lambda f, x: np.array(fad.jvp(f, (x,), (np.array([1.0, 2.0, -1.0]),))),
+    "jacobian-fwd": lambda f, x: fad.jacobian(f, mode="fwd")(x),
+}
+
+
+@pytest.mark.parametrize("transform", _TWIN_TRANSFORMS)
+@pytest.mark.parametrize("name", CLOSED_OVER_ARRAY)
+def test_a_closed_over_array_is_its_value_in_forward_mode_and_second_order(name, transform):
+    # as the README says of a fad.Array f closes over: a constant, exactly its .value
+    values = (np.array([1.5, -2.0, 0.5]), np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]),
+              np.array([[0.5, 1.0], [-1.0, 0.2], [2.0, 0.7]]))
+    f = CLOSED_OVER_ARRAY[name](*(fad.Array(v) for v in values))
+    same = CLOSED_OVER_ARRAY[name](*values)
+    x = np.array([1.5, 0.3, -1.1])
+    np.testing.assert_array_equal(_TWIN_TRANSFORMS[transform](f, x), _TWIN_TRANSFORMS[transform](same, x))
+
+
+def test_forward_mode_and_second_order_leave_a_closed_over_arrays_grad_alone():
+    C = fad.Array(np.array([1.5, -2.0, 0.5]))
+    C.grad = np.array([7.0, 8.0, 9.0])
+    f = lambda x: np.sum((C * x) ** 2) + np.sum(x @ C)  # noqa: E731
+    x = np.array([1.5, 0.3, -1.1])
+    for transform in _TWIN_TRANSFORMS.values():
+        transform(f, x)
+    np.testing.assert_array_equal(C.grad, [7.0, 8.0, 9.0])
+
+
+@pytest.mark.parametrize("inner", [lambda y: np.sum(y * np.array([y[0], y[1]])),
+                                   lambda y: np.sum(np.array([y[0], y[1]]) @ y)], ids=["times", "matmul"])
+def test_a_grad_nested_in_a_hessian_still_differentiates_its_own_array_argument(inner):
+    # its Array argument meets an object array of Vars while the twin records
+    # (which reads an Array there element by element): d/dy sum(y * y) = 2y
+    f = lambda x: np.sum(x * x * fad.grad(inner)(x.value))  # noqa: E731 (x.value: a constant)
+    x = np.array([0.3, 0.5])
+    np.testing.assert_allclose(fad.hessian(f)(x), np.diag(4.0 * x), rtol=1e-15)
 
 
 def test_tangents_and_directions_take_any_array_like_of_the_arguments_shape():
