@@ -25,6 +25,7 @@ jax.jit traces again for a new shape. Only a call that misses the recorded
 shapes pays for that look-up: `_inputs` raises _Reshaped there.
 """
 import concurrent.futures
+import functools
 import os
 import threading
 
@@ -291,6 +292,23 @@ class _Reshaped(Exception):
         self.cf = cf
 
 
+def _any_shape(method):
+    """A method that, for arguments at other shapes (_inputs raises
+    _Reshaped), runs on the compiled function recorded for them. (__call__,
+    grad and value_and_grad, whose calls are timed one by one, catch
+    _Reshaped themselves: this wrapper costs a call.)"""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def at_any_shape(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _Reshaped as e:
+            other = e.cf
+        return getattr(other, name)(*args, **kwargs)
+    return at_any_shape
+
+
 class CompiledFunction:
     """A function recorded once and replayed in C. Made by fad.compile."""
 
@@ -353,6 +371,14 @@ class CompiledFunction:
             raise TypeError(f"this compiled function takes arguments shaped like "
                             f"{_tree.describe(self.treedef)}, got {_tree.describe(treedef)}")
         return parts if isinstance(self.traces[0], ArrayTrace) else _tree.numbers(parts)
+
+    def _recorded_at(self, args):
+        """self, or the compiled function recorded for args' shapes."""
+        try:
+            self._inputs(args)
+        except _Reshaped as e:
+            return e.cf
+        return self
 
     def _at_shapes(self, treedef, args):
         """f compiled at args, which have the structure of the recorded
@@ -524,21 +550,17 @@ class CompiledFunction:
             return self._grads(self._run(x, "value_and_grad")[1])
         return other.grad(*args)
 
+    @_any_shape
     def vjp(self, args, cotangent):
-        try:
-            x = self._inputs(args)
-        except _Reshaped as e:
-            other = e.cf
-        else:
-            parts, td = _tree.flatten(cotangent, "the cotangent")
-            # the output's structure, or any array-like of its Jacobian-row shape
-            # (np.shape: (n,) for a list or tuple of n numbers, an array's shape)
-            if td != self.out_treedef and _array_shape(cotangent) != _tree.shape(self.out_treedef):
-                raise TypeError(f"the cotangent must be shaped like the output, "
-                                f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
-            y, g = self._run(x, "vjp", _tree.numbers(parts))
-            return _tree.unflatten(self.out_treedef, y), self._grads(g)
-        return other.vjp(args, cotangent)
+        x = self._inputs(args)  # (first: at other shapes the output's shape may differ too)
+        parts, td = _tree.flatten(cotangent, "the cotangent")
+        # the output's structure, or any array-like of its Jacobian-row shape
+        # (np.shape: (n,) for a list or tuple of n numbers, an array's shape)
+        if td != self.out_treedef and _array_shape(cotangent) != _tree.shape(self.out_treedef):
+            raise TypeError(f"the cotangent must be shaped like the output, "
+                            f"{_tree.describe(self.out_treedef)}, got {_tree.describe(td)}")
+        y, g = self._run(x, "vjp", _tree.numbers(parts))
+        return _tree.unflatten(self.out_treedef, y), self._grads(g)
 
     def _scalar(self, args):
         """self, or for an array recording its scalarized twin, compiled at
@@ -564,63 +586,56 @@ class CompiledFunction:
                                           self.on_branch_change, self.cache_size, scalarize=True)
         return self._twin
 
+    @_any_shape
     def jvp(self, args, tangents):
         """(value, J @ tangents): tangents has the structure of the argnums."""
-        try:
-            if self._scalar(args) is not self:
-                return self._twin.jvp(args, tangents)
-            x = self._inputs(args)
-        except _Reshaped as e:
-            other = e.cf
-        else:
-            V = np.zeros(len(x))
-            tangents = (tangents,) if self.single else tuple(tangents)
-            if len(tangents) != len(self.argnums):
-                raise TypeError(f"jvp takes one tangent per differentiated argument ({len(self.argnums)}), "
-                                f"got {len(tangents)}")
-            for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
-                V[s] = self._from_tree(td, t, "the tangent", flat)
-            if self._n_in:
-                y, JV = self._run(x, "jvp", V)
-            else:  # no input numbers: no direction to sweep
-                (y,) = self._run(x, "values")
-                JV = np.zeros((len(y), 1))
-            return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
-        return other.jvp(args, tangents)
+        if self._scalar(args) is not self:
+            return self._twin.jvp(args, tangents)
+        x = self._inputs(args)
+        V = np.zeros(len(x))
+        tangents = (tangents,) if self.single else tuple(tangents)
+        if len(tangents) != len(self.argnums):
+            raise TypeError(f"jvp takes one tangent per differentiated argument ({len(self.argnums)}), "
+                            f"got {len(tangents)}")
+        for td, s, t, flat in zip(self._arg_treedefs, self._slices, tangents, self._arg_flat):
+            V[s] = self._from_tree(td, t, "the tangent", flat)
+        if self._n_in:
+            y, JV = self._run(x, "jvp", V)
+        else:  # no input numbers: no direction to sweep
+            (y,) = self._run(x, "values")
+            JV = np.zeros((len(y), 1))
+        return _tree.unflatten(self.out_treedef, y), _tree.unflatten(self.out_treedef, JV[:, 0])
 
+    @_any_shape
     def jacobian(self, *args, mode="auto"):
         """d outputs / d argnums, shaped out.shape + in.shape. mode "rev" does
         one reverse sweep per output, "fwd" tangent sweeps of up to 16 inputs
         each, "auto" forward mode where there are fewer inputs than outputs."""
         if mode not in ("auto", "rev", "fwd"):
             raise ValueError(f"mode must be 'auto', 'rev' or 'fwd', got {mode!r}")
-        try:
-            x = self._inputs(args)
-        except _Reshaped as e:
-            other = e.cf
+        x = self._inputs(args)
+        n_out = _tree.size(self.out_treedef)
+        cols = np.concatenate([np.arange(self._n_in)[s] for s in self._slices])
+        if mode == "auto":  # an array recording has no tangent sweep of its own
+            mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
+        if mode == "fwd" and self._scalar(args) is not self:
+            return self._twin.jacobian(*args, mode="fwd")
+        if not len(cols):  # no input numbers: an empty Jacobian, no sweep
+            J = np.zeros((n_out, self._n_in))
+        elif mode == "rev":
+            _, J = self._run(x, "jacobian_rev")
         else:
-            n_out = _tree.size(self.out_treedef)
-            cols = np.concatenate([np.arange(self._n_in)[s] for s in self._slices])
-            if mode == "auto":  # an array recording has no tangent sweep of its own
-                mode = "fwd" if len(cols) < n_out and isinstance(self.traces[0], Trace) else "rev"
-            if mode == "fwd" and self._scalar(args) is not self:
-                return self._twin.jacobian(*args, mode="fwd")
-            if not len(cols):  # no input numbers: an empty Jacobian, no sweep
-                J = np.zeros((n_out, self._n_in))
-            elif mode == "rev":
-                _, J = self._run(x, "jacobian_rev")
-            else:
-                V = np.zeros((self._n_in, len(cols)))
-                V[cols, np.arange(len(cols))] = 1.0
-                _, JV = self._run(x, "jvp", V)
-                J = np.zeros((n_out, self._n_in))
-                J[:, cols] = JV
-            out_shape = _tree.shape(self.out_treedef)
-            per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
-                       for td, s in zip(self._arg_treedefs, self._slices)]
-            return per_arg[0] if self.single else tuple(per_arg)
-        return other.jacobian(*args, mode=mode)
+            V = np.zeros((self._n_in, len(cols)))
+            V[cols, np.arange(len(cols))] = 1.0
+            _, JV = self._run(x, "jvp", V)
+            J = np.zeros((n_out, self._n_in))
+            J[:, cols] = JV
+        out_shape = _tree.shape(self.out_treedef)
+        per_arg = [J[:, s].reshape(out_shape + _tree.shape(td))
+                   for td, s in zip(self._arg_treedefs, self._slices)]
+        return per_arg[0] if self.single else tuple(per_arg)
 
+    @_any_shape
     def hessian(self, *args):
         """Second derivatives of a scalar output, shaped in.shape + in.shape
         for one argnum; for a tuple of them, blocks H[i][j] shaped
@@ -628,22 +643,18 @@ class CompiledFunction:
         products 16 a sweep: as few as a coloring of its sparsity pattern
         allows (Trace.hessian)."""
         self._scalar_output("hessian")
-        try:
-            if self._scalar(args) is not self:
-                return self._twin.hessian(*args)
-            x = self._inputs(args)
-        except _Reshaped as e:
-            other = e.cf
-        else:
-            lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
-            H = self._run(x, "hessian", lo, hi)[1] if hi > lo else np.zeros((0, 0))  # inputs lo..hi-1: the argnums'
-            shapes = [_tree.shape(td) for td in self._arg_treedefs]
-            blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
-                                 for sj, b in zip(self._slices, shapes))
-                           for si, a in zip(self._slices, shapes))
-            return blocks[0][0] if self.single else blocks
-        return other.hessian(*args)
+        if self._scalar(args) is not self:
+            return self._twin.hessian(*args)
+        lo, hi = min(s.start for s in self._slices), max(s.stop for s in self._slices)
+        x = self._inputs(args)
+        H = self._run(x, "hessian", lo, hi)[1] if hi > lo else np.zeros((0, 0))  # inputs lo..hi-1: the argnums'
+        shapes = [_tree.shape(td) for td in self._arg_treedefs]
+        blocks = tuple(tuple(H[si.start - lo:si.stop - lo, sj.start - lo:sj.stop - lo].reshape(a + b)
+                             for sj, b in zip(self._slices, shapes))
+                       for si, a in zip(self._slices, shapes))
+        return blocks[0][0] if self.single else blocks
 
+    @_any_shape
     def hvp(self, *args_and_v):
         """H @ v for a function of the arguments args, where v has the
         structure of the (single) argnum: cf.hvp(x, v)."""
@@ -651,19 +662,14 @@ class CompiledFunction:
         if not self.single:
             raise ValueError("hvp takes a single argnum")
         *args, v = args_and_v
-        try:
-            if self._scalar(args) is not self:
-                return self._twin.hvp(*args_and_v)
-            x = self._inputs(args)
-        except _Reshaped as e:
-            other = e.cf
-        else:
-            s = self._slices[0]
-            V = np.zeros((len(x), 1))
-            V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
-            HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
-            return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
-        return other.hvp(*args_and_v)
+        if self._scalar(args) is not self:
+            return self._twin.hvp(*args_and_v)
+        x = self._inputs(args)
+        s = self._slices[0]
+        V = np.zeros((len(x), 1))
+        V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
+        HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
+        return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
 
     def grad_batch(self, X, threads=None):
         """Gradients at B inputs at once: X stacks them on a first axis (the
@@ -691,13 +697,8 @@ class CompiledFunction:
             if row is not None:  # rows of the argument at another shape: their own recording
                 if not len(X):
                     return np.zeros(X.shape)
-                try:
-                    self._inputs((_tree.unflatten(row, np.asarray(X[0], np.float64).reshape(-1)),))
-                except _Reshaped as e:
-                    other = e.cf
-                else:
-                    other = None
-                if other is not None:
+                other = self._recorded_at((_tree.unflatten(row, np.asarray(X[0], np.float64).reshape(-1)),))
+                if other is not self:
                     return other.grad_batch(X, threads)
             shapes = " or ".join(str(("B",) + r).replace("'", "") for r in rows_as)
             raise ValueError(f"grad_batch takes X of shape {shapes} (B rows shaped like the argument, "

@@ -739,6 +739,14 @@ def test_every_method_works_at_another_shape(method):
     np.testing.assert_allclose(compiled(cf, at_6), direct(at_6), rtol=1e-12)
 
 
+def test_a_cotangent_shaped_like_the_output_at_another_shape():
+    # vjp checked the cotangent against the recorded output's shape before
+    # it looked at the arguments: (4,) against (3,) was refused
+    cf = fad.compile(lambda x: x * 2.0, np.ones(3))
+    y, g = cf.vjp((np.ones(4),), np.arange(4.0))
+    assert y.tolist() == [2.0] * 4 and g.tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
 def test_second_order_at_another_shape_first_leaves_the_recorded_shapes_theirs():
     """The twin of an array recording (forward mode, second order) was
     recorded at the first call's arguments, whatever their shapes: after a
