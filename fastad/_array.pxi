@@ -62,15 +62,21 @@ cdef int array_nan_check(int op, tuple args, value, double c, aux) except -1:
     if not np.isnan(value).any():
         return 0
     inputs = [h.value for h in args if type(h) is Var or type(h) is Array]
-    if type(aux) is tuple:  # constants, or lists of them (concatenate's, stack's)
-        for v in aux:
-            if type(v) is list:
-                inputs += [e for e in v if isinstance(e, (float, np.ndarray))]
-            elif isinstance(v, (float, np.ndarray)):
-                inputs.append(v)
-    if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs):
+    if any(np.isnan(np.asarray(v, np.float64)).any() for v in inputs) or constants_have_nan(aux):
         return 0  # nan in, nan out: reported where it was first made
     raise NanError(f"fastad: op '{array_op_name(op, c)}' made nan from inputs with no nan")
+
+
+cdef bint constants_have_nan(aux) except -1:
+    """Whether an array row's constant operands (in its aux: numbers and
+    arrays, or lists of them for concatenate and stack) hold a nan."""
+    if type(aux) is not tuple:
+        return False
+    for v in aux:
+        for e in (v if type(v) is list else [v]):
+            if isinstance(e, (float, np.ndarray)) and np.isnan(np.asarray(e, np.float64)).any():
+                return True
+    return False
 
 
 def record_array(int op, tuple args, value, double c=0.0, aux=None):
@@ -120,7 +126,7 @@ cdef object record_elem(Array x, Py_ssize_t k):
         x.flat_ready = True
     cdef double v = x.flat[k]
     if _no_grad_threads and thread_state().no_grad:
-        if thread_state().pinning:  # the element leaves the recording (leave_graph)
+        if pinned(x.tape, x):  # the element leaves the recording (leave_graph)
             with recording_on():
                 pin(<Var>record_elem(x, k))
         return new_leaf(v)
@@ -135,11 +141,13 @@ cdef int pin_array(Array x) except -1:
     """pin (fastad/_record.pxi) for an Array: guards that every element
     keeps its value (x == value; and x != x, true exactly at the nans, where
     x == value is false whatever comes)."""
-    if not pinned(x.tape):
+    if not pinned(x.tape, x):
         return 0
     front().compare(OP_EQ, x, x.value)
     if np.isnan(x.value).any():
         front().compare(OP_NE, x, x)
+    if (x.value == 0.0).any():  # and the sign of its zeros, as pin does
+        front().compare(OP_GT, array_binary(OP_ARCTAN2, x, -1.0), 0.0)
     return 0
 
 

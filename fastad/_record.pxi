@@ -157,23 +157,47 @@ cdef int pin(Var x) except -1:
     in compile's recordings (`pinning`), for a value recorded there: no
     replay reads any other tape, and float(v) in a loop must not grow one.
     `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
-    if not pinned(x.tape):
+    if not pinned(x.tape, x):
         return 0
-    if x.val == x.val:
-        compare(OP_EQ, x, x.val, False)
-    else:
+    if x.val != x.val:
         compare(OP_NE, x, x, False)
+    else:
+        compare(OP_EQ, x, x.val, False)
+        if x.val == 0.0:  # and its sign (-0.0 == 0.0): arctan2(x, -1) is pi or -pi
+            compare(OP_GT, binop(OP_ARCTAN2, x, -1.0), 0.0, False)
     return 0
 
 
-cdef bint pinned(Tape t):
-    """Whether pin guards a value recorded on t (None: a leaf)."""
+cdef bint pinned(Tape t, object h) except -1:
+    """Whether pin guards h, a value recorded on t (None: a leaf): one of
+    compile's recording, or a leaf compile made for its arguments. Other
+    values do not come from the arguments (a closed-over leaf, a leaf made
+    under no_grad from pinned values) and are constants of the recording.
+    A value of another tape that reads the arguments (a `with fad.Tape()`
+    block inside f), or an argument read inside such a block, cannot have
+    its guard on the recording: that is an error."""
     cdef _ThreadState st = thread_state()
-    if not st.pinning:
+    if not st.pinning or st.pin_tape is None:
         return False
+    if t is st.pin_tape:
+        return True
+    if st.pin_leaves is None:
+        st.pin_leaves = {id(leaf) for leaf in (st.pin_tape.made or ())}
     if t is None:
-        return st.tape is not None and not st.implicit
-    return not t.consumed
+        if id(h) not in st.pin_leaves:
+            return False
+        if st.tape is not st.pin_tape:
+            raise FastADError(PINNED_ELSEWHERE)
+        return True
+    if not t.consumed and any(id(leaf) in st.pin_leaves for leaf in t.leaves):
+        raise FastADError(PINNED_ELSEWHERE)
+    return False
+
+
+PINNED_ELSEWHERE = ("the function takes a number out of a value that reads its argument on another "
+                    "tape (a `with fad.Tape()` block inside it): float(), int(), an op under no_grad "
+                    "or a copy there; a compiled replay could not tell when that number changes, so "
+                    "compile, jacobian, hessian, jvp and vjp refuse it (fad.grad takes it)")
 
 
 cdef int leave_graph(tuple handles) except -1:

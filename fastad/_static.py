@@ -217,6 +217,13 @@ class StaticArgs:
             state["f"] = None
         return state
 
+    def __setstate__(self, state):
+        if not isinstance(state["compiled"], Recordings):  # pickled before Recordings: a dict
+            recordings = Recordings(state["cache_size"])
+            recordings.by_key.update(state["compiled"])
+            state = dict(state, compiled=recordings)
+        self.__dict__.update(state)
+
     def __repr__(self):
         name = getattr(self.f, "__name__", "function")
         return (f"<fastad.compile of {name}: static arguments {list(self.positions)}, "

@@ -369,8 +369,9 @@ cdef class Tape:
         """debug_nans, reverse: array row i's rule just ran; if an argument
         whose adjoint was nan-free (`clean`) now has a nan, while row i's own
         adjoint has none, the rule made it: raise, naming the op."""
-        if self.adjoint_has_nan(i) or any(np.isnan(self._value(r)).any() for r in self.arg_rows(i)):
-            return 0  # nan in (adjoint or value), nan out
+        if (self.adjoint_has_nan(i) or any(np.isnan(self._value(r)).any() for r in self.arg_rows(i))
+                or constants_have_nan(self.aux.get(i))):
+            return 0  # nan in (adjoint, value or a constant operand), nan out
         for r in clean:
             if self.adjoint_has_nan(r):
                 raise NanError(
@@ -609,6 +610,8 @@ cdef class _ThreadState:
     cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
     cdef int no_grad    # depth of `with no_grad()` blocks
     cdef int pinning    # depth of compile's recordings: float(v) records a guard (pin)
+    cdef Tape pin_tape  # the innermost of them, where the guards go
+    cdef set pin_leaves # ids of its arguments' leaves (pinned, made on first use)
     cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
 
     def __cinit__(self):
@@ -781,14 +784,18 @@ class pinning:
     number Python took out of the recording. Elsewhere a conversion records
     nothing (a loop of float(loss) must not grow the tape)."""
 
-    def __enter__(self):
+    def __enter__(self):  # (inside compile's `with Tape()`: the current tape is the recording)
         cdef _ThreadState st = thread_state()
+        self.outer = (st.pin_tape, st.pin_leaves)
         st.pinning += 1
+        st.pin_tape = st.tape
+        st.pin_leaves = None
         return self
 
     def __exit__(self, *exc):
         cdef _ThreadState st = thread_state()
         st.pinning -= 1
+        st.pin_tape, st.pin_leaves = self.outer
         return False
 
 
@@ -826,7 +833,9 @@ class debug_nans:
     value is nan while its inputs are not, naming the op. Off by default
     (IEEE results instead). fad.debug_nans(True) turns it on and
     fad.debug_nans(False) off; `with fad.debug_nans():` turns it on for
-    the block and then back to what it was.
+    the block and then back to what it was. The setting is one for the
+    process, not per thread (the ops test one flag): blocks in two threads
+    that overlap restore each other's setting.
 
     >>> import fastad as fad
     >>> with fad.debug_nans():
@@ -839,10 +848,16 @@ class debug_nans:
     """
 
     def __init__(self, bint enable=True):
+        self.enable = enable
         self.before = _debug_nans
+        self.fresh = True
         set_debug_nans(enable)
 
     def __enter__(self):
+        if not self.fresh:  # the same object's next block: from the setting it finds
+            self.before = _debug_nans
+        self.fresh = False
+        set_debug_nans(self.enable)
         return self
 
     def __exit__(self, *exc):

@@ -33,7 +33,7 @@ import numpy as np
 
 from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
-from fastad._core import (Array, ArrayTrace, FastADError, NanError, Tape, Var, array_trace,
+from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace,
                           check_own_leaves, debug_nans_listeners, pinning, recording_on)
 from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
@@ -167,11 +167,12 @@ _ANOTHER_TAPE = ("the function used its argument on another tape as well (a `wit
 
 # f read a Var or Array recorded outside it (y = x * x before the call): an
 # op on it goes on y's tape, so f's work is not on the recording's.
-_RECORDED_OUTSIDE = ("the function combines its argument with a value recorded outside it, on another "
-                     "tape (a Var or Array computed before the call), which puts its operations on that "
-                     "tape: fad.grad takes that, but a recording to be replayed (compile, jacobian, "
-                     "hessian, jvp, vjp) holds the function's own operations only; pass the value as "
-                     "an argument (to vary or differentiate it), or use its .value (a constant)")
+_RECORDED_OUTSIDE = ("the function combines its argument with a value recorded on another tape (a Var "
+                     "or Array computed before the call, or in a `with fad.Tape()` block inside the "
+                     "function), which puts its operations on that tape: fad.grad takes that, but a "
+                     "recording to be replayed (compile, jacobian, hessian, jvp, vjp) holds the "
+                     "function's own operations only; pass a value from outside as an argument (to vary "
+                     "or differentiate it), or use its .value (a constant)")
 
 
 def _input_rows(tape, leaves):
@@ -450,18 +451,19 @@ class CompiledFunction:
 
     def _checked_run(self, x, method, *more):
         """_run while fad.debug_nans is on (it takes _run's place then:
-        _check_nans): a replay that makes a nan from inputs with no nan
-        raises NanError, naming the op where f, recorded again at x, makes
-        it (its forward, or for a scalar output its reverse sweep)."""
+        _nan_checks). A replay that gives a nan records f again at x, with
+        debug_nans on, which raises NanError at the op that made it: in the
+        forward pass, or for a gradient in the reverse sweep. A nan that
+        comes in (an argument, a constant of f, a tangent) raises nothing,
+        as in a recording; nor does one that f, recorded again, does not
+        make (a tangent sweep's), or a replay whose f did not survive pickling."""
         result = _plain_run(self, x, method, *more)
-        if _has_nan(result) and not _has_nan(x):
-            if self.f is not None:
-                from fastad.functional import value_and_grad  # (fastad.functional imports this module)
-                numbers = _tree.numbers(x) if type(x) is list else x
-                record(self.f, self.treedef, numbers, self.scalarize)
-                if self._has_scalar_output():
-                    value_and_grad(self.f, self.argnums)(*_tree.unflatten(self.treedef, numbers))
-            raise NanError(f"fastad: the compiled function's {method} made nan from inputs with no nan")
+        if self.f is not None and _has_nan(result):
+            from fastad.functional import value_and_grad  # (fastad.functional imports this module)
+            numbers = _tree.numbers(x) if type(x) is list else x
+            record(self.f, self.treedef, numbers, self.scalarize)
+            if method != "values" and self._has_scalar_output():
+                value_and_grad(self.f, self.argnums)(*_tree.unflatten(self.treedef, numbers))
         return result
 
     @staticmethod
@@ -734,8 +736,8 @@ class CompiledFunction:
                 for fut in futures:
                     fut.result()
         arg_td = self.treedef[1][0]
-        if _check_nans:  # a row that made a nan: its cf.grad raises, naming the op
-            for i in np.flatnonzero((np.isnan(G).any(axis=1) | np.isnan(Y)) & ~np.isnan(Xf).any(axis=1)):
+        if _check_nans:  # a row with a nan: its cf.grad raises where f makes it (_checked_run)
+            for i in np.flatnonzero(np.isnan(G).any(axis=1) | np.isnan(Y)):
                 self.grad(_tree.unflatten(arg_td, Xf[i]))
         for i in np.flatnonzero(changed):  # another branch: replay (or retrace) that row alone
             G[i] = _tree.numbers(_tree.flatten(self.grad(_tree.unflatten(arg_td, Xf[i])))[0])
@@ -783,8 +785,8 @@ class CompiledFunction:
 
 
 def _has_nan(v):
-    """Whether a replay's inputs or results (numbers, arrays, tuples and
-    lists of them) hold a nan."""
+    """Whether a replay's results (numbers, arrays, tuples and lists of
+    them) hold a nan."""
     if type(v) in (tuple, list):
         return any(_has_nan(e) for e in v)
     return v is not None and bool(np.isnan(np.asarray(v, np.float64)).any())

@@ -412,8 +412,8 @@ def explain(f, *args, fmt="text", engine=None):
     with engine.Tape() as t:
         t.watch(*leaves)  # inputs first: x1..xn are w1..wn, as in textbook tables
         out = f(*leaves)
-    if not isinstance(out, (engine.Var, float, int)):
-        raise ValueError(f"explain: f must return one number (a Var), got {type(out).__name__}; "
+    if isinstance(out, (list, tuple, dict)) or getattr(out, "size", 1) != 1:
+        raise ValueError(f"explain: f must return one number, got {type(out).__name__}; "
                          "explain one output at a time")
     tape = getattr(out, "tape", None)
     if tape is None:

@@ -1866,6 +1866,8 @@ def test_debug_nans_names_array_ops_forward_and_reverse():
             b, data = fad.Array(np.array([1.0, 2.0])), np.array([np.nan, 3.0])
             np.concatenate([b, data])  # a constant's nan, joined in: not made here (was an error)
             np.stack([b, data])
+            # nor in the reverse sweep, where b * data passes a nan back (it raised there)
+            assert np.isnan(fad.grad(lambda u: (u * data).sum())(np.ones(2))[0])
     finally:
         fad.debug_nans(False)
     assert np.isnan(a.grad[1]) and a.grad[0] == 2.0

@@ -508,8 +508,14 @@ def test_branch_change_from_the_lower_piece(name, f, rec, other):
     ("copy.copy", lambda x: copy.copy(x) * x, 2.0, [3.0, -1.0]),
     ("copy.deepcopy of an Array", lambda a: (copy.deepcopy(a) * a).sum(), np.array([1.0, 2.0]),
      [np.array([3.0, 2.0]), np.array([1.0, -4.0])]),
+    # -0.0 == 0.0: the guard on a zero also holds its sign (inf for -inf before)
+    ("no_grad at a zero", lambda x: x + _no_grad(lambda: 1.0 / x), 0.0, [-0.0, 2.0]),
+    ("float at a zero", lambda x: x * math.copysign(1.0, float(x)), 0.0, [-0.0]),
+    ("no_grad at zeros of an Array", lambda a: (a * _no_grad(lambda: np.arctan2(a, -1.0))).sum(),
+     np.zeros(2), [np.array([-0.0, 0.0]), np.array([1.0, 0.0])]),
 ], ids=["math.floor", "int", "float", "math.isnan", "np.floor", "no_grad", "no_grad-compare",
-        "no_grad-array", "no_grad-elem", "copy", "deepcopy-array"])
+        "no_grad-array", "no_grad-elem", "copy", "deepcopy-array", "no_grad-zero", "float-zero",
+        "no_grad-array-zeros"])
 def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
     """float(x) or int(x) hands Python a plain number, which the recording
     then holds as a constant: a replay at another x would reuse it (a wrong
@@ -538,6 +544,34 @@ def test_numbers_taken_out_of_the_tape_are_pinned(name, f, rec, others):
 def _no_grad(fn):
     with fad.no_grad():
         return fn()
+
+
+def test_pins_go_on_the_recording_only():
+    """Only the arguments and the values recorded from them are pinned:
+    a loop under no_grad added two rows an op (a guard on each leaf it had
+    made), a swept Array's element read under no_grad raised, and a value of
+    a `with fad.Tape()` block inside f had its guard on that tape, where no
+    replay looks (12 for 24): now refused."""
+    def loop(x):
+        with fad.no_grad():
+            c = x
+            for _ in range(1000):
+                c = c * 1.0001
+        return x * c
+    cf = fad.compile(loop, 1.0)
+    assert len(cf.traces[0].op) < 10 and cf(2.0) == loop(fad.Var(2.0)).value
+    swept = fad.Array(np.ones(3)) * 2.0
+    swept.sum().backward()
+    assert fad.compile(lambda x: x * _no_grad(lambda: swept[1]), 3.0)(3.0) == 6.0
+
+    def inner_tape(x):
+        with fad.Tape():
+            y = x * 2.0
+            c = _no_grad(lambda: y * 3.0)
+        return x * c
+    assert fad.grad(inner_tape)(2.0) == 12.0
+    with pytest.raises(fad.FastADError, match="another tape"):
+        fad.compile(inner_tape, 1.0)
 
 
 def test_a_swept_value_compared_in_a_recording_still_guards_the_live_side():
@@ -573,10 +607,37 @@ def test_debug_nans_holds_in_compiled_replays():
         with pytest.raises(fad.NanError, match="reverse sweep made nan at op 'mul'"):
             cg.grad(0.0)
         assert math.isnan(cf(math.nan))
-        with pytest.raises(fad.NanError, match="compiled function's values made nan"):
-            pickle.loads(pickle.dumps(cf))(-1.0)  # a lambda does not pickle: no op to name
+        # a nan that comes in is no error: a constant, a tangent (the check
+        # raised here; and a replay of a scalar output looked at its reverse sweep)
+        assert math.isnan(fad.compile(lambda x: x + math.nan, 1.0)(1.0))
+        assert np.isnan(fad.compile(lambda a: (a * np.array([1.0, np.nan])).sum(), np.ones(2)).grad(np.ones(2))[1])
+        assert math.isnan(fad.vjp(lambda x: x * 2.0, 1.0)[1](math.nan)[0])
+        assert math.isnan(fad.jvp(lambda x: x * 2.0, (1.0,), (math.nan,))[1])
+        assert math.isnan(fad.compile(lambda x: fad.sqrt(x * x), 1.0)(0.0) * math.nan)
+        assert math.isnan(pickle.loads(pickle.dumps(cf))(-1.0))  # no f (a lambda): no op to name
     assert compiled.CompiledFunction._run is compiled._plain_run
     assert math.isnan(cf(-1.0))
+    switch = fad.debug_nans(True)
+    fad.debug_nans(False)
+    for _ in range(2):  # one object, two blocks: each turns it on (the second did not)
+        with switch:
+            with pytest.raises(fad.NanError):
+                cf(-1.0)
+        assert math.isnan(cf(-1.0))
+
+
+def test_a_static_argument_pickle_from_before_recordings_loads():
+    # its compiled functions were an OrderedDict (and a lock, left out)
+    cf = fad.compile(_static_sq, np.ones(3), 2)
+    state = cf.__getstate__()
+    state["compiled"] = collections.OrderedDict(state["compiled"].by_key)
+    old = object.__new__(type(cf))
+    old.__setstate__(state)
+    assert old(np.arange(3.0), 2) == cf(np.arange(3.0), 2) == 1.0 and old(np.ones(3), 3) == 3.0
+
+
+def _static_sq(x, k):
+    return (x[:k] * x[:k]).sum()
 
 
 def test_float_outside_compile_records_nothing():
@@ -1521,7 +1582,7 @@ def test_a_closed_over_recorded_value_gets_an_error_that_says_so(make):
     said f used its argument on another tape as well, which it had not."""
     f, example = make(fad.Var(2.0) * 2.0, fad.Array(np.ones(3)) * 2.0)
     with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded "
-                                              r"outside it.*\.value"):
+                                              r"on another tape.*\.value"):
         fad.compile(f, example)
 
 

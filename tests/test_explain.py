@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from fastad import ops
@@ -193,6 +194,7 @@ def test_errors(engine):
         explain(lambda x: x, 1.0, engine=engine)
     with pytest.raises(ValueError, match="one number"):  # (it said the output depends on no op)
         explain(lambda x: [x, x * x], 1.0, engine=engine)
+    assert "∂w2/∂x1 = 2" in explain(lambda x: x * np.full(1, 2.0), 1.0, engine=engine)  # one element: one number
 
 
 def test_default_engine_is_the_core():

@@ -587,5 +587,5 @@ def test_a_replay_says_it_cannot_read_a_recorded_value_it_closes_over(transform)
     """y = x * x recorded on the thread's tape, then read by f: the errors
     said f used its argument on another tape, which it had not."""
     x = fad.Var(2.0)
-    with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded outside"):
+    with pytest.raises(fad.FastADError, match=r"^the function combines its argument with a value recorded on another tape"):
         transform(x * x)

@@ -1,4 +1,5 @@
 """Tests of the pure-Python reference engine (fastad.reference)."""
+import copy
 import gc
 import math
 import operator
@@ -372,3 +373,16 @@ def test_reference_does_not_import_the_core():
 def test_reference_is_reachable_as_an_attribute_of_the_package():
     import fastad as fad
     assert fad.reference is ref and fad.reference.grad(lambda x: x * x)(3.0) == 6.0
+
+
+def test_copies_and_object_array_ufuncs_as_in_the_core():
+    """As tests/test_core.py and tests/test_ops.py check of the core: a
+    recorded value's copy is itself; a leaf's a new leaf; np.hypot and
+    np.arctan2 of an object array call the Vars' methods."""
+    x = ref.Var(2.0)
+    assert copy.copy(x * x) is not None and ref.grad(lambda t: copy.copy(t * 1.0) * t)(2.0) == 4.0
+    leaf = copy.deepcopy(x)
+    assert leaf is not x and leaf.is_leaf and leaf.value == 2.0
+    vs = [ref.Var(1.0), ref.Var(-2.0)]
+    assert [e.value for e in np.hypot(np.array(vs), 3.0)] == [math.hypot(1.0, 3.0), math.hypot(-2.0, 3.0)]
+    assert [e.value for e in np.arctan2(np.array(vs), 3.0)] == [math.atan2(1.0, 3.0), math.atan2(-2.0, 3.0)]

@@ -1,6 +1,7 @@
 """Var: a handle on a row (or a leaf holding its own value and grad); the
 recording of scalar ops (``_apply``); the math functions, which take
 numbers, Vars, Arrays and ndarrays."""
+import copy
 import numbers
 
 import numpy as np
@@ -38,6 +39,19 @@ class _Handle:
         if self._tape is None:
             return self._value
         return self._tape.val[self._index]
+
+    # copy.copy / copy.deepcopy: a recorded value never changes, so its copy
+    # is itself, still on the graph; a leaf's is a new leaf (its value and grad).
+    def __copy__(self):
+        if self._tape is not None:
+            return self
+        leaf = type(self).__new__(type(self))
+        leaf._tape = leaf._index = None
+        leaf._value, leaf._grad = self._value, copy.copy(self._grad)  # (an Array's grad: an array)
+        return leaf
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
 
 class Var(_Handle):
@@ -159,6 +173,8 @@ class Var(_Handle):
     def cosh(self): return _apply("cosh", self)
     def tanh(self): return _apply("tanh", self)
     def sign(self): return _apply("sign", self)
+    def arctan2(self, x): return _apply("arctan2", self, x)  # np.arctan2(ys, xs): ys[i].arctan2(xs[i])
+    def hypot(self, y): return _apply("hypot", self, y)
 
     # A Var stands for a one-number array too (a 0-d Array's results, a 1-D
     # a @ b): NumPy's reductions of it are itself.
