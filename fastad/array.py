@@ -12,7 +12,7 @@ from numbers import Real
 
 import numpy as np
 
-from fastad import _scalarized, ops as _ops
+from fastad import _scalarized, _tree, ops as _ops
 from fastad._core import Array, Var, clip, elem, record_array, map_value, where as _scalar_where
 
 CODE = {s.name: s.code for s in _ops.OPS}
@@ -57,6 +57,7 @@ def operand(v):
             return None, float(v)
         except OverflowError:  # (API.md's error types)
             raise ValueError(f"{type(v).__name__} {v:.6g} is beyond float64's range") from None
+    _tree.refuse_masked(v, "an operand")
     a = np.asarray(v)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"fastad arrays take real numbers, got {type(v).__name__}"

@@ -293,7 +293,8 @@ def test_masked_arrays_are_refused():
     for call in (lambda: fad.grad(sq)(m), lambda: fad.grad(lambda d: sq(d["a"]))({"a": m}),
                  lambda: fad.hessian(sq)(m), lambda: fad.compile(sq, m), lambda: cf.grad(m),
                  lambda: cf.grad_batch(np.ma.array([[1.0, 2.0]], mask=[[False, True]])),
-                 lambda: fad.Array(m)):
+                 lambda: fad.Array(m), lambda: fad.log(m), lambda: fad.Array(np.ones(2)) * m,
+                 lambda: np.dot(fad.Array(np.ones(2)), m)):
         with pytest.raises(TypeError, match="masked array"):
             call()
 
