@@ -126,9 +126,8 @@ cdef object record_elem(Array x, Py_ssize_t k):
         x.flat_ready = True
     cdef double v = x.flat[k]
     if _no_grad_threads and thread_state().no_grad:
-        if pinned(x.tape, x):  # the element leaves the recording (leave_graph)
-            with recording_on():
-                pin(<Var>record_elem(x, k))
+        if thread_state().pinning:  # the element leaves the recording (leave_graph)
+            pin_element(x, k)
         return new_leaf(v)
     cdef Tape t = usable_tape(x.tape)
     cdef node_t row = x.idx if x.tape is not None else t.array_input_row(x)
@@ -140,14 +139,28 @@ cdef object record_elem(Array x, Py_ssize_t k):
 cdef int pin_array(Array x) except -1:
     """pin (fastad/_record.pxi) for an Array: guards that every element
     keeps its value (x == value; and x != x, true exactly at the nans, where
-    x == value is false whatever comes)."""
-    if not pinned(x.tape, x):
+    x == value is false whatever comes; and the sign of its zeros)."""
+    cdef list level = pin_level(x, x.tape, x.idx)
+    if level is None:
         return 0
-    front().compare(OP_EQ, x, x.value)
-    if np.isnan(x.value).any():
-        front().compare(OP_NE, x, x)
-    if (x.value == 0.0).any():  # and the sign of its zeros, as pin does
-        front().compare(OP_GT, array_binary(OP_ARCTAN2, x, -1.0), 0.0)
+    with recording_on(), recording_to(level[0]):
+        front().compare(OP_EQ, x, x.value)
+        if np.isnan(x.value).any():
+            front().compare(OP_NE, x, x)
+        if (x.value == 0.0).any():
+            front().compare(OP_GT, array_binary(OP_ARCTAN2, x, -1.0), 0.0)
+    return 0
+
+
+cdef int pin_element(Array x, Py_ssize_t k) except -1:
+    """pin for element k of x, read under no_grad: the element read
+    recorded on x's recording, and pinned."""
+    cdef list level = pin_level(x, x.tape, x.idx)
+    if level is None:
+        return 0
+    level[2].discard(id(x) if x.tape is None else x.idx)  # (the element is pinned, not x)
+    with recording_on(), recording_to(level[0]):
+        pin(<Var>record_elem(x, k))
     return 0
 
 
@@ -306,9 +319,8 @@ cdef class Array:
         return (_array_leaf, (np.array(self.value), None if self.grad_ is None else np.array(self.grad_)))
 
     def __copy__(self):  # as a Var's (fastad/_var.pxi)
-        if self.tape is not None:
+        if self.tape is not None or self.made or an_argument(self):
             return self
-        pin_array(self)
         make, args = self.__reduce__()  # a new leaf, as a pickle's round trip gives
         return make(*args)
 

@@ -152,52 +152,113 @@ cdef int pin(Var x) except -1:
     and whatever Python does with it (math.floor, np.floor on an object
     array, an `if` on it, a NumPy constant) is frozen into the recording. So
     pin it: record a guard that holds exactly while x keeps this value
-    (x == v, or x != x for a nan), and a replay where x has another value
-    re-records or raises BranchChanged instead of reusing the number. Only
-    in compile's recordings (`pinning`), for a value recorded there: no
-    replay reads any other tape, and float(v) in a loop must not grow one.
-    `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
-    if not pinned(x.tape, x):
+    (x == v, and the sign of a zero; or x != x for a nan), and a replay
+    where x has another value re-records or raises BranchChanged instead of
+    reusing the number. Only in compile's recordings (`pinning`), for a
+    value of one (pin_level), once each: float(v) in a loop must not grow
+    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
+    cdef list level = pin_level(x, x.tape, x.idx)
+    if level is None:
         return 0
-    if x.val != x.val:
-        compare(OP_NE, x, x, False)
-    else:
-        compare(OP_EQ, x, x.val, False)
-        if x.val == 0.0:  # and its sign (-0.0 == 0.0): arctan2(x, -1) is pi or -pi
-            compare(OP_GT, binop(OP_ARCTAN2, x, -1.0), 0.0, False)
+    with recording_on(), recording_to(level[0]):  # (inside no_grad too; on that recording)
+        if x.val != x.val:
+            compare(OP_NE, x, x, False)
+        else:
+            compare(OP_EQ, x, x.val, False)
+            if x.val == 0.0:  # -0.0 == 0.0: arctan2(x, -1) is pi or -pi
+                compare(OP_GT, binop(OP_ARCTAN2, x, -1.0), 0.0, False)
     return 0
 
 
-cdef bint pinned(Tape t, object h) except -1:
-    """Whether pin guards h, a value recorded on t (None: a leaf): one of
-    compile's recording, or a leaf compile made for its arguments. Other
-    values do not come from the arguments (a closed-over leaf, a leaf made
-    under no_grad from pinned values) and are constants of the recording.
-    A value of another tape that reads the arguments (a `with fad.Tape()`
-    block inside f), or an argument read inside such a block, cannot have
-    its guard on the recording: that is an error."""
+cdef list pin_level(object h, Tape t, node_t idx):
+    """The open recording of compile whose number h is (recorded on its
+    tape t at row idx, or a leaf it made for its arguments), if h is not
+    pinned there yet: its pin_levels entry, with h's key added. None for a
+    value pinned already, or for any other value, which no argument reaches
+    (a closed-over leaf, a leaf made under no_grad from pinned values): a
+    constant. A value of another open tape that reads an argument (a `with
+    fad.Tape()` block inside f) cannot be guarded: an error."""
     cdef _ThreadState st = thread_state()
-    if not st.pinning or st.pin_tape is None:
-        return False
-    if t is st.pin_tape:
-        return True
-    if st.pin_leaves is None:
-        st.pin_leaves = {id(leaf) for leaf in (st.pin_tape.made or ())}
-    if t is None:
-        if id(h) not in st.pin_leaves:
-            return False
-        if st.tape is not st.pin_tape:
-            raise FastADError(PINNED_ELSEWHERE)
-        return True
-    if not t.consumed and any(id(leaf) in st.pin_leaves for leaf in t.leaves):
+    cdef list level
+    if not st.pinning:
+        return None
+    for level in reversed(st.pin_levels):
+        if t is None:
+            if level[1] is None:
+                level[1] = {id(leaf) for leaf in ((<Tape>level[0]).made or ())}
+            if id(h) not in level[1]:
+                continue
+            key = id(h)
+        elif t is level[0]:
+            key = idx
+        else:
+            continue
+        if key in level[2]:
+            return None
+        level[2].add(key)
+        return level
+    if t is not None and not t.consumed and reads_arguments(t, idx, st.pin_levels):
         raise FastADError(PINNED_ELSEWHERE)
+    return None
+
+
+cdef bint an_argument(object leaf) except -1:
+    """Whether a leaf is one an open recording of compile made for its
+    arguments."""
+    cdef _ThreadState st = thread_state()
+    cdef list level
+    for level in st.pin_levels:
+        if level[1] is None:
+            level[1] = {id(l) for l in ((<Tape>level[0]).made or ())}
+        if id(leaf) in level[1]:
+            return True
+    return False
+
+
+cdef bint reads_arguments(Tape t, node_t out, list levels) except -1:
+    """Whether row `out` of t depends on a leaf an open recording of compile
+    made for its arguments (a walk back over t's rows: the rare case)."""
+    cdef set ids = set()
+    for level in levels:
+        ids.update(id(leaf) for leaf in ((<Tape>level[0]).made or ()))
+    leaf_of = {t.in_rows[k]: t.leaves[k] for k in range(len(t.leaves))}
+    cdef bytearray reached = bytearray(out + 1)
+    cdef node_t i
+    reached[out] = 1
+    for i in range(out, -1, -1):
+        if not reached[i]:
+            continue
+        if i in leaf_of and id(leaf_of[i]) in ids:
+            return True
+        for r in t.arg_rows(i):
+            reached[r] = 1
     return False
 
 
 PINNED_ELSEWHERE = ("the function takes a number out of a value that reads its argument on another "
-                    "tape (a `with fad.Tape()` block inside it): float(), int(), an op under no_grad "
-                    "or a copy there; a compiled replay could not tell when that number changes, so "
-                    "compile, jacobian, hessian, jvp and vjp refuse it (fad.grad takes it)")
+                    "tape (a `with fad.Tape()` block inside it): float(), int() or an op under no_grad "
+                    "there; a compiled replay could not tell when that number changes, so compile, "
+                    "jacobian, hessian, jvp and vjp refuse it (fad.grad takes it)")
+
+
+cdef class recording_to:
+    """Ops in this block record on `tape` (a recording of compile, for its
+    guards), whichever tape is current."""
+    cdef _ThreadState st
+    cdef Tape tape, before
+    cdef bint implicit
+
+    def __cinit__(self, Tape tape):
+        self.tape = tape
+
+    def __enter__(self):
+        self.st = thread_state()
+        self.before, self.implicit = self.st.tape, self.st.implicit
+        self.st.tape, self.st.implicit = self.tape, False
+
+    def __exit__(self, *exc):
+        self.st.tape, self.st.implicit = self.before, self.implicit
+        return False
 
 
 cdef int leave_graph(tuple handles) except -1:
@@ -206,12 +267,11 @@ cdef int leave_graph(tuple handles) except -1:
     float(x) takes one, and nothing in the trace would recompute them. So
     pin what it reads, as float() does (pin_array for an Array): a replay
     where any of it has another value re-records instead of reusing them."""
-    with recording_on():  # the guards are rows: recorded, in this block
-        for h in handles:
-            if type(h) is Var:
-                pin(<Var>h)
-            elif type(h) is Array:
-                pin_array(<Array>h)
+    for h in handles:
+        if type(h) is Var:
+            pin(<Var>h)
+        elif type(h) is Array:
+            pin_array(<Array>h)
     return 0
 
 

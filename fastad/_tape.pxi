@@ -610,13 +610,14 @@ cdef class _ThreadState:
     cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
     cdef int no_grad    # depth of `with no_grad()` blocks
     cdef int pinning    # depth of compile's recordings: float(v) records a guard (pin)
-    cdef Tape pin_tape  # the innermost of them, where the guards go
-    cdef set pin_leaves # ids of its arguments' leaves (pinned, made on first use)
+    cdef list pin_levels  # one per open recording of them: [its tape, ids of its
+                          # argument leaves (made on first use), keys of the values pinned]
     cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
 
     def __cinit__(self):
         self.implicit = True
         self.saved = []
+        self.pin_levels = []
 
 
 _local = threading.local()
@@ -786,16 +787,14 @@ class pinning:
 
     def __enter__(self):  # (inside compile's `with Tape()`: the current tape is the recording)
         cdef _ThreadState st = thread_state()
-        self.outer = (st.pin_tape, st.pin_leaves)
         st.pinning += 1
-        st.pin_tape = st.tape
-        st.pin_leaves = None
+        st.pin_levels.append([st.tape, None, set()])
         return self
 
     def __exit__(self, *exc):
         cdef _ThreadState st = thread_state()
         st.pinning -= 1
-        st.pin_tape, st.pin_leaves = self.outer
+        st.pin_levels.pop()
         return False
 
 
@@ -849,19 +848,18 @@ class debug_nans:
 
     def __init__(self, bint enable=True):
         self.enable = enable
-        self.before = _debug_nans
-        self.fresh = True
+        self.made_at = _debug_nans  # what the first block goes back to (the call switched already)
+        self.before = []  # the setting each open block of this object found
         set_debug_nans(enable)
 
     def __enter__(self):
-        if not self.fresh:  # the same object's next block: from the setting it finds
-            self.before = _debug_nans
-        self.fresh = False
+        self.before.append(self.made_at if self.made_at is not None else _debug_nans)
+        self.made_at = None
         set_debug_nans(self.enable)
         return self
 
     def __exit__(self, *exc):
-        set_debug_nans(self.before)
+        set_debug_nans(self.before.pop())
         return False
 
     def __repr__(self):

@@ -120,13 +120,14 @@ cdef class Var:
         return (_leaf, (self.val, self.grad_))
 
     # copy.copy and copy.deepcopy: a recorded value never changes, so its
-    # copy is itself and stays on the graph. A leaf's copy is a new leaf (a
-    # parameter's snapshot), whose value leaves the recording as float(x)
-    # does: pinned while compile records.
+    # copy is itself and stays on the graph; so is the copy of a function's
+    # argument inside grad, compile and the transforms (whose elements are
+    # recorded values, or leaves, depending on the transform: the same
+    # gradient either way). A user's leaf's copy is a new leaf, a snapshot
+    # of a parameter (as in PyTorch).
     def __copy__(self):
-        if self.tape is not None:
+        if self.tape is not None or self.made or an_argument(self):
             return self
-        pin(self)
         make, args = self.__reduce__()  # a new leaf, as a pickle's round trip gives
         return make(*args)
 

@@ -23,7 +23,7 @@ class Array(_Handle):
     row of a tape. Operators and NumPy functions on it record rows, with
     NumPy's broadcasting."""
 
-    __slots__ = ("_tape", "_index", "_value", "_grad", "__weakref__")
+    __slots__ = ("_tape", "_index", "_value", "_grad", "_made", "__weakref__")
     __array_priority__ = 100  # ndarray <op> Array asks the Array first
 
     def __init__(self, value):

@@ -27,11 +27,14 @@ def _make_leaf(x):
         raise TypeError("the reference grad() takes floats and ndarrays, not Vars or "
                         "Arrays (it does not nest grad)")
     if isinstance(x, np.ndarray):
-        return Array(x)  # raises TypeError for a non-real dtype
-    if not isinstance(x, numbers.Real):
+        leaf = Array(x)  # raises TypeError for a non-real dtype
+    elif not isinstance(x, numbers.Real):
         raise TypeError(f"grad() arguments must be floats, ndarrays or nested lists / "
                         f"tuples / dicts of them, got {type(x).__name__}")
-    return Var(x)
+    else:
+        leaf = Var(x)
+    leaf._made = True  # a copy of f's argument is the argument (Var.__copy__)
+    return leaf
 
 
 def value_and_grad(f, argnums=0):

@@ -41,9 +41,10 @@ class _Handle:
         return self._tape.val[self._index]
 
     # copy.copy / copy.deepcopy: a recorded value never changes, so its copy
-    # is itself, still on the graph; a leaf's is a new leaf (its value and grad).
+    # is itself, still on the graph, and so is the copy of grad's argument;
+    # a user's leaf's is a new leaf (its value and grad).
     def __copy__(self):
-        if self._tape is not None:
+        if self._tape is not None or getattr(self, "_made", False):
             return self
         leaf = type(self).__new__(type(self))
         leaf._tape = leaf._index = None
@@ -57,7 +58,7 @@ class _Handle:
 class Var(_Handle):
     """A scalar: a leaf ``Var(2.0)``, or a handle on a row of a tape."""
 
-    __slots__ = ("_tape", "_index", "_value", "_grad", "__weakref__")
+    __slots__ = ("_tape", "_index", "_value", "_grad", "_made", "__weakref__")
 
     def __init__(self, value):
         if not (isinstance(value, (Var, numbers.Real))):
