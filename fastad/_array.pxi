@@ -94,7 +94,7 @@ def record_array(int op, tuple args, value, double c=0.0, aux=None):
     if _debug_nans:  # (inside no_grad too, as for a Var's op)
         array_nan_check(op, args, value, c, aux)
     if _no_grad_threads and thread_state().no_grad:
-        if thread_state().pinning:
+        if thread_state().recordings:
             leave_graph(args)
         return new_array_leaf(value) if is_array else new_leaf(value)
     cdef Tape t = tape_of(args)
@@ -126,7 +126,7 @@ cdef object record_elem(Array x, Py_ssize_t k):
         x.flat_ready = True
     cdef double v = x.flat[k]
     if _no_grad_threads and thread_state().no_grad:
-        if thread_state().pinning:  # the element leaves the recording (leave_graph)
+        if thread_state().recordings:  # the element leaves the recording (leave_graph)
             pin_element(x, k)
         return new_leaf(v)
     cdef Tape t = usable_tape(x.tape)
@@ -140,10 +140,10 @@ cdef int pin_array(Array x) except -1:
     """pin (fastad/_record.pxi) for an Array: guards that every element
     keeps its value (x == value; and x != x, true exactly at the nans, where
     x == value is false whatever comes; and the sign of its zeros)."""
-    cdef list level = pin_level(x, x.tape, x.idx)
-    if level is None:
+    cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
+    if rec is None:
         return 0
-    with recording_on(), recording_to(level[0]):
+    with recording_on(), recording_to(rec.tape):
         front().compare(OP_EQ, x, x.value)
         if np.isnan(x.value).any():
             front().compare(OP_NE, x, x)
@@ -155,11 +155,10 @@ cdef int pin_array(Array x) except -1:
 cdef int pin_element(Array x, Py_ssize_t k) except -1:
     """pin for element k of x, read under no_grad: the element read
     recorded on x's recording, and pinned."""
-    cdef list level = pin_level(x, x.tape, x.idx)
-    if level is None:
+    cdef _Recording rec = recording_of(x, x.tape, x.idx)
+    if rec is None:
         return 0
-    level[2].discard(id(x) if x.tape is None else x.idx)  # (the element is pinned, not x)
-    with recording_on(), recording_to(level[0]):
+    with recording_on(), recording_to(rec.tape):
         pin(<Var>record_elem(x, k))
     return 0
 

@@ -38,7 +38,7 @@ cdef Var record(op_t op, Var x, Var y, double c):
         v = op_value(op, xv, yv)
         if _debug_nans and v != v:  # (debug_nans holds inside no_grad too)
             raise_nan(op, x, y, c)
-        if thread_state().pinning:
+        if thread_state().recordings:
             leave_graph((x, y))
         return new_leaf(v)
     # The partials now, while the arguments' values are at hand: the sweep
@@ -155,12 +155,12 @@ cdef int pin(Var x) except -1:
     (x == v, and the sign of a zero; or x != x for a nan), and a replay
     where x has another value re-records or raises BranchChanged instead of
     reusing the number. Only in compile's recordings (`pinning`), for a
-    value of one (pin_level), once each: float(v) in a loop must not grow
+    value of one (unpinned_recording), once each: float(v) in a loop must not grow
     the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
-    cdef list level = pin_level(x, x.tape, x.idx)
-    if level is None:
+    cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
+    if rec is None:
         return 0
-    with recording_on(), recording_to(level[0]):  # (inside no_grad too; on that recording)
+    with recording_on(), recording_to(rec.tape):  # (inside no_grad too; on that recording)
         if x.val != x.val:
             compare(OP_NE, x, x, False)
         else:
@@ -170,57 +170,55 @@ cdef int pin(Var x) except -1:
     return 0
 
 
-cdef list pin_level(object h, Tape t, node_t idx):
-    """The open recording of compile whose number h is (recorded on its
-    tape t at row idx, or a leaf it made for its arguments), if h is not
-    pinned there yet: its pin_levels entry, with h's key added. None for a
-    value pinned already, or for any other value, which no argument reaches
-    (a closed-over leaf, a leaf made under no_grad from pinned values): a
-    constant. A value of another open tape that reads an argument (a `with
-    fad.Tape()` block inside f) cannot be guarded: an error."""
+cdef _Recording recording_of(object h, Tape t, node_t idx):
+    """The open recording of compile whose number h is: recorded on its
+    tape t (at row idx), or a leaf it made for its arguments. None for any
+    other value, which no argument reaches (a closed-over leaf, a leaf made
+    under no_grad from pinned values): a constant. A value of another open
+    tape that reads an argument (a `with fad.Tape()` block inside f) cannot
+    be guarded: an error."""
     cdef _ThreadState st = thread_state()
-    cdef list level
-    if not st.pinning:
+    cdef _Recording rec
+    if not st.recordings:  # (outside compile: float(v) pins nothing)
         return None
-    for level in reversed(st.pin_levels):
-        if t is None:
-            if level[1] is None:
-                level[1] = {id(leaf) for leaf in ((<Tape>level[0]).made or ())}
-            if id(h) not in level[1]:
-                continue
-            key = id(h)
-        elif t is level[0]:
-            key = idx
-        else:
-            continue
-        if key in level[2]:
-            return None
-        level[2].add(key)
-        return level
-    if t is not None and not t.consumed and reads_arguments(t, idx, st.pin_levels):
+    for rec in reversed(st.recordings):
+        if t is rec.tape or (t is None and id(h) in rec.arguments()):
+            return rec
+    if t is not None and not t.consumed and reads_arguments(t, idx, st.recordings):
         raise FastADError(PINNED_ELSEWHERE)
     return None
+
+
+cdef _Recording unpinned_recording(object h, Tape t, node_t idx):
+    """recording_of(h), where h is not pinned yet (then marked pinned):
+    each value is pinned once, however often Python takes its number."""
+    cdef _Recording rec = recording_of(h, t, idx)
+    if rec is None:
+        return None
+    key = id(h) if t is None else idx
+    if key in rec.pinned:
+        return None
+    rec.pinned.add(key)
+    return rec
 
 
 cdef bint an_argument(object leaf) except -1:
     """Whether a leaf is one an open recording of compile made for its
     arguments."""
-    cdef _ThreadState st = thread_state()
-    cdef list level
-    for level in st.pin_levels:
-        if level[1] is None:
-            level[1] = {id(l) for l in ((<Tape>level[0]).made or ())}
-        if id(leaf) in level[1]:
+    cdef _Recording rec
+    for rec in thread_state().recordings:
+        if id(leaf) in rec.arguments():
             return True
     return False
 
 
-cdef bint reads_arguments(Tape t, node_t out, list levels) except -1:
+cdef bint reads_arguments(Tape t, node_t out, list recordings) except -1:
     """Whether row `out` of t depends on a leaf an open recording of compile
     made for its arguments (a walk back over t's rows: the rare case)."""
+    cdef _Recording rec
     cdef set ids = set()
-    for level in levels:
-        ids.update(id(leaf) for leaf in ((<Tape>level[0]).made or ()))
+    for rec in recordings:
+        ids |= rec.arguments()
     leaf_of = {t.in_rows[k]: t.leaves[k] for k in range(len(t.leaves))}
     cdef bytearray reached = bytearray(out + 1)
     cdef node_t i

@@ -609,15 +609,14 @@ cdef class _ThreadState:
     cdef Tape tape      # where ops on leaves record; None until the first
     cdef bint implicit  # made by fastad (not a `with Tape()`): may be reset or replaced
     cdef int no_grad    # depth of `with no_grad()` blocks
-    cdef int pinning    # depth of compile's recordings: float(v) records a guard (pin)
-    cdef list pin_levels  # one per open recording of them: [its tape, ids of its
-                          # argument leaves (made on first use), keys of the values pinned]
+    cdef list recordings  # compile's open recordings (_Recording), innermost last:
+                          # float(v) records a guard there (pin)
     cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
 
     def __cinit__(self):
         self.implicit = True
         self.saved = []
-        self.pin_levels = []
+        self.recordings = []
 
 
 _local = threading.local()
@@ -779,6 +778,24 @@ class no_grad:
         return False
 
 
+cdef class _Recording:
+    """One open recording of compile, for its pins: its tape, the leaves it
+    made for f's arguments (by id, gathered on first use: tape.made is set
+    inside the block) and the values pinned on it already (their keys)."""
+    cdef Tape tape
+    cdef set leaf_ids
+    cdef set pinned
+
+    def __cinit__(self, Tape tape):
+        self.tape = tape
+        self.pinned = set()
+
+    cdef set arguments(self):
+        if self.leaf_ids is None:
+            self.leaf_ids = {id(leaf) for leaf in (self.tape.made or ())}
+        return self.leaf_ids
+
+
 class pinning:
     """While compile records f: float(v) and int(v) of a recorded value
     guard that value (fastad/_record.pxi, pin), so a replay never reuses a
@@ -787,14 +804,12 @@ class pinning:
 
     def __enter__(self):  # (inside compile's `with Tape()`: the current tape is the recording)
         cdef _ThreadState st = thread_state()
-        st.pinning += 1
-        st.pin_levels.append([st.tape, None, set()])
+        st.recordings.append(_Recording(st.tape))
         return self
 
     def __exit__(self, *exc):
         cdef _ThreadState st = thread_state()
-        st.pinning -= 1
-        st.pin_levels.pop()
+        st.recordings.pop()
         return False
 
 
