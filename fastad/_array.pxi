@@ -136,6 +136,15 @@ cdef object record_elem(Array x, Py_ssize_t k):
     return new_node(t, i, v)
 
 
+cdef int refuse_masked(object v, str taker) except -1:
+    """A masked array would lose its mask (fastad reads every number,
+    masked or not): a TypeError, as fastad/_tree.py's for arguments."""
+    if type(v) is not np.ndarray and isinstance(v, np.ma.MaskedArray):
+        raise TypeError(f"{taker} takes no masked array: it would read the masked numbers too; "
+                        "pass .filled(value) or .compressed()")
+    return 0
+
+
 cdef int pin_array(Array x) except -1:
     """pin (fastad/_record.pxi) for an Array: guards that every element
     keeps its value (x == value; and x != x, true exactly at the nans, where
@@ -187,9 +196,7 @@ cdef class Array:
     __array_priority__ = 100
 
     def __init__(self, value):
-        if type(value) is not np.ndarray and isinstance(value, np.ma.MaskedArray):  # (as fastad/_tree.py)
-            raise TypeError("fad.Array() takes no masked array: its ops would read the masked numbers "
-                            "too; pass .filled(value) or .compressed()")
+        refuse_masked(value, "fad.Array()")
         self.value = as_value(value)
 
     # -- state --

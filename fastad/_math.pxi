@@ -8,9 +8,7 @@ cdef object elementwise(op_t op, tuple args, str name):
     C loop (map_value, the same rule as for Vars), object arrays (of Vars)
     element by element."""
     for v in args:
-        if type(v) is not np.ndarray and isinstance(v, np.ma.MaskedArray):  # (as fastad/_tree.py)
-            raise TypeError(f"fad.{name}() takes no masked array: it would read the masked numbers "
-                            "too; pass .filled(value) or .compressed()")
+        refuse_masked(v, f"fad.{name}()")
     arrays = [np.asarray(v) for v in args]
     if any(a.dtype == object for a in arrays):
         if all(a.ndim == 0 for a in arrays):  # one element each: the op once, on the elements
