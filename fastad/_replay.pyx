@@ -9,6 +9,8 @@ Trace serves many threads at once (grad_rows releases the GIL).
 """
 cimport cython
 from cpython.object cimport PyObject
+from cpython.list cimport PyList_New, PyList_GET_ITEM, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
@@ -613,6 +615,69 @@ def pack_numbers(list values, list layout):
             pos += 1
     return out
 
+
+
+cdef extern from *:
+    """
+    /* Recycling reads reference counts: only where the GIL makes them exact. */
+    #ifdef Py_GIL_DISABLED
+    #define FASTAD_RECYCLES 0
+    #else
+    #define FASTAD_RECYCLES 1
+    #endif
+    """
+    const bint FASTAD_RECYCLES
+    Py_ssize_t Py_REFCNT(PyObject* o)
+    bint PyFloat_CheckExact(PyObject* o)
+    ctypedef struct PyFloatObject:
+        double ob_fval
+
+
+cdef class RecycledLists:
+    """Gradient lists of Python floats, made from float64 vectors, in which
+    a list handed out two calls ago, and each float in it, is written again
+    when nothing but this object still refers to it (as CPython's own zip()
+    reuses its result tuple): `g = cf.grad(x)` in a loop holds the last
+    list while the next is made, so two take turns. Nothing else can see an
+    object that only this one refers to, so rewriting it is safe. Making
+    10,000 new floats (and freeing the last call's) costs about 110 us on
+    the development VM, rewriting them about 11 us: for Rosenbrock n =
+    10,000 that was a quarter of cf.grad on a list."""
+    cdef list lists  # the last two lists handed out
+    cdef int turn
+
+    def __cinit__(self):
+        self.lists = [None, None]
+        self.turn = 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def of(self, const double[::1] v):
+        """The numbers of v as a list of floats."""
+        cdef Py_ssize_t n = v.shape[0], i
+        cdef PyObject* item
+        cdef list out
+        cdef object number
+        cdef int k
+        for k in range(2):
+            out = self.lists[k]
+            # held here, in self.lists and by `out`, and by nothing else
+            if FASTAD_RECYCLES and out is not None and Py_REFCNT(<PyObject*>out) == 2 and len(out) == n:
+                for i in range(n):
+                    item = PyList_GET_ITEM(out, i)
+                    if PyFloat_CheckExact(item) and Py_REFCNT(item) == 1:
+                        (<PyFloatObject*>item).ob_fval = v[i]
+                    else:  # (a list mutated before it was let go; a float someone kept)
+                        out[i] = v[i]
+                return out
+        out = PyList_New(n)
+        for i in range(n):
+            number = v[i]
+            Py_INCREF(number)  # (PyList_SET_ITEM steals the reference)
+            PyList_SET_ITEM(out, i, number)
+        self.lists[self.turn] = out
+        self.turn ^= 1
+        return out
 
 @cython.boundscheck(False)
 @cython.wraparound(False)

@@ -35,7 +35,7 @@ from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
 from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace,
                           check_own_leaves, debug_nans_listeners, pinning, recording_on)
-from fastad._replay import BranchChanged, RowQueue, Trace, live_rows, pack_numbers
+from fastad._replay import BranchChanged, RecycledLists, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
 
 
@@ -344,6 +344,7 @@ class CompiledFunction:
         # mode, second order) is recorded there too, not where it is first needed
         self._example = numbers.copy() if on_branch_change == "raise" else None
         self._lay_out_arguments()
+        self._lists = RecycledLists()  # the gradient lists of _one_list (not pickled)
         self._n_in = _tree.size(self.treedef)
         self.shapes = _static.Recordings(cache_size)  # the compiled functions for other shapes (_Reshaped)
 
@@ -500,7 +501,7 @@ class CompiledFunction:
         """A gradient over all inputs -> the argnums' structures: g flat, or
         (from an ArrayTrace) a list with one part per leaf."""
         if self._one_list and type(g) is not list:
-            return g.tolist()
+            return self._lists.of(g)
         if type(g) is list:
             per_arg = [_tree.unflatten_parts(td, g[s]) for td, s in zip(self._arg_treedefs, self._leaf_slices)]
         else:
@@ -768,11 +769,13 @@ class CompiledFunction:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lay_out_arguments()
+        self._lists = RecycledLists()
         if "shapes" not in state:  # (pickled before shapes were recorded again)
             self.shapes = _static.Recordings(self.cache_size)
 
     def __getstate__(self):
         state = dict(self.__dict__)
+        del state["_lists"]
         if not _static.pickles(self.f):  # a lambda or a closure: replays work, retracing does not
             state["f"] = None
         return state

@@ -692,3 +692,50 @@ def test_a_trace_reuses_its_buffers_across_methods_exactly():
         got, want = getattr(t, name)(x, *more), getattr(fresh, name)(x, *more)
         for g, w in zip(got, want):
             assert np.array_equal(g, w), name
+
+
+# -- RecycledLists: the gradient lists of a compiled function of one list --
+
+def _list_grads():
+    cf = fad.compile(lambda v: v[0] * v[1] + v[2] ** 3, [1.0, 2.0, 3.0])
+    return cf, (lambda x: [x[1], x[0], 3 * x[2] ** 2])
+
+
+def test_a_list_let_go_is_written_again_and_a_list_still_held_is_not():
+    cf, grad = _list_grads()
+    first = cf.grad([1.0, 2.0, 3.0])
+    second = cf.grad([4.0, 5.0, 6.0])
+    third = cf.grad([7.0, 8.0, 9.0])  # both earlier lists still held: a new one
+    assert (first, second, third) == (grad([1.0, 2.0, 3.0]), grad([4.0, 5.0, 6.0]), grad([7.0, 8.0, 9.0]))
+    assert len({id(first), id(second), id(third)}) == 3
+    kept_id = id(second)
+    del second
+    again = cf.grad([2.0, 2.0, 2.0])  # the `g = cf.grad(x)` loop: the list of two calls ago is free
+    assert id(again) == kept_id and again == grad([2.0, 2.0, 2.0])
+    assert first == grad([1.0, 2.0, 3.0]) and third == grad([7.0, 8.0, 9.0])
+
+
+def test_recycling_leaves_alone_what_the_caller_kept_or_changed():
+    cf, grad = _list_grads()
+    g = cf.grad([1.0, 2.0, 3.0])
+    kept = g[0]          # a float taken out of the list
+    g[1] = "not a float"  # an item replaced
+    del g
+    cf.grad([0.0, 0.0, 0.0])
+    h = cf.grad([5.0, 6.0, 7.0])  # (one of the two lists above, written again)
+    assert kept == 2.0 and type(kept) is float
+    assert h == grad([5.0, 6.0, 7.0]) and all(type(v) is float for v in h)
+    h.append(1.0)  # another length: made anew, not written
+    del h
+    for x in ([1.0, 1.0, 1.0], [2.0, 3.0, 4.0], [3.0, 2.0, 1.0]):
+        assert cf.grad(x) == grad(x)
+    value, g = cf.value_and_grad([1.0, 2.0, 3.0])
+    assert (value, g) == (29.0, grad([1.0, 2.0, 3.0]))
+
+
+def test_a_compiled_function_with_recycled_lists_pickles():
+    cf, grad = _list_grads()
+    cf.grad([1.0, 2.0, 3.0])
+    back = pickle.loads(pickle.dumps(cf))
+    assert back.grad([2.0, 1.0, 1.0]) == grad([2.0, 1.0, 1.0])
+    assert back.grad([2.0, 1.0, 1.0]) == grad([2.0, 1.0, 1.0])
