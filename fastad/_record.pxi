@@ -147,7 +147,7 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
     return (<Var>r).val != 0.0
 
 
-cdef int pin(Var x) except -1:
+cdef int pin(Var x, bint cast=False) except -1:
     """float(x) or int(x) while compile records: the number leaves the tape,
     and whatever Python does with it (math.floor, np.floor on an object
     array, an `if` on it, a NumPy constant) is frozen into the recording. So
@@ -156,7 +156,10 @@ cdef int pin(Var x) except -1:
     where x has another value re-records or raises BranchChanged instead of
     reusing the number. Only in compile's recordings (`pinning`), for a
     value of one (unpinned_recording), once each: float(v) in a loop must not grow
-    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
+    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number.
+    cast: float(x), which NumPy calls to fill a float array (refusing_casts)."""
+    if cast and thread_state().numpy_casts and recording_of(x, x.tape, x.idx) is not None:
+        raise TypeError(CAST_REFUSED)
     cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
     if rec is None:
         return 0
@@ -231,6 +234,12 @@ cdef bint reads_arguments(Tape t, node_t out, list recordings) except -1:
         for r in t.arg_rows(i):
             reached[r] = 1
     return False
+
+
+CAST_REFUSED = ("NumPy converted a value that depends on the function's arguments to a float (a NumPy "
+                "function that fills a float array, such as np.gradient, or astype(float)), which would "
+                "drop its derivative; forward mode and second order refuse it, as fad.grad refuses such "
+                "functions on an Array. Use fastad's own ops, or .value where no derivative is needed")
 
 
 PINNED_ELSEWHERE = ("the function takes a number out of a value that reads its argument on another "

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from fastad import _tree
-from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log
+from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log, refusing_casts
 
 
 class Scalarized(np.ndarray):
@@ -59,10 +59,19 @@ class Scalarized(np.ndarray):
         # makes (np.concatenate, np.stack, np.dot, np.where ...) is a plain
         # object array, on which the next ufunc would run NumPy's object loop
         # (elem.tanh(), a float's tanh, no Var.hypot, np.maximum's tie given
-        # to one side): it is viewed as Scalarized again.
+        # to one side): it is viewed as Scalarized again. A function that
+        # fills a float array from the Vars (np.gradient) would drop their
+        # derivatives: refused (refusing_casts).
         if Array in types:  # np.dot(x, C): C read element by element (`elements`)
             return func(*elements(args), **elements(kwargs))
-        return _scalarized_result(super().__array_function__(func, types, args, kwargs))
+        with refusing_casts():
+            return _scalarized_result(super().__array_function__(func, types, args, kwargs))
+
+    def astype(self, dtype, *args, **kwargs):
+        """As ndarray.astype; to a float dtype refused for Vars that read
+        the arguments (refusing_casts), as fad.Array has no astype."""
+        with refusing_casts():
+            return super().astype(dtype, *args, **kwargs)
 
     @property
     def value(self):

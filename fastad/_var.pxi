@@ -79,7 +79,7 @@ cdef class Var:
             consume(t)
 
     def __float__(self):
-        pin(self)
+        pin(self, True)
         return self.val
 
     def item(self):
