@@ -158,7 +158,10 @@ cdef int pin(Var x, bint cast=False) except -1:
     value of one (unpinned_recording), once each: float(v) in a loop must not grow
     the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number.
     cast: float(x), which NumPy calls to fill a float array (refusing_casts)."""
-    if cast and thread_state().numpy_casts and recording_of(x, x.tape, x.idx) is not None:
+    cdef _ThreadState st = thread_state()
+    if not st.recordings:  # (outside compile: nothing to pin, as fast as can be)
+        return 0
+    if cast and st.numpy_casts and recording_of(x, x.tape, x.idx) is not None:
         raise TypeError(CAST_REFUSED)
     cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
     if rec is None:
