@@ -282,9 +282,10 @@ cdef class Trace:
         return 0
 
     cdef object _inputs(self, x):
-        """x as a C-contiguous float64 vector of n_in numbers (no copy when it is one)."""
+        """x as a C-contiguous float64 vector of n_in numbers in this machine's
+        byte order (no copy when it is one: a '>f8' array is float64 too)."""
         if not (type(x) is cnp.ndarray and cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-                and cnp.PyArray_IS_C_CONTIGUOUS(x)):
+                and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISNOTSWAPPED(x)):
             x = np.ascontiguousarray(x, np.float64)
         if cnp.PyArray_NDIM(x) != 1:
             raise ValueError(f"expected a vector of {self.n_in} input numbers, got shape {np.shape(x)}")

@@ -694,6 +694,17 @@ def test_a_trace_reuses_its_buffers_across_methods_exactly():
             assert np.array_equal(g, w), name
 
 
+def test_a_big_endian_input_vector_is_read_as_its_numbers():
+    # '>f8' is float64 to NumPy: the sweeps read its bytes as doubles (1e-320s)
+    t = hand_trace()
+    x = np.array([0.7, 1.3], dtype=">f8")
+    native = np.array([0.7, 1.3])
+    for method in ("values", "value_and_grad"):
+        got, want = getattr(t, method)(x), getattr(t, method)(native)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(t.values(x)[0], hand_f(0.7, 1.3))
+
 # -- RecycledLists: the gradient lists of a compiled function of one list --
 
 def _list_grads():
