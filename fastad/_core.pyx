@@ -28,6 +28,8 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport pow, NAN
 
+import math
+import sys
 import threading
 from numbers import Real
 
@@ -38,6 +40,7 @@ from fastad._ops cimport *
 from fastad._rules cimport op_value, op_partials, op_record, op_branch, op_piecewise, Partials
 from fastad._sweeps cimport branch_sweep, jacobian_sweep, value_sweep, SINKS
 from fastad import ops as _ops_table
+from fastad._numpy_casts import CAST_REFUSED, numpy_is_casting
 
 
 class FastADError(Exception):

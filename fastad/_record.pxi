@@ -147,7 +147,7 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
     return (<Var>r).val != 0.0
 
 
-cdef int pin(Var x, bint cast=False) except -1:
+cdef int pin(Var x) except -1:
     """float(x) or int(x) while compile records: the number leaves the tape,
     and whatever Python does with it (math.floor, np.floor on an object
     array, an `if` on it, a NumPy constant) is frozen into the recording. So
@@ -156,13 +156,10 @@ cdef int pin(Var x, bint cast=False) except -1:
     where x has another value re-records or raises BranchChanged instead of
     reusing the number. Only in compile's recordings (`pinning`), for a
     value of one (unpinned_recording), once each: float(v) in a loop must not grow
-    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number.
-    cast: float(x), which NumPy calls to fill a float array (refusing_casts)."""
+    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
     cdef _ThreadState st = thread_state()
     if not st.recordings:  # (outside compile: nothing to pin, as fast as can be)
         return 0
-    if cast and st.numpy_casts and recording_of(x, x.tape, x.idx) is not None:
-        raise TypeError(CAST_REFUSED)
     cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
     if rec is None:
         return 0
@@ -173,6 +170,23 @@ cdef int pin(Var x, bint cast=False) except -1:
             compare(OP_EQ, x, x.val, False)
             if x.val == 0.0:  # -0.0 == 0.0: arctan2(x, -1) is pi or -pi
                 compare(OP_GT, binop(OP_ARCTAN2, x, -1.0), 0.0, False)
+    return 0
+
+
+cdef int refuse_numpy_cast(Var x) except -1:
+    """float(x) that NumPy asks for, to store x in a float array (b[i] = x,
+    np.gradient ...: fastad/_numpy_casts.py), would drop x's derivative
+    without a word: a TypeError, for a value that a transform (grad,
+    compile and those built on them) is differentiating now. The user's
+    own float(x) stays the number."""
+    cdef Tape t = x.tape
+    if t is not None:
+        if t.made is None or t.consumed:  # a tape of the user's own, or one already swept
+            return 0
+    elif not x.made and recording_of(x, None, -1) is None:  # not an argument of grad or compile
+        return 0
+    if numpy_is_casting(sys._getframe(0)):
+        raise TypeError(CAST_REFUSED)
     return 0
 
 
@@ -237,12 +251,6 @@ cdef bint reads_arguments(Tape t, node_t out, list recordings) except -1:
         for r in t.arg_rows(i):
             reached[r] = 1
     return False
-
-
-CAST_REFUSED = ("NumPy converted a value that depends on the function's arguments to a float (a NumPy "
-                "function that fills a float array, such as np.gradient, or astype(float)), which would "
-                "drop its derivative; forward mode and second order refuse it, as fad.grad refuses such "
-                "functions on an Array. Use fastad's own ops, or .value where no derivative is needed")
 
 
 PINNED_ELSEWHERE = ("the function takes a number out of a value that reads its argument on another "

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from fastad import _tree
-from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log, refusing_casts
+from fastad._core import _UFUNCS, Array, Var, _object_scalar, clip, elem, exp, log
 
 
 class Scalarized(np.ndarray):
@@ -33,6 +33,8 @@ class Scalarized(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if any(type(v) is Array for v in inputs):  # x * C: C read element by element (`elements`)
             inputs = elements(inputs)
+        if kwargs.get("dtype") is not None and np.dtype(kwargs["dtype"]).kind == "f":
+            del kwargs["dtype"]  # np.sum(x, dtype=float): in Vars, as an Array's sum takes it
         if (method == "reduce" and ufunc in (np.maximum, np.minimum) and kwargs.get("out") is None
                 and kwargs.get("dtype") is None and kwargs.get("initial", np._NoValue) is np._NoValue
                 and kwargs.get("where", True) is True):
@@ -59,19 +61,17 @@ class Scalarized(np.ndarray):
         # makes (np.concatenate, np.stack, np.dot, np.where ...) is a plain
         # object array, on which the next ufunc would run NumPy's object loop
         # (elem.tanh(), a float's tanh, no Var.hypot, np.maximum's tie given
-        # to one side): it is viewed as Scalarized again. A function that
-        # fills a float array from the Vars (np.gradient) would drop their
-        # derivatives: refused (refusing_casts).
+        # to one side): it is viewed as Scalarized again. One that fills a
+        # float array from the Vars (np.gradient) is refused by their
+        # float(): this module counts as NumPy's (fastad/_numpy_casts.py).
         if Array in types:  # np.dot(x, C): C read element by element (`elements`)
             return func(*elements(args), **elements(kwargs))
-        with refusing_casts():
-            return _scalarized_result(super().__array_function__(func, types, args, kwargs))
+        return _scalarized_result(super().__array_function__(func, types, args, kwargs))
 
     def astype(self, dtype, *args, **kwargs):
-        """As ndarray.astype; to a float dtype refused for Vars that read
-        the arguments (refusing_casts), as fad.Array has no astype."""
-        with refusing_casts():
-            return super().astype(dtype, *args, **kwargs)
+        """As ndarray.astype; to a float dtype refused by the Vars' float()
+        (called from this module: NumPy's), as fad.Array has no astype."""
+        return super().astype(dtype, *args, **kwargs)
 
     @property
     def value(self):

@@ -612,7 +612,6 @@ cdef class _ThreadState:
     cdef list recordings  # compile's open recordings (_Recording), innermost last:
                           # float(v) records a guard there (pin)
     cdef list saved     # (tape, implicit) of enclosing `with Tape()` blocks
-    cdef int numpy_casts  # depth of NumPy functions run on the twin's object arrays (refusing_casts)
 
     def __cinit__(self):
         self.implicit = True
@@ -811,25 +810,6 @@ class pinning:
     def __exit__(self, *exc):
         cdef _ThreadState st = thread_state()
         st.recordings.pop()
-        return False
-
-
-class refusing_casts:
-    """While NumPy runs one of its own functions (or astype) on the object
-    arrays of Vars that forward mode and second order record with
-    (fastad/_scalarized.py): a float(v) there is NumPy filling a float
-    array (np.gradient, x.astype(float)), which drops v's derivative
-    without a word, where fad.grad refuses those functions on an Array. So
-    it raises, for a value that reads compile's arguments (pin)."""
-
-    def __enter__(self):
-        cdef _ThreadState st = thread_state()
-        st.numpy_casts += 1
-        return self
-
-    def __exit__(self, *exc):
-        cdef _ThreadState st = thread_state()
-        st.numpy_casts -= 1
         return False
 
 

@@ -79,7 +79,8 @@ cdef class Var:
             consume(t)
 
     def __float__(self):
-        pin(self, True)
+        refuse_numpy_cast(self)
+        pin(self)
         return self.val
 
     def item(self):
@@ -90,8 +91,10 @@ cdef class Var:
         pin(self)
         return int(self.val)
 
-    # round(v), math.trunc(v): numbers, as for a float (math.floor and ceil
-    # get there through __float__); pinned as float(v) is
+    # round(v), math.trunc / floor / ceil(v): numbers, as for a float;
+    # pinned as float(v) is. (Their own methods, not float(v): NumPy's
+    # object loops call them for np.floor / np.ceil, where the derivative
+    # is 0 and nothing is lost: fastad/_numpy_casts.py.)
     def __round__(self, ndigits=None):
         pin(self)
         return round(self.val, ndigits)
@@ -99,6 +102,14 @@ cdef class Var:
     def __trunc__(self):
         pin(self)
         return int(self.val)
+
+    def __floor__(self):
+        pin(self)
+        return math.floor(self.val)
+
+    def __ceil__(self):
+        pin(self)
+        return math.ceil(self.val)
 
     def __bool__(self):
         return compare(OP_NE, self, 0.0, False)

@@ -53,7 +53,8 @@ def value_and_grad(f, argnums=0):
         leaves = {n: _tree_map(_make_leaf, args[n]) for n in nums_here}
         for n in nums_here:
             args[n] = leaves[n]
-        with Tape():
+        with Tape() as tape:
+            tape.made = True
             out = _scalar_output(f(*args, **kwargs))
         if isinstance(out, Var) and out._tape is not None:
             out._tape.check_usable()

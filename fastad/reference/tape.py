@@ -39,6 +39,7 @@ class Tape:
         self.leaves = []        # (row, leaf Var or Array) of every input row
         self._row_of_leaf = {}  # id(leaf) -> its input row on this tape
         self.consumed = False   # set by backward() without retain_graph
+        self.made = False       # grad's own tape (its values are being differentiated)
         self._outer = []        # tapes that were current before `with self`
 
     def __len__(self):

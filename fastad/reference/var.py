@@ -2,11 +2,14 @@
 recording of scalar ops (``_apply``); the math functions, which take
 numbers, Vars, Arrays and ndarrays."""
 import copy
+import math
 import numbers
+import sys
 
 import numpy as np
 
 from .. import ops
+from .._numpy_casts import CAST_REFUSED, numpy_is_casting
 from .scalar_math import _FORWARD, _NAME
 from .tape import FastADError, _reached, _tape_for_leaves
 
@@ -128,7 +131,16 @@ class Var(_Handle):
         return self != 0.0
 
     def __float__(self):
+        if self._differentiated() and numpy_is_casting(sys._getframe(1)):
+            raise TypeError(CAST_REFUSED)
         return float(self.value)
+
+    def _differentiated(self):
+        """Whether grad is differentiating this value now: recorded on its
+        tape, or its argument (see fastad/_numpy_casts.py)."""
+        if self._tape is not None:
+            return self._tape.made and not self._tape.consumed
+        return getattr(self, "_made", False)
 
     def __int__(self):
         return int(self.value)
@@ -138,6 +150,12 @@ class Var(_Handle):
 
     def __trunc__(self):
         return int(self.value)
+
+    def __floor__(self):
+        return math.floor(self.value)
+
+    def __ceil__(self):
+        return math.ceil(self.value)
 
     def __format__(self, spec):  # f"{loss:.3f}"
         return format(self.value, spec)
