@@ -10,7 +10,7 @@ Trace serves many threads at once (grad_rows releases the GIL).
 cimport cython
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_New, PyList_GET_ITEM, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
@@ -634,6 +634,12 @@ cdef extern from *:
         double ob_fval
 
 
+# Lists longer than this are made anew every call: a recycled list is held
+# between calls, and at a million floats two of them hold 64 MB.
+cdef enum:
+    RECYCLE_MAX = 1 << 17
+
+
 cdef class RecycledLists:
     """Gradient lists of Python floats, made from float64 vectors, in which
     a list handed out two calls ago, and each float in it, is written again
@@ -643,7 +649,10 @@ cdef class RecycledLists:
     object that only this one refers to, so rewriting it is safe. Making
     10,000 new floats (and freeing the last call's) costs about 110 us on
     the development VM, rewriting them about 11 us: for Rosenbrock n =
-    10,000 that was a quarter of cf.grad on a list."""
+    10,000 that was a quarter of cf.grad on a list. No Python code runs
+    while a list is written (a float's dealloc runs none; anything else a
+    caller put in a list is let go of before, with the list), so nothing
+    can change it under the loop."""
     cdef list lists  # the last two lists handed out
     cdef int turn
 
@@ -660,17 +669,32 @@ cdef class RecycledLists:
         cdef list out
         cdef object number
         cdef int k
+        if not FASTAD_RECYCLES or n > RECYCLE_MAX:
+            return [v[i] for i in range(n)]
         for k in range(2):
             out = self.lists[k]
             # held here, in self.lists and by `out`, and by nothing else
-            if FASTAD_RECYCLES and out is not None and Py_REFCNT(<PyObject*>out) == 2 and len(out) == n:
+            if out is None or Py_REFCNT(<PyObject*>out) != 2:
+                continue
+            if len(out) == n:
                 for i in range(n):
                     item = PyList_GET_ITEM(out, i)
-                    if PyFloat_CheckExact(item) and Py_REFCNT(item) == 1:
+                    if not PyFloat_CheckExact(item):  # the caller put something else in
+                        break
+                    if Py_REFCNT(item) == 1:
                         (<PyFloatObject*>item).ob_fval = v[i]
-                    else:  # (a list mutated before it was let go; a float someone kept)
-                        out[i] = v[i]
-                return out
+                    else:  # a float the caller kept: theirs, a new one here
+                        number = v[i]
+                        Py_INCREF(number)
+                        PyList_SET_ITEM(out, i, number)
+                        Py_DECREF(<object>item)  # (a float's dealloc runs no code)
+                else:
+                    return out
+            # changed before it was let go: what the caller put in goes now,
+            # with the list, before any list is written
+            out = None
+            self.lists[k] = None
+        self.lists[self.turn] = None  # (the list it held goes first, as above)
         out = PyList_New(n)
         for i in range(n):
             number = v[i]
@@ -679,6 +703,7 @@ cdef class RecycledLists:
         self.lists[self.turn] = out
         self.turn ^= 1
         return out
+
 
 @cython.boundscheck(False)
 @cython.wraparound(False)

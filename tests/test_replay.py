@@ -750,3 +750,36 @@ def test_a_compiled_function_with_recycled_lists_pickles():
     back = pickle.loads(pickle.dumps(cf))
     assert back.grad([2.0, 1.0, 1.0]) == grad([2.0, 1.0, 1.0])
     assert back.grad([2.0, 1.0, 1.0]) == grad([2.0, 1.0, 1.0])
+
+
+def test_a_returned_list_holding_objects_that_run_code_as_they_go_is_not_written():
+    # what a caller puts in a list is let go of before any list is written:
+    # a __del__ that emptied the recycled lists (reached through gc) made
+    # the writing loop read past the end (a segfault)
+    import gc
+    cf, grad = _list_grads()
+    ran = []
+
+    class EmptiesTheLists:
+        def __del__(self):
+            ran.append(1)
+            for held in gc.get_referents(cf._lists)[0]:
+                if held is not None:
+                    held.clear()
+
+    g = cf.grad([1.0, 2.0, 3.0])
+    g[0] = EmptiesTheLists()
+    del g
+    for x in ([1.0, 2.0, 3.0], [2.0, 1.0, 0.5], [0.5, 0.5, 0.5]):
+        assert cf.grad(x) == grad(x)
+    assert ran == [1]
+
+
+def test_long_gradient_lists_are_not_held_between_calls():
+    import gc
+    n = (1 << 17) + 1
+    cf = fad.compile(lambda v: v[0] * v[n - 1], [1.0] * n)
+    g = cf.grad([2.0] * n)
+    assert g[0] == 2.0 and g[n - 1] == 2.0 and g[1] == 0.0
+    del g
+    assert gc.get_referents(cf._lists)[0] == [None, None]
