@@ -303,8 +303,8 @@ cdef class Array:
         return bool(front().compare(OP_NE, self, 0.0))
 
     def __array__(self, dtype=None, copy=None):
-        raise TypeError("a tracked fad.Array cannot be turned into a plain ndarray (that would "
-                        "drop its derivatives); use .value for the numbers")
+        raise DropsDerivatives("a tracked fad.Array cannot be turned into a plain ndarray (that "
+                               "would drop its derivatives); use .value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if _ufunc_code is None:

@@ -67,6 +67,13 @@ class NanError(FastADError, FloatingPointError):
     """
 
 
+class DropsDerivatives(TypeError):
+    """A conversion that would drop derivatives: an fad.Array into a plain
+    ndarray. (compile then tells a function that converts its argument,
+    np.asarray(x, dtype=float), from one that only needs NumPy an Array
+    lacks: see compiled.record.)"""
+
+
 MIXED_TAPES = ("these values were recorded on two different tapes (another thread, another "
                "`with fad.Tape()` block, or a graph already swept); an op can only combine "
                "values of one tape")

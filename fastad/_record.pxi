@@ -147,7 +147,7 @@ cdef object compare(op_t op, Var x, object y, bint reflected):
     return (<Var>r).val != 0.0
 
 
-cdef int pin(Var x) except -1:
+cdef int pin(Var x, bint a_float=False) except -1:
     """float(x) or int(x) while compile records: the number leaves the tape,
     and whatever Python does with it (math.floor, np.floor on an object
     array, an `if` on it, a NumPy constant) is frozen into the recording. So
@@ -156,11 +156,17 @@ cdef int pin(Var x) except -1:
     where x has another value re-records or raises BranchChanged instead of
     reusing the number. Only in compile's recordings (`pinning`), for a
     value of one (unpinned_recording), once each: float(v) in a loop must not grow
-    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number."""
+    the tape. `.value` is the unguarded way out, and f"{x:.3f}" reads no number.
+    a_float: float(x), counted on the recording (compile.record reads it)."""
     cdef _ThreadState st = thread_state()
     if not st.recordings:  # (outside compile: nothing to pin, as fast as can be)
         return 0
-    cdef _Recording rec = unpinned_recording(x, x.tape, x.idx)
+    cdef _Recording rec
+    if a_float:
+        rec = recording_of(x, x.tape, x.idx)
+        if rec is not None:
+            rec.floats += 1
+    rec = unpinned_recording(x, x.tape, x.idx)
     if rec is None:
         return 0
     with recording_on(), recording_to(rec.tape):  # (inside no_grad too; on that recording)

@@ -781,10 +781,12 @@ class no_grad:
 cdef class _Recording:
     """One open recording of compile, for its pins: its tape, the leaves it
     made for f's arguments (by id, gathered on first use: tape.made is set
-    inside the block) and the values pinned on it already (their keys)."""
+    inside the block), the values pinned on it already (their keys) and how
+    many float(v) took numbers out of it."""
     cdef Tape tape
     cdef set leaf_ids
     cdef set pinned
+    cdef readonly Py_ssize_t floats
 
     def __cinit__(self, Tape tape):
         self.tape = tape
@@ -805,7 +807,7 @@ class pinning:
     def __enter__(self):  # (inside compile's `with Tape()`: the current tape is the recording)
         cdef _ThreadState st = thread_state()
         st.recordings.append(_Recording(st.tape))
-        return self
+        return st.recordings[-1]
 
     def __exit__(self, *exc):
         cdef _ThreadState st = thread_state()

@@ -80,7 +80,7 @@ cdef class Var:
 
     def __float__(self):
         refuse_numpy_cast(self)
-        pin(self)
+        pin(self, True)
         return self.val
 
     def item(self):

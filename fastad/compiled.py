@@ -33,7 +33,7 @@ import numpy as np
 
 from fastad import _scalarized, _static, _tree
 from fastad import ops as _ops
-from fastad._core import (Array, ArrayTrace, FastADError, Tape, Var, array_trace,
+from fastad._core import (Array, ArrayTrace, DropsDerivatives, FastADError, Tape, Var, array_trace,
                           check_own_leaves, debug_nans_listeners, pinning, recording_on)
 from fastad._replay import BranchChanged, RecycledLists, RowQueue, Trace, live_rows, pack_numbers
 from fastad.functional import _Argnums
@@ -47,6 +47,34 @@ def _array_work(rows):
 
 
 _ELEM, _ARRAY_INPUT, _INPUT = (_ops.BY_NAME[name].code for name in ("elem", "array_input", "input"))
+
+
+def _record_arrays(f, treedef, x):
+    """f recorded with its ndarray arguments as Arrays: (ArrayTrace, output
+    treedef); None if it only reads their elements (a scalar recording
+    serves it better); the exception f raised, if it raised."""
+    defs = _leaf_defs(treedef)
+    starts = np.cumsum([0] + [_tree.size(td) for td in defs])
+    made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
+                for td, s in zip(defs, starts))
+    leaves = []
+
+    def leaf(td):
+        leaves.append(next(made))
+        return leaves[-1]
+
+    try:
+        with Tape() as tape, recording_on(), pinning():
+            tape.made = leaves  # for a grad nested in f (check_own_leaves)
+            out = f(*_tree.rebuild(treedef, leaf))
+            check_own_leaves(tape)
+            outs, out_treedef = _output_parts(tape, out)
+    except Exception as e:
+        return e
+    rows = tape.rows()
+    if _array_work(rows):
+        return _array_trace(tape, rows, leaves, starts, outs), out_treedef
+    return None
 
 
 def _constant_elements(rows):
@@ -72,33 +100,17 @@ def record(f, treedef, x, scalarize=False):
     recorded again with one Var per number instead: a Trace, whose sweeps
     run entirely in C without the GIL, and which forward mode, second
     order and grad_batch need."""
-    defs = _leaf_defs(treedef)
+    has_arrays = any(td != "f" for td in _leaf_defs(treedef))
     array_error = None
-    if any(td != "f" for td in defs) and not scalarize:  # an ndarray argument
-        starts = np.cumsum([0] + [_tree.size(td) for td in defs])
-        made = iter(Var(float(x[s])) if td == "f" else Array(x[s:s + _tree.size(td)].reshape(td[1]))
-                    for td, s in zip(defs, starts))
-        leaves = []
-
-        def leaf(td):
-            leaves.append(next(made))
-            return leaves[-1]
-
-        try:
-            with Tape() as tape, recording_on(), pinning():
-                tape.made = leaves  # for a grad nested in f (check_own_leaves)
-                out = f(*_tree.rebuild(treedef, leaf))
-                check_own_leaves(tape)
-                outs, out_treedef = _output_parts(tape, out)
-        except Exception as e:  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...): one Var per number may do
-            array_error = e
-        else:
-            rows = tape.rows()
-            if _array_work(rows):
-                return _array_trace(tape, rows, leaves, starts, outs), out_treedef
+    if has_arrays and not scalarize:
+        recorded = _record_arrays(f, treedef, x)
+        if isinstance(recorded, Exception):  # NumPy that fad.Array lacks (x.tolist(), np.linalg ...):
+            array_error = recorded           # one Var per number may do
+        elif recorded is not None:
+            return recorded
     leaves = [Var(v) for v in x]
     try:
-        with Tape() as tape, recording_on(), pinning(), _scalarized.recording(scalarize):
+        with Tape() as tape, recording_on(), pinning() as pins, _scalarized.recording(scalarize):
             tape.made = leaves
             out = f(*_scalarized.scalarized(treedef, leaves))
             check_own_leaves(tape)
@@ -107,6 +119,16 @@ def record(f, treedef, x, scalarize=False):
         if array_error is not None:  # fails either way: the error fad.grad gives, on Arrays
             raise array_error from None
         raise
+    if has_arrays and pins.floats:
+        # float() took numbers out of the arguments: by the user's own hand
+        # (a constant to the derivative), or NumPy's, turning an argument into
+        # a float ndarray (np.asarray(x, dtype=float)), which on one Var per
+        # number it does without a word: a gradient of zeros. On Arrays that
+        # is fad.grad's error (the array recording runs again only for this).
+        if array_error is None and scalarize:
+            array_error = _record_arrays(f, treedef, x)
+        if isinstance(array_error, DropsDerivatives):
+            raise array_error
     rows = _constant_elements(tape.rows())
     if _array_work(rows):
         if scalarize:

@@ -144,3 +144,28 @@ def test_numpy_is_casting_reads_the_frame_that_asked():
     np.fill_diagonal(np.zeros((2, 2)), [p, p])  # NumPy's own code (a Python function) stores them
     assert seen[:3] == [True, False, False] and seen[3:] and all(seen[3:])
     assert numpy_is_casting(None) is False
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: np.sum(np.asarray(x, dtype=float) ** 3),
+    lambda x: np.sum(np.array(x, dtype=np.float64) * x),
+], ids=["asarray", "array"])
+def test_turning_an_array_argument_into_floats_is_refused_by_every_transform(f):
+    # fad.grad refuses it on an Array; compile and forward mode fell back to
+    # one Var per number, where NumPy called float() on each: zeros
+    x = np.array([0.5, 2.0])
+    for transform in (lambda: fad.grad(f)(x), lambda: fad.compile(f, x).grad(x),
+                      lambda: fad.hessian(f)(x), lambda: fad.jvp(f, (x,), (np.ones(2),))):
+        with pytest.raises(TypeError, match="cannot be turned into a plain ndarray"):
+            transform()
+
+
+@pytest.mark.parametrize("f,grad,hess", [
+    (lambda x: np.sum(np.asarray(x) ** 3), lambda x: 3 * x ** 2, lambda x: np.diag(6 * x)),  # object, no cast
+    (lambda x: x[0] ** 3 * float(x[1]), lambda x: [3 * x[0] ** 2 * x[1], 0.0],
+     lambda x: np.diag([6 * x[0] * x[1], 0.0])),                                            # the user's own
+], ids=["asarray-no-dtype", "float-of-an-element"])
+def test_compile_and_second_order_still_take_what_only_looks_like_it(f, grad, hess):
+    x = np.array([0.5, 2.0])
+    np.testing.assert_allclose(fad.compile(f, x).grad(x), grad(x), rtol=1e-15)
+    np.testing.assert_allclose(fad.hessian(f)(x), hess(x), rtol=1e-15)
