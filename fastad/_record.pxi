@@ -191,7 +191,11 @@ cdef int refuse_numpy_cast(Var x) except -1:
             return 0
     elif not x.made and recording_of(x, None, -1) is None:  # not an argument of grad or compile
         return 0
-    if numpy_is_casting(sys._getframe(0)):
+    try:
+        frame = sys._getframe(0)  # (the caller's: the core's functions have no frames)
+    except ValueError:  # no Python frame at all: called from C
+        return 0
+    if numpy_is_casting(frame):
         raise TypeError(CAST_REFUSED)
     return 0
 
