@@ -303,8 +303,11 @@ cdef class Array:
         return bool(front().compare(OP_NE, self, 0.0))
 
     def __array__(self, dtype=None, copy=None):
-        raise DropsDerivatives("a tracked fad.Array cannot be turned into a plain ndarray (that "
-                               "would drop its derivatives); use .value for the numbers")
+        # DropsDerivatives: the numbers were asked for (np.asarray(x, dtype=float)),
+        # which compile's recording with one Var per number would do silently
+        why = DropsDerivatives if dtype is not None and np.dtype(dtype).kind in "fciub" else TypeError
+        raise why("a tracked fad.Array cannot be turned into a plain ndarray (that would drop its "
+                  "derivatives); use .value for the numbers")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if _ufunc_code is None:

@@ -68,10 +68,10 @@ class NanError(FastADError, FloatingPointError):
 
 
 class DropsDerivatives(TypeError):
-    """A conversion that would drop derivatives: an fad.Array into a plain
-    ndarray. (compile then tells a function that converts its argument,
-    np.asarray(x, dtype=float), from one that only needs NumPy an Array
-    lacks: see compiled.record.)"""
+    """An fad.Array turned into a plain ndarray of numbers (np.asarray(x,
+    dtype=float)), which would drop its derivatives. (compile then tells a
+    function that converts its argument from one that only needs NumPy an
+    Array lacks: see compiled.record.)"""
 
 
 MIXED_TAPES = ("these values were recorded on two different tapes (another thread, another "

@@ -15,7 +15,11 @@ compiled core and the reference engine both ask here.
 import dis
 
 _NUMPY_SHIMS = ("fastad._scalarized",)
-_STORES = {dis.opmap[name] for name in ("STORE_SUBSCR", "STORE_SLICE") if name in dis.opmap}
+# NumPy code that reads a number to show or compare it, not to compute
+# with it (np.format_float_positional(loss), np.savetxt, np.testing)
+_NUMPY_READERS = ("arrayprint", "npyio", "numpy.testing")
+# b[i] = v, b[1:3] = x (STORE_SLICE from 3.12), b.flat = x
+_STORES = {dis.opmap[name] for name in ("STORE_SUBSCR", "STORE_SLICE", "STORE_ATTR") if name in dis.opmap}
 
 CAST_REFUSED = ("NumPy turned a value that fastad is differentiating into a float, which drops its "
                 "derivative: a float array's element set to it (b[i] = v, b[:] = x), a NumPy "
@@ -32,8 +36,10 @@ def numpy_is_casting(frame):
     Python frame, the one whose operation called float(v)."""
     if frame is None:
         return False
-    name = frame.f_globals.get("__name__") or ""
+    name = frame.f_globals.get("__name__")
+    if not isinstance(name, str):  # (exec with globals of one's own)
+        name = ""
     if name == "numpy" or name.startswith("numpy.") or name in _NUMPY_SHIMS:
-        return True
+        return not any(reader in name for reader in _NUMPY_READERS)
     code = frame.f_code.co_code
     return 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] in _STORES

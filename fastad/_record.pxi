@@ -184,7 +184,8 @@ cdef int refuse_numpy_cast(Var x) except -1:
     np.gradient ...: fastad/_numpy_casts.py), would drop x's derivative
     without a word: a TypeError, for a value that a transform (grad,
     compile and those built on them) is differentiating now. The user's
-    own float(x) stays the number."""
+    own float(x) stays the number, and so does a value that outlived its
+    transform (kept aside, then logged)."""
     cdef Tape t = x.tape
     if t is not None:
         if t.made is None or t.consumed:  # a tape of the user's own, or one already swept
@@ -195,9 +196,33 @@ cdef int refuse_numpy_cast(Var x) except -1:
         frame = sys._getframe(0)  # (the caller's: the core's functions have no frames)
     except ValueError:  # no Python frame at all: called from C
         return 0
-    if numpy_is_casting(frame):
+    if numpy_is_casting(frame) and differentiated_now(x, t):
         raise TypeError(CAST_REFUSED)
     return 0
+
+
+cdef bint differentiated_now(Var x, Tape t) except -1:
+    """Whether x's transform is still running: its tape (t, or for an
+    argument leaf, the tape it was made for) is the thread's current one or
+    an enclosing one. (The rare path: NumPy is taking x's number.)"""
+    cdef _ThreadState st = thread_state()
+    open_tapes = [st.tape] + [tape for tape, _ in st.saved]
+    if t is not None:
+        return any(t is tape for tape in open_tapes)
+    if recording_of(x, None, -1) is not None:  # compile's (open recordings only)
+        return True
+    for tape in open_tapes:
+        if tape is not None and (<Tape>tape).made is not None:
+            stack = [(<Tape>tape).made]
+            while stack:
+                v = stack.pop()
+                if v is x:
+                    return True
+                if type(v) is list or type(v) is tuple:
+                    stack.extend(v)
+                elif type(v) is dict:
+                    stack.extend(v.values())
+    return False
 
 
 cdef _Recording recording_of(object h, Tape t, node_t idx):

@@ -169,3 +169,61 @@ def test_compile_and_second_order_still_take_what_only_looks_like_it(f, grad, he
     x = np.array([0.5, 2.0])
     np.testing.assert_allclose(fad.compile(f, x).grad(x), grad(x), rtol=1e-15)
     np.testing.assert_allclose(fad.hessian(f)(x), hess(x), rtol=1e-15)
+
+
+def test_an_input_check_with_asarray_and_a_float_is_not_a_cast():
+    # np.asarray(x) asks for no numbers: only a float dtype makes the twin
+    # cast (an audit found compile and hessian refusing this)
+    def f(x):
+        x = np.asarray(x)
+        if not math.isfinite(x[0]):
+            raise ValueError("not finite")
+        return np.sum(x ** 2) + 0.0 * float(x[1])
+    x = np.array([0.7, 1.3, 2.1])
+    np.testing.assert_allclose(fad.compile(f, x).grad(x), 2 * x, rtol=1e-15)
+    np.testing.assert_allclose(fad.hessian(f)(x), 2 * np.eye(3), rtol=1e-15)
+
+
+@pytest.mark.parametrize("engine", ["fad.grad", "reference", "compile", "hessian"])
+def test_a_value_kept_aside_fills_a_float_array_after_its_transform(engine):
+    stash = {}
+
+    def f(x):
+        loss = (x[0] * x[1]) ** 2
+        stash["loss"], stash["x0"] = loss, x[0]
+        return loss
+    ENGINES[engine](f)([1.5, 2.0])
+    history = np.zeros(2)
+    history[0] = stash["loss"]
+    history[1] = stash["x0"]
+    np.testing.assert_array_equal(history, [9.0, 1.5])
+
+
+@pytest.mark.parametrize("engine", ["fad.grad", "reference"])
+def test_numpy_reading_a_number_to_show_it_is_not_a_cast(engine):
+    shown = []
+
+    def f(x):
+        loss = x[0] * x[1]
+        shown.append(np.format_float_positional(loss, 3))
+        np.testing.assert_approx_equal(loss, 3.0)
+        return loss
+    assert list(ENGINES[engine](f)([1.5, 2.0])) == [2.0, 1.5]
+    assert shown == ["3."]
+
+
+@pytest.mark.parametrize("engine", ["fad.grad", "reference"])
+def test_an_attribute_store_that_converts_is_refused_too(engine):
+    def f(x):
+        b = np.zeros(2)
+        b.flat = [x[0] ** 2, x[1]]
+        return b.sum() * x[0]
+    with pytest.raises(TypeError, match=REFUSED):
+        ENGINES[engine](f)([1.5, 2.0])
+
+
+def test_frames_with_odd_globals_are_read_safely():
+    # exec with globals of one's own: __name__ need not be a string
+    out = {}
+    exec("out['v'] = fad.grad(lambda x: float(x) * x)(3.0)", {"__name__": 1, "fad": fad, "out": out})
+    assert out["v"] == 3.0

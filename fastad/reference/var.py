@@ -11,7 +11,16 @@ import numpy as np
 from .. import ops
 from .._numpy_casts import CAST_REFUSED, numpy_is_casting
 from .scalar_math import _FORWARD, _NAME
-from .tape import FastADError, _reached, _tape_for_leaves
+from .tape import FastADError, _current_stack, _reached, _tape_for_leaves
+
+
+def _has_caller():
+    """Whether the frame calling float(v) is a Python one (not C's)."""
+    try:
+        sys._getframe(2)
+    except ValueError:
+        return False
+    return True
 
 
 class _Handle:
@@ -131,16 +140,18 @@ class Var(_Handle):
         return self != 0.0
 
     def __float__(self):
-        if self._differentiated() and numpy_is_casting(sys._getframe(1)):
+        if self._differentiated() and numpy_is_casting(sys._getframe(1) if _has_caller() else None):
             raise TypeError(CAST_REFUSED)
         return float(self.value)
 
     def _differentiated(self):
         """Whether grad is differentiating this value now: recorded on its
-        tape, or its argument (see fastad/_numpy_casts.py)."""
+        tape, or its argument, while that grad runs (see
+        fastad/_numpy_casts.py)."""
+        open_tapes = _current_stack()
         if self._tape is not None:
-            return self._tape.made and not self._tape.consumed
-        return getattr(self, "_made", False)
+            return self._tape.made and not self._tape.consumed and any(self._tape is t for t in open_tapes)
+        return getattr(self, "_made", False) and any(t.made for t in open_tapes)
 
     def __int__(self):
         return int(self.value)
