@@ -19,7 +19,7 @@ cimport numpy as cnp
 
 from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
-                             A_CONST, B_CONST)
+                             tangent_sweep_1, reverse_hvp_sweep_1, A_CONST, B_CONST)
 from fastad import ops as _ops_table
 from fastad._core import FastADError
 
@@ -245,8 +245,12 @@ cdef class Trace:
                     tan[r * k + jj] += V[i, j + jj]
                     if tan[r * k + jj] != 0.0:
                         reached[r] = True
-        tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
-                      val, tan, reached, k)
+        if k == 1:  # (ONE DIRECTION in _sweeps.pxd)
+            tangent_sweep_1(<node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
+                                  &self.pool_v[0], val, tan, reached)
+        else:
+            tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
+                          val, tan, reached, k)
 
     cdef void outputs(self, const double* val, double* y) noexcept nogil:
         cdef Py_ssize_t k
@@ -429,7 +433,19 @@ cdef class Trace:
         cdef node_t changed, r = self.out_v[out_k] if self.n_out else -1
         with nogil:
             changed = self.forward(&xv[0] if self.n_in else NULL, buf.val)
-            if self.n_in:
+            if m == 1 and r >= 0 and self.n_in:  # one direction: the two backward sweeps in one
+                self.tangents(buf.val, buf.tan, buf.reached, Vv, 0, 1)
+                memset(buf.adj, 0, (r + 1) * sizeof(double))
+                memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
+                buf.adj[r] = 1.0
+                reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0],
+                                  buf.val, buf.tan, buf.reached, buf.adj, buf.adj_tan, r)
+                for i in range(self.n_in):
+                    if 0 <= self.in_v[i] <= r:
+                        gv[i] = buf.adj[self.in_v[i]]
+                        HVv[i, 0] = buf.adj_tan[self.in_v[i]]
+                m = 0
+            elif self.n_in:
                 self.reverse(buf.val, buf.adj, out_k, &gv[0])  # buf.adj: every row's adjoint
             j = 0
             while j < m and r >= 0 and self.n_in:

@@ -293,11 +293,9 @@ cdef struct Second:
     double dyy  # d2f/dy2
 
 
-cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nogil:
-    """Second partials, for Hessian-vector products (forward over reverse).
-    Flat pieces (kinks, guards, linear ops) are 0."""
+cdef inline Second arith_second(op_t op, double x, double y, double f) noexcept nogil:
+    """op_second of an arithmetic op (op_arith), small like arith_partials."""
     cdef Second s
-    cdef double r, t
     s.dxx = 0.0
     s.dxy = 0.0
     s.dyy = 0.0
@@ -306,15 +304,28 @@ cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nog
     elif op == OP_DIV:
         s.dxy = -1.0 / (y * y)
         s.dyy = 2.0 * f / (y * y)
-    elif op == OP_POWER:
+    elif op == OP_SQUARE:
+        s.dxx = 2.0
+    return s  # add, sub, neg: linear
+
+
+cdef inline Second op_second(op_t op, double x, double y, double f) noexcept nogil:
+    """Second partials, for Hessian-vector products (forward over reverse).
+    Flat pieces (kinks, guards, linear ops) are 0."""
+    cdef Second s
+    cdef double r, t
+    if op_arith(op):
+        return arith_second(op, x, y, f)
+    s.dxx = 0.0
+    s.dxy = 0.0
+    s.dyy = 0.0
+    if op == OP_POWER:
         # The same flat cases as the first partials: y(y-1) = 0 and x = 0.
         s.dxx = y * (y - 1.0) * pow(x, y - 2.0) if y * (y - 1.0) != 0.0 else 0.0
         if x != 0.0:
             t = log(x)
             s.dxy = pow(x, y - 1.0) * (1.0 + y * t)
             s.dyy = f * t * t
-    elif op == OP_SQUARE:
-        s.dxx = 2.0
     elif op == OP_SQRT:
         s.dxx = -0.25 / (f * f * fabs(f))  # -inf at 0, -0.0 too (as the first partial)
     elif op == OP_CBRT:

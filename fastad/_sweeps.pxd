@@ -4,15 +4,16 @@ mathematics: that is in fastad/_rules.pxd.
 
 A recorded tape's reverse sweep (jacobian_sweep) multiplies the partials
 stored with each row. The replays' sweeps read the rows of a trace and call
-the rules on new values: forward_sweep and reverse_sweep read them lowered
-(SHAPES, below), the others as recorded (op, a, b, c), where a -1 argument
-is the row's constant c, whose tangent and adjoint are 0.
+the rules on new values: forward_sweep, reverse_sweep and the one-direction
+sweeps read them lowered (SHAPES, ONE DIRECTION, below), the others as
+recorded (op, a, b, c), where a -1 argument is the row's constant c, whose
+tangent and adjoint are 0.
 All run without the GIL over indices the core itself wrote.
 """
 cimport cython
 from fastad._ops cimport *
-from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise, arith_value,
-                            arith_partials, Partials, Second)
+from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise, op_arith,
+                            arith_value, arith_partials, arith_second, Partials, Second)
 
 cdef extern from *:
     """
@@ -401,6 +402,121 @@ cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const 
         else:
             for j in range(k):
                 t[j] = azmul(d.dy, tb[j])
+
+
+# ONE DIRECTION. cf.hvp(x, v) and a jvp along one direction sweep a single
+# tangent. There the sweeps below read the rows lowered (SHAPES), and the
+# arithmetic ops, most rows, take their rules inline with the op a constant
+# (through lowered_partials and lowered_second, each a switch of small
+# cases), where tangent_sweep and hvp_sweep call op_partials and op_second,
+# big functions, on every row; and the reverse sweep and the second-order
+# one are one backward pass (reverse_hvp_sweep_1), carrying as reverse_sweep
+# does. The same rules and the same sums in the same order: bit for bit the
+# gradient of reverse_sweep and the block sweeps' products. Rosenbrock 10k
+# (90k rows): the jvp 547 -> 493 us, the hvp 1,430 -> 1,290 us.
+cdef inline Partials lowered_partials(op_t op, double x, double y, double f, bint need_dy) noexcept nogil:
+    if op == OP_ADD:
+        return arith_partials(OP_ADD, x, y, f)
+    elif op == OP_SUB:
+        return arith_partials(OP_SUB, x, y, f)
+    elif op == OP_MUL:
+        return arith_partials(OP_MUL, x, y, f)
+    elif op == OP_DIV:
+        return arith_partials(OP_DIV, x, y, f)
+    elif op == OP_NEG:
+        return arith_partials(OP_NEG, x, y, f)
+    elif op == OP_SQUARE:
+        return arith_partials(OP_SQUARE, x, y, f)
+    return op_partials(op, x, y, f, need_dy)
+
+
+cdef inline Second lowered_second(op_t op, double x, double y, double f) noexcept nogil:
+    if op_arith(op):
+        return arith_second(op, x, y, f)
+    return op_second(op, x, y, f)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void tangent_sweep_1(node_t n, const unsigned char* code, const node_t* a,
+                                       const node_t* b, const double* pool, const double* val,
+                                       double* tan, unsigned char* reached) noexcept nogil:
+    """tangent_sweep for one direction, over a lowered trace (ONE DIRECTION)."""
+    cdef node_t i, ia, ib
+    cdef double x, y
+    cdef unsigned char k
+    cdef Partials d
+    for i in range(n):
+        k = code[i]
+        if k == 0:  # an input: the caller set its tangent
+            continue
+        ia = a[i]
+        ib = b[i]
+        reached[i] = (ia >= 0 and reached[ia]) or (ib >= 0 and reached[ib])
+        if not reached[i]:
+            tan[i] = 0.0
+            continue
+        x = val[ia] if ia >= 0 else pool[~ia]
+        y = val[ib] if ib >= 0 else pool[~ib]
+        d = lowered_partials(k & OP_BITS, x, y, val[i], ib >= 0)
+        if ia >= 0 and ib >= 0:
+            tan[i] = azmul(d.dx, tan[ia]) + azmul(d.dy, tan[ib])
+        elif ia >= 0:
+            tan[i] = azmul(d.dx, tan[ia])
+        else:
+            tan[i] = azmul(d.dy, tan[ib])
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void reverse_hvp_sweep_1(const unsigned char* code, const node_t* a, const node_t* b,
+                                   const double* pool, const double* val, const double* tan,
+                                   const unsigned char* reached, double* adj, double* adj_tan,
+                                   node_t out) noexcept nogil:
+    """reverse_sweep and hvp_sweep for one direction in one pass, over a
+    lowered trace (ONE DIRECTION): a row's adjoint is final when the loop
+    reaches it, so its adjoint tangent's terms can be passed on in the same
+    step, from the same partials. The caller seeds adj[out] and zeroes
+    adj_tan; both carry as reverse_sweep does (CARRIES)."""
+    cdef node_t i, ia, ib
+    cdef double g, gt, x, y, tx, ty, hx, hy, ca = 0.0, cb = 0.0, ta = 0.0, tb = 0.0
+    cdef unsigned char k
+    cdef Partials d
+    cdef Second s
+    for i in range(out, -1, -1):
+        g = (adj[i] + ca) + cb
+        adj[i] = g
+        gt = (adj_tan[i] + ta) + tb
+        adj_tan[i] = gt
+        ca = 0.0
+        cb = 0.0
+        ta = 0.0
+        tb = 0.0
+        k = code[i]
+        if k == 0 or (g == 0.0 and gt == 0.0):
+            continue
+        ia = a[i]
+        ib = b[i]
+        x = val[ia] if ia >= 0 else pool[~ia]
+        y = val[ib] if ib >= 0 else pool[~ib]
+        d = lowered_partials(k & OP_BITS, x, y, val[i], ib >= 0)
+        hx = 0.0
+        hy = 0.0
+        if g != 0.0:
+            if ia >= 0:
+                pass_on(adj, i, ia, g * d.dx, &ca)
+            if ib >= 0:
+                pass_on(adj, i, ib, g * d.dy, &cb)
+            if (ia >= 0 and reached[ia]) or (ib >= 0 and reached[ib]):
+                s = lowered_second(k & OP_BITS, x, y, val[i])
+                tx = tan[ia] if ia >= 0 else 0.0
+                ty = tan[ib] if ib >= 0 else 0.0
+                hx = azmul(g, azmul(s.dxx, tx) + azmul(s.dxy, ty))
+                hy = azmul(g, azmul(s.dxy, tx) + azmul(s.dyy, ty))
+        if ia >= 0:
+            pass_on(adj_tan, i, ia, azmul(gt, d.dx) + hx, &ta)
+        if ib >= 0:
+            pass_on(adj_tan, i, ib, azmul(gt, d.dy) + hy, &tb)
 
 
 @cython.boundscheck(False)

@@ -366,7 +366,7 @@ class CompiledFunction:
         # mode, second order) is recorded there too, not where it is first needed
         self._example = numbers.copy() if on_branch_change == "raise" else None
         self._lay_out_arguments()
-        self._lists = RecycledLists()  # the gradient lists of _one_list (not pickled)
+        self._lists = {}  # RecycledLists for _one_list's results, by method (_recycled; not pickled)
         self._n_in = _tree.size(self.treedef)
         self.shapes = _static.Recordings(cache_size)  # the compiled functions for other shapes (_Reshaped)
 
@@ -519,11 +519,20 @@ class CompiledFunction:
             return np.asarray(value, np.float64).reshape(-1)
         return _tree.numbers(parts)
 
+    def _recycled(self, kind, vec):
+        """vec as a list of floats, in a list of `kind`'s results handed out
+        before when nothing else holds it any more (RecycledLists: one per
+        kind, so that a loop of g = cf.grad(x); hv = cf.hvp(x, v) recycles)."""
+        lists = self._lists.get(kind)
+        if lists is None:
+            lists = self._lists[kind] = RecycledLists()
+        return lists.of(vec)
+
     def _grads(self, g):
         """A gradient over all inputs -> the argnums' structures: g flat, or
         (from an ArrayTrace) a list with one part per leaf."""
         if self._one_list and type(g) is not list:
-            return self._lists.of(g)
+            return self._recycled("grad", g)
         if type(g) is list:
             per_arg = [_tree.unflatten_parts(td, g[s]) for td, s in zip(self._arg_treedefs, self._leaf_slices)]
         else:
@@ -694,6 +703,8 @@ class CompiledFunction:
         V = np.zeros((len(x), 1))
         V[s, 0] = self._from_tree(self._arg_treedefs[0], v, "the direction", self._arg_flat[0])
         HV = self._run(x, "hvp", V)[1] if self._n_in else V  # (no input numbers: no sweep)
+        if self._one_list:
+            return self._recycled("hvp", HV[s, 0])
         return self._to_tree(self._arg_treedefs[0], HV[s, 0], self._arg_flat[0])
 
     def grad_batch(self, X, threads=None):
@@ -791,7 +802,7 @@ class CompiledFunction:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lay_out_arguments()
-        self._lists = RecycledLists()
+        self._lists = {}
         if "shapes" not in state:  # (pickled before shapes were recorded again)
             self.shapes = _static.Recordings(self.cache_size)
 
