@@ -321,6 +321,7 @@ def test_hvp_sweeps_columns_in_blocks_exactly_as_one_by_one(rosenbrock_hessian):
     assert changed == -1 and HV.shape == (40, 40)
     assert np.array_equal(HV, one_by_one)
     assert np.array_equal(g, t.value_and_grad(x)[1])
+    assert np.array_equal(t.hvp(x, V[:, :1])[0], g)  # one direction: the fused backward pass's gradient
     H = rosenbrock_hessian(x)
     np.testing.assert_allclose(t.hvp(x, np.eye(40))[1], H, rtol=1e-13, atol=1e-11)
     np.testing.assert_allclose(HV, H @ V, rtol=1e-12, atol=1e-9)
