@@ -85,7 +85,8 @@ cdef class Trace:
     cdef const double[::1] c_v, val0_v, out_const_v
     cdef const signed char[::1] branch_v
     cdef const node_t[::1] const_rows_v  # INPUT rows that are no input: constants
-    # the rows lowered for forward_sweep and reverse_sweep (_sweeps.pxd, SHAPES)
+    # the rows lowered for forward_sweep, reverse_sweep and the one-direction sweeps
+    # (_sweeps.pxd, SHAPES, ONE DIRECTION)
     cdef readonly object code, la, lb, pool
     cdef const unsigned char[::1] code_v
     cdef const node_t[::1] la_v, lb_v
@@ -419,7 +420,8 @@ cdef class Trace:
     def hvp(self, x, V, Py_ssize_t out_k=0):
         """(gradient, H @ V for V (n_in, m), changed): forward over reverse,
         one reverse sweep, then a tangent sweep and a second-order reverse
-        sweep per block of up to TANGENT_BLOCK columns."""
+        sweep per block of up to TANGENT_BLOCK columns; for one column, a
+        tangent sweep and one backward pass that is both (reverse_hvp_sweep_1)."""
         self._check_out(out_k)
         cdef const double[::1] xv = self._inputs(x)
         cdef double[:, ::1] Vv = self._columns(V)
