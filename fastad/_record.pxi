@@ -161,12 +161,7 @@ cdef int pin(Var x, bint a_float=False) except -1:
     cdef _ThreadState st = thread_state()
     if not st.recordings:  # (outside compile: nothing to pin, as fast as can be)
         return 0
-    cdef _Recording rec
-    if a_float:
-        rec = recording_of(x, x.tape, x.idx)
-        if rec is not None:
-            rec.floats += 1
-    rec = unpinned_recording(x, x.tape, x.idx)
+    cdef _Recording rec = unpinned_recording(x, x.tape, x.idx, a_float)
     if rec is None:
         return 0
     with recording_on(), recording_to(rec.tape):  # (inside no_grad too; on that recording)
@@ -211,18 +206,7 @@ cdef bint differentiated_now(Var x, Tape t) except -1:
         return any(t is tape for tape in open_tapes)
     if recording_of(x, None, -1) is not None:  # compile's (open recordings only)
         return True
-    for tape in open_tapes:
-        if tape is not None and (<Tape>tape).made is not None:
-            stack = [(<Tape>tape).made]
-            while stack:
-                v = stack.pop()
-                if v is x:
-                    return True
-                if type(v) is list or type(v) is tuple:
-                    stack.extend(v)
-                elif type(v) is dict:
-                    stack.extend(v.values())
-    return False
+    return any(leaf is x for tape in open_tapes if tape is not None for leaf in leaves_made(tape))
 
 
 cdef _Recording recording_of(object h, Tape t, node_t idx):
@@ -244,12 +228,15 @@ cdef _Recording recording_of(object h, Tape t, node_t idx):
     return None
 
 
-cdef _Recording unpinned_recording(object h, Tape t, node_t idx):
+cdef _Recording unpinned_recording(object h, Tape t, node_t idx, bint a_float=False):
     """recording_of(h), where h is not pinned yet (then marked pinned):
-    each value is pinned once, however often Python takes its number."""
+    each value is pinned once, however often Python takes its number.
+    a_float: float(h) takes it, which the recording counts (floats)."""
     cdef _Recording rec = recording_of(h, t, idx)
     if rec is None:
         return None
+    if a_float:
+        rec.floats += 1
     key = id(h) if t is None else idx
     if key in rec.pinned:
         return None

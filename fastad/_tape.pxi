@@ -691,17 +691,25 @@ cdef set enclosing_leaves(Tape t):
     if t is None or len(st.saved) < 2:  # the first entry is the state before any block
         return outer
     for tape, _ in st.saved:
-        if tape is not None and tape is not t and (<Tape>tape).made is not None:
-            stack = [(<Tape>tape).made]
-            while stack:
-                v = stack.pop()
-                if type(v) is list or type(v) is tuple:
-                    stack.extend(v)
-                elif type(v) is dict:  # grad's leaves for a dict argument
-                    stack.extend(v.values())
-                else:
-                    outer.add(id(v))
+        if tape is not None and tape is not t:
+            outer.update(id(leaf) for leaf in leaves_made(tape))
     return outer
+
+
+cdef list leaves_made(Tape t):
+    """The leaves grad or compile made for its function's arguments on t
+    (`made`: a Var or Array per argument, or lists, tuples, dicts of them)."""
+    cdef list out = []
+    stack = [t.made] if t.made is not None else []
+    while stack:
+        v = stack.pop()
+        if type(v) is list or type(v) is tuple:
+            stack.extend(v)
+        elif type(v) is dict:  # grad's leaves for a dict argument
+            stack.extend(v.values())
+        else:
+            out.append(v)
+    return out
 
 
 cdef int raise_nested() except -1:

@@ -14,13 +14,12 @@ from .scalar_math import _FORWARD, _NAME
 from .tape import FastADError, _current_stack, _reached, _tape_for_leaves
 
 
-def _has_caller():
-    """Whether the frame calling float(v) is a Python one (not C's)."""
+def _caller_of_float():
+    """The Python frame that called float(v) (None from C)."""
     try:
-        sys._getframe(2)
+        return sys._getframe(2)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class _Handle:
@@ -140,7 +139,7 @@ class Var(_Handle):
         return self != 0.0
 
     def __float__(self):
-        if self._differentiated() and numpy_is_casting(sys._getframe(1) if _has_caller() else None):
+        if self._differentiated() and numpy_is_casting(_caller_of_float()):
             raise TypeError(CAST_REFUSED)
         return float(self.value)
 
