@@ -248,7 +248,7 @@ cdef class Trace:
                         reached[r] = True
         if k == 1:  # (ONE DIRECTION in _sweeps.pxd)
             tangent_sweep_1(<node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
-                                  &self.pool_v[0], val, tan, reached)
+                            &self.pool_v[0], val, tan, reached)
         else:
             tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
                           val, tan, reached, k)
@@ -441,7 +441,7 @@ cdef class Trace:
                 memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
                 buf.adj[r] = 1.0
                 reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0],
-                                  buf.val, buf.tan, buf.reached, buf.adj, buf.adj_tan, r)
+                                    buf.val, buf.tan, buf.reached, buf.adj, buf.adj_tan, r)
                 for i in range(self.n_in):
                     if 0 <= self.in_v[i] <= r:
                         gv[i] = buf.adj[self.in_v[i]]
@@ -659,9 +659,10 @@ cdef enum:
 
 
 cdef class RecycledLists:
-    """Gradient lists of Python floats, made from float64 vectors, in which
-    a list handed out two calls ago, and each float in it, is written again
-    when nothing but this object still refers to it (as CPython's own zip()
+    """Result lists of Python floats (a gradient, a Hessian-vector product),
+    made from float64 vectors, in which a list handed out two calls ago, and
+    each float in it, is written again when nothing but this object still
+    refers to it (as CPython's own zip()
     reuses its result tuple): `g = cf.grad(x)` in a loop holds the last
     list while the next is made, so two take turns. Nothing else can see an
     object that only this one refers to, so rewriting it is safe. Making
