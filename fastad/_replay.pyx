@@ -662,9 +662,9 @@ cdef class RecycledLists:
     """Result lists of Python floats (a gradient, a Hessian-vector product),
     made from float64 vectors, in which a list handed out two calls ago, and
     each float in it, is written again when nothing but this object still
-    refers to it (as CPython's own zip()
-    reuses its result tuple): `g = cf.grad(x)` in a loop holds the last
-    list while the next is made, so two take turns. Nothing else can see an
+    refers to it (as CPython's own zip() reuses its result tuple):
+    `g = cf.grad(x)` in a loop holds the last list while the next is made,
+    so two take turns. Nothing else can see an
     object that only this one refers to, so rewriting it is safe. Making
     10,000 new floats (and freeing the last call's) costs about 110 us on
     the development VM, rewriting them about 11 us: for Rosenbrock n =
