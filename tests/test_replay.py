@@ -784,3 +784,28 @@ def test_long_gradient_lists_are_not_held_between_calls():
     assert g[0] == 2.0 and g[n - 1] == 2.0 and g[1] == 0.0
     del g
     assert gc.get_referents(cf._lists["grad"])[0] == [None, None]
+
+
+def test_recycled_lists_under_threads_hand_each_caller_its_own_numbers():
+    # the GIL is held while a list is written: no thread sees another's numbers
+    cf, grad = _list_grads()
+    bad = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        kept = []
+        for k in range(2000):
+            x = rng.uniform(-2.0, 2.0, 3).tolist()
+            g = cf.grad(x)
+            if k % 7 == 0:
+                kept.append((x, g))
+            if g != grad(x):
+                bad.append(x)
+        bad.extend(x for x, g in kept if g != grad(x))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
