@@ -12,8 +12,8 @@ All run without the GIL over indices the core itself wrote.
 """
 cimport cython
 from fastad._ops cimport *
-from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise, op_arith,
-                            arith_value, arith_partials, arith_second, Partials, Second)
+from fastad._rules cimport (op_value, op_partials, op_second, op_branch, op_piecewise, arith_value,
+                            arith_partials, Partials, Second)
 
 cdef extern from *:
     """
@@ -406,12 +406,12 @@ cdef inline void tangent_sweep(node_t n, const op_t* op, const node_t* a, const 
 
 # ONE DIRECTION. cf.hvp(x, v) and a jvp along one direction sweep a single
 # tangent. There the sweeps below read the rows lowered (SHAPES), and the
-# arithmetic ops, most rows, take their rules inline with the op a constant
-# (through lowered_partials and lowered_second, each a switch of small
-# cases), where tangent_sweep and hvp_sweep call op_partials and op_second,
-# big functions, on every row; and the reverse sweep and the second-order
-# one are one backward pass (reverse_hvp_sweep_1), carrying as reverse_sweep
-# does. The same rules and the same sums in the same order: bit for bit the
+# arithmetic ops, most rows, take their first partials inline with the op a
+# constant (lowered_partials, a switch of small cases), where tangent_sweep
+# and hvp_sweep call op_partials, a big function, on every row (op_second
+# takes the arithmetic ops first, in arith_second); and the reverse sweep and
+# the second-order one are one backward pass (reverse_hvp_sweep_1), carrying
+# as reverse_sweep does. The same rules and the same sums in the same order: bit for bit the
 # gradient of reverse_sweep and the block sweeps' products, but for the sign
 # of a nan (x86 keeps the first of two nan operands, and the compiler orders
 # the operands of the inlined code its own way). Rosenbrock 10k
@@ -432,17 +432,11 @@ cdef inline Partials lowered_partials(op_t op, double x, double y, double f, bin
     return op_partials(op, x, y, f, need_dy)
 
 
-cdef inline Second lowered_second(op_t op, double x, double y, double f) noexcept nogil:
-    if op_arith(op):
-        return arith_second(op, x, y, f)
-    return op_second(op, x, y, f)
-
-
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef inline void tangent_sweep_1(node_t n, const unsigned char* code, const node_t* a,
-                                       const node_t* b, const double* pool, const double* val,
-                                       double* tan, unsigned char* reached) noexcept nogil:
+                                 const node_t* b, const double* pool, const double* val,
+                                 double* tan, unsigned char* reached) noexcept nogil:
     """tangent_sweep for one direction, over a lowered trace (ONE DIRECTION)."""
     cdef node_t i, ia, ib
     cdef double x, y
@@ -472,9 +466,9 @@ cdef inline void tangent_sweep_1(node_t n, const unsigned char* code, const node
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef inline void reverse_hvp_sweep_1(const unsigned char* code, const node_t* a, const node_t* b,
-                                   const double* pool, const double* val, const double* tan,
-                                   const unsigned char* reached, double* adj, double* adj_tan,
-                                   node_t out) noexcept nogil:
+                                     const double* pool, const double* val, const double* tan,
+                                     const unsigned char* reached, double* adj, double* adj_tan,
+                                     node_t out) noexcept nogil:
     """reverse_sweep and hvp_sweep for one direction in one pass, over a
     lowered trace (ONE DIRECTION): a row's adjoint is final when the loop
     reaches it, so its adjoint tangent's terms can be passed on in the same
@@ -510,7 +504,7 @@ cdef inline void reverse_hvp_sweep_1(const unsigned char* code, const node_t* a,
             if ib >= 0:
                 pass_on(adj, i, ib, g * d.dy, &cb)
             if (ia >= 0 and reached[ia]) or (ib >= 0 and reached[ib]):
-                s = lowered_second(k & OP_BITS, x, y, val[i])
+                s = op_second(k & OP_BITS, x, y, val[i])
                 tx = tan[ia] if ia >= 0 else 0.0
                 ty = tan[ib] if ib >= 0 else 0.0
                 hx = azmul(g, azmul(s.dxx, tx) + azmul(s.dxy, ty))
