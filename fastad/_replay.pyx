@@ -20,7 +20,9 @@ cimport numpy as cnp
 from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
                              tangent_sweep_1, reverse_hvp_sweep_1, A_CONST, B_CONST)
+from fastad._loop_sweeps cimport loop_forward, loop_reverse, L_START, L_PERIOD, L_ITERATIONS
 from fastad import ops as _ops_table
+from fastad import loops as _loops
 from fastad._core import FastADError
 
 
@@ -91,12 +93,16 @@ cdef class Trace:
     cdef const unsigned char[::1] code_v
     cdef const node_t[::1] la_v, lb_v
     cdef const double[::1] pool_v
+    # the loops among the lowered rows, run op-major (fastad/loops.py, _loop_sweeps.pxd)
+    cdef readonly object loops, vectors, serial, deferred
+    cdef const node_t[:, ::1] loops_v, vectors_v, deferred_v, serial_v
     cdef readonly Py_ssize_t n, n_in, n_out
     cdef Buffers spare  # the last call's scratch, lent to the next (None while lent)
     cdef readonly object hessian_plan  # fastad.sparsity's plan, False for dense; None until made
     cdef Py_ssize_t hessian_calls
 
-    def __init__(self, op, a, b, c, val0, in_rows, out_rows, out_const, fingerprint=None):
+    def __init__(self, op, a, b, c, val0, in_rows, out_rows, out_const, fingerprint=None,
+                 find_loops=True):
         if fingerprint is not None and fingerprint != _ops_table.fingerprint():
             raise ValueError(
                 "this compiled function was made with another version of fastad's op table "
@@ -122,6 +128,11 @@ cdef class Trace:
         self.const_rows_v = const_rows.astype(np.int32)
         self._lower()
         self.code_v, self.la_v, self.lb_v, self.pool_v = self.code, self.la, self.lb, self.pool
+        # find_loops=False: every row one by one (what the loop sweeps are tested against)
+        self.loops, self.vectors, self.serial, self.deferred = _loops.plan(
+            self.code, self.la, self.lb, self.branch0, find=find_loops)
+        self.loops_v, self.vectors_v, self.serial_v = self.loops, self.vectors, self.serial
+        self.deferred_v = self.deferred
 
     def _validate(self):
         """Rows from a pickle are user input: check every index before any
@@ -207,8 +218,49 @@ cdef class Trace:
             r = self.in_v[k]
             if r >= 0:
                 val[r] = x[k]
-        return forward_sweep(<node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
-                             &self.pool_v[0], val, &self.branch_v[0])
+        # the rows between loops by forward_sweep, each loop by loop_forward
+        cdef node_t lo = 0, changed = -1, c
+        cdef Py_ssize_t j
+        cdef const node_t* loop
+        for j in range(self.loops_v.shape[0] + 1):
+            loop = &self.loops_v[j, 0] if j < self.loops_v.shape[0] else NULL
+            c = forward_sweep(lo, loop[L_START] if loop != NULL else <node_t>self.n, &self.code_v[0],
+                              &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, &self.branch_v[0])
+            if c >= 0 and changed < 0:
+                changed = c
+            if loop == NULL:
+                break
+            c = self.forward_loop(loop, val)
+            if c >= 0 and changed < 0:
+                changed = c
+            lo = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+        return changed
+
+    cdef node_t forward_loop(self, const node_t* loop, double* val) noexcept nogil:
+        # A method of its own, called through the vtable, not inlined: inlined
+        # into forward, it made GCC call forward_sweep out of line, and that
+        # alone cost the MLP's cf(x), which has few loops, 164 -> 201 us.
+        return loop_forward(loop, &self.vectors_v[0, 0], &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL,
+                            &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val,
+                            &self.branch_v[0])
+
+    cdef void backward(self, const double* val, double* adj, node_t top) noexcept nogil:
+        """Pass the adjoints seeded in adj (rows up to top) down to every row
+        below: the rows between loops by reverse_sweep, each loop wholly below
+        top by loop_reverse."""
+        cdef Py_ssize_t j
+        cdef node_t end
+        cdef const node_t* loop
+        for j in range(self.loops_v.shape[0] - 1, -1, -1):
+            loop = &self.loops_v[j, 0]
+            end = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            if end - 1 > top:  # top is in this loop, or below it: its rows run one by one
+                continue
+            reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, end)
+            loop_reverse(loop, &self.vectors_v[0, 0], &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL,
+                         &self.deferred_v[0, 0] if self.deferred_v.shape[0] else NULL, &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj)
+            top = loop[L_START] - 1
+        reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, 0)
 
     cdef void reverse(self, const double* val, double* adj, Py_ssize_t out_k, double* g) noexcept nogil:
         """g = gradient of output number out_k at the values in val."""
@@ -219,7 +271,7 @@ cdef class Trace:
             return
         memset(adj, 0, (r + 1) * sizeof(double))
         adj[r] = 1.0
-        reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, r)
+        self.backward(val, adj, r)
         for k in range(self.n_in):
             if 0 <= self.in_v[k] <= r:
                 g[k] = adj[self.in_v[k]]
@@ -380,8 +432,7 @@ cdef class Trace:
                 for k in range(self.n_out):
                     if self.out_v[k] >= 0:
                         buf.adj[self.out_v[k]] += cv[k]
-                reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0],
-                              buf.val, buf.adj, top)
+                self.backward(buf.val, buf.adj, top)
                 for k in range(self.n_in):
                     if 0 <= self.in_v[k] <= top:
                         gv[k] = buf.adj[self.in_v[k]]

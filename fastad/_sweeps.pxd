@@ -184,17 +184,18 @@ cdef enum:
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef inline node_t forward_sweep(node_t n, const unsigned char* code, const node_t* a, const node_t* b,
+cdef inline node_t forward_sweep(node_t lo, node_t hi, const unsigned char* code, const node_t* a, const node_t* b,
                                  const double* pool, double* val, const signed char* branch0) noexcept nogil:
-    """Recompute every value from the inputs already in val (INPUT rows are
-    left as they are), over a lowered trace (SHAPES). Returns the first row
-    whose piece (op_branch) differs from the recording's, or -1 if the
-    recorded tape holds for these inputs (arithmetic rows have one piece)."""
+    """Recompute the values of rows lo..hi-1 from the inputs already in val
+    (INPUT rows are left as they are), over a lowered trace (SHAPES).
+    Returns the first row whose piece (op_branch) differs from the
+    recording's, or -1 if the recorded tape holds for these inputs
+    (arithmetic rows have one piece)."""
     cdef node_t i, ia, ib
     cdef double x, y
     cdef node_t changed = -1
     cdef unsigned char k
-    for i in range(n):
+    for i in range(lo, hi):
         k = code[i]
         ia = a[i]
         ib = b[i]
@@ -250,23 +251,24 @@ cdef inline void pass_on(double* adj, node_t i, node_t arg, double v, double* ca
 @cython.wraparound(False)
 cdef inline void reverse_sweep(const unsigned char* code, const node_t* a, const node_t* b,
                                const double* pool, const double* val, double* adj,
-                               node_t hi) noexcept nogil:
-    """A replay's reverse sweep, over a lowered trace (SHAPES): as
-    jacobian_sweep, with its carries, but a replay has new values on every
-    call, so each row's partials come from them here (op_partials). Every
-    row down from hi stores its final adjoint (hvp_sweep reads them all).
-    Scalar rows only: traces have no array rows."""
+                               node_t hi, node_t bottom) noexcept nogil:
+    """A replay's reverse sweep of rows hi down to bottom, over a lowered
+    trace (SHAPES): as jacobian_sweep, with its carries, but a replay has
+    new values on every call, so each row's partials come from them here
+    (op_partials). Every row down from hi stores its final adjoint
+    (hvp_sweep reads them all); what row bottom carries for row bottom - 1
+    is added into its adjoint. Scalar rows only: traces have no array rows."""
     cdef node_t i, ia, ib, top = hi, lo, j
     cdef double g, x, y, ca = 0.0, cb = 0.0
     cdef unsigned char k
     cdef Partials d
     cdef bint prefetch = hi >= PREFETCH_MIN_ROWS
-    while top >= 0:
+    while top >= bottom:
         # Rows top down to lo, PREFETCH_ROWS of them. On a big tape, the
         # prefetches for the next block but one go out first, in a loop of
         # their own: a test on every row cost Rosenbrock 10k, which
         # prefetches nothing, 20 of its 200 us.
-        lo = top - PREFETCH_ROWS + 1 if top >= PREFETCH_ROWS else 0
+        lo = top - PREFETCH_ROWS + 1 if top - bottom >= PREFETCH_ROWS else bottom
         if prefetch and lo >= PREFETCH_ROWS:
             for j in range(lo - 2 * PREFETCH_ROWS if lo >= 2 * PREFETCH_ROWS else 0, lo - PREFETCH_ROWS):
                 if a[j] >= 0:
@@ -341,6 +343,8 @@ cdef inline void reverse_sweep(const unsigned char* code, const node_t* a, const
                 if ib >= 0:
                     pass_on(adj, i, ib, g * d.dy, &cb)
         top = lo - 1
+    if bottom > 0:
+        adj[bottom - 1] = (adj[bottom - 1] + ca) + cb
 
 
 @cython.boundscheck(False)
