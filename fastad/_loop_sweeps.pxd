@@ -59,6 +59,9 @@ cdef enum:
     SLOT_CONST = -2
     SLOT_INTERNAL = -1
     LOOP_SCRATCH = 2048  # doubles of deferred products per chunk (fastad/loops.py SCRATCH)
+    NONE = 0             # adjoint_step's modes
+    ADDED = 1
+    STORED = 2
     LOW_BITS = 63        # the op in a lowered code (_sweeps.pxd OP_BITS)
     NO_ROW = -2147483647 - 1  # no row, and no ~k of a constant either
 
@@ -225,44 +228,46 @@ cdef inline node_t loop_forward(const node_t* loop, const node_t* vec, const nod
 
 cdef inline void adjoint_step(op_t op, Py_ssize_t t, const double* adj_out, const double* out,
                               Py_ssize_t period, const double* x, Py_ssize_t sx, const double* y,
-                              Py_ssize_t sy, double* to_x, Py_ssize_t tx, bint add_x, double* to_y,
-                              Py_ssize_t ty, bint add_y, bint need_dy) noexcept nogil:
-    """A vector row's products g * partial in iteration t: added into the
-    argument's adjoint (to_x[t * tx] +=, add_x) or stored in the scratch
-    (to_x[t] =: deferred products, and those for a constant, which nothing
-    reads). A zero adjoint passes on 0 (reverse_sweep passes nothing: the
-    same, as an adjoint is never -0.0), not g * partial, which may be nan."""
-    cdef double g = adj_out[t * period], px, py
+                              Py_ssize_t sy, double* to_x, Py_ssize_t tx, int mode_x, double* to_y,
+                              Py_ssize_t ty, int mode_y) noexcept nogil:
+    """A vector row's products g * partial in iteration t, for each argument
+    by its mode: ADDED into its adjoint (to_x[t * tx] +=), STORED in the
+    scratch (to_x[t] =, a deferred product) or NONE (a constant). A zero
+    adjoint passes on 0 (reverse_sweep passes nothing: the same, as an
+    adjoint is never -0.0), not g * partial, which may be nan."""
+    cdef double g = adj_out[t * period], p
     cdef Partials d
     if op_arith(op):
         d = arith_partials(op, x[t * sx], y[t * sy], out[t * period])
     else:
-        d = op_partials(op, x[t * sx], y[t * sy], out[t * period], need_dy)
-    px = g * d.dx
-    py = g * d.dy
-    if g == 0.0:
-        px = 0.0
-        py = 0.0
-    if add_x:
-        to_x[t * tx] += px
-    else:
-        to_x[t] = px
-    if add_y:
-        to_y[t * ty] += py
-    else:
-        to_y[t] = py
+        d = op_partials(op, x[t * sx], y[t * sy], out[t * period], mode_y != NONE)
+    if mode_x != NONE:
+        p = g * d.dx if g != 0.0 else 0.0
+        if mode_x == ADDED:
+            to_x[t * tx] += p
+        else:
+            to_x[t] = p
+    if mode_y != NONE:
+        p = g * d.dy if g != 0.0 else 0.0
+        if mode_y == ADDED:
+            to_y[t * ty] += p
+        else:
+            to_y[t] = p
 
 
 cdef inline double* adjoint_target(node_t first, node_t slot, double* adj, double* scratch,
                                    Py_ssize_t chunk, Py_ssize_t t0) noexcept nogil:
-    """Where a vector row's products for an argument go (see adjoints_of):
-    its adjoint, its slot in the scratch, or for a constant the scratch's
-    last chunk (fastad/loops.py leaves it free)."""
+    """Where a vector row's products for an argument go (adjoint_step):
+    its adjoint, its slot in the scratch, or nowhere (a constant)."""
     if slot == SLOT_INTERNAL:
         return adj + first
     if slot >= 0:
         return scratch + slot * chunk - t0
-    return scratch + LOOP_SCRATCH - chunk - t0
+    return NULL
+
+
+cdef inline int mode_of(node_t slot) noexcept nogil:
+    return ADDED if slot == SLOT_INTERNAL else (STORED if slot >= 0 else NONE)
 
 
 @cython.boundscheck(False)
@@ -278,30 +283,29 @@ cdef inline void vector_adjoints(const node_t* v, Py_ssize_t start, Py_ssize_t p
     cdef double* to_x = adjoint_target(v[V_A], v[V_A_SLOT], adj, scratch, chunk, t0)
     cdef double* to_y = adjoint_target(v[V_B], v[V_B_SLOT], adj, scratch, chunk, t0)
     cdef Py_ssize_t sx = v[V_A_STRIDE], sy = v[V_B_STRIDE]
-    cdef bint ax = v[V_A_SLOT] == SLOT_INTERNAL, ay = v[V_B_SLOT] == SLOT_INTERNAL
-    cdef bint need_dy = v[V_B_SLOT] != SLOT_CONST
+    cdef int ax = mode_of(v[V_A_SLOT]), ay = mode_of(v[V_B_SLOT])
     cdef Py_ssize_t t
     if op == OP_ADD:
         for t in range(t0, t1):
-            adjoint_step(OP_ADD, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_ADD, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     elif op == OP_SUB:
         for t in range(t0, t1):
-            adjoint_step(OP_SUB, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_SUB, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     elif op == OP_MUL:
         for t in range(t0, t1):
-            adjoint_step(OP_MUL, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_MUL, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     elif op == OP_DIV:
         for t in range(t0, t1):
-            adjoint_step(OP_DIV, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_DIV, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     elif op == OP_NEG:
         for t in range(t0, t1):
-            adjoint_step(OP_NEG, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_NEG, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     elif op == OP_SQUARE:
         for t in range(t0, t1):
-            adjoint_step(OP_SQUARE, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(OP_SQUARE, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
     else:
         for t in range(t0, t1):
-            adjoint_step(op, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay, need_dy)
+            adjoint_step(op, t, adj + o, val + o, period, x, sx, y, sy, to_x, sx, ax, to_y, sy, ay)
 
 
 cdef inline void serial_pass_on(double* adj, node_t arg, node_t nxt, double p, double* carry,

@@ -205,7 +205,7 @@ def schedule(code, la, lb, branch0, r0, period, k):
         slots.append((row[0], {4: 0, 7: 1}.get(col, 1 - row[-1]), slot))
     vec = [(row[0], row[1], row[2], row[3], row[5], row[6], row[4], row[7]) for row in vec]
     ser = [tuple(row[:4]) for row in ser]
-    chunk = max(1, min(k, CHUNK_ROWS // period, SCRATCH // (len(dfr) + 1)))  # + 1: constants' products
+    chunk = max(1, min(k, CHUNK_ROWS // period, SCRATCH // max(len(dfr), 1)))
     return Schedule(vec, ser, dfr, r0, period, k, chunk, link, slots)
 
 
