@@ -427,6 +427,23 @@ cdef inline void chain_adjoints(const node_t* loop, const node_t* ser, const nod
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef inline void add_deferred(const node_t* loop, const node_t* dfr, double* adj, const double* scratch,
+                              Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
+    """A chunk's deferred products, into their targets' adjoints in the
+    recording's order: slot by slot (fastad/loops.py), iterations down."""
+    cdef Py_ssize_t chunk = loop[L_CHUNK], t, v, stride
+    cdef double* to
+    cdef const double* products
+    for v in range(loop[L_DEF_LO], loop[L_DEF_HI]):
+        to = adj + dfr[v * DEFERRED_WIDTH + D_TARGET]
+        stride = dfr[v * DEFERRED_WIDTH + D_STRIDE]
+        products = scratch + (v - loop[L_DEF_LO]) * chunk - t0
+        for t in range(t1 - 1, t0 - 1, -1):
+            to[t * stride] += products[t]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef inline void loop_reverse(const node_t* loop, const node_t* vec, const node_t* ser,
                               const node_t* dfr, const unsigned char* code, const node_t* a, const node_t* b,
                               const double* pool, const double* val, double* adj) noexcept nogil:
@@ -434,9 +451,7 @@ cdef inline void loop_reverse(const node_t* loop, const node_t* vec, const node_
     passed its own on) down to their arguments, chunk by chunk from the top."""
     cdef double scratch[LOOP_SCRATCH]
     cdef Py_ssize_t start = loop[L_START], period = loop[L_PERIOD], k = loop[L_ITERATIONS]
-    cdef Py_ssize_t chunk = loop[L_CHUNK], t0, t1, t, v, stride
-    cdef double* to
-    cdef double* products
+    cdef Py_ssize_t chunk = loop[L_CHUNK], t0, t1, v
     t0 = (k - 1) // chunk * chunk
     while t0 >= 0:
         t1 = t0 + chunk if t0 + chunk < k else k
@@ -446,11 +461,5 @@ cdef inline void loop_reverse(const node_t* loop, const node_t* vec, const node_
             serial_adjoints(loop, ser, code, a, b, pool, val, adj, t0, t1)
         for v in range(loop[L_VEC_HI] - 1, loop[L_VEC_LO] - 1, -1):
             vector_adjoints(vec + v * VECTOR_WIDTH, start, period, chunk, pool, val, adj, scratch, t0, t1)
-        # the deferred products, in the recording's order: slot by slot (fastad/loops.py)
-        for v in range(loop[L_DEF_LO], loop[L_DEF_HI]):
-            to = adj + dfr[v * DEFERRED_WIDTH + D_TARGET]
-            stride = dfr[v * DEFERRED_WIDTH + D_STRIDE]
-            products = scratch + (v - loop[L_DEF_LO]) * chunk - t0
-            for t in range(t1 - 1, t0 - 1, -1):
-                to[t * stride] += products[t]
+        add_deferred(loop, dfr, adj, scratch, t0, t1)
         t0 -= chunk

@@ -21,6 +21,7 @@ from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
                              tangent_sweep_1, reverse_hvp_sweep_1, A_CONST, B_CONST)
 from fastad._loop_sweeps cimport loop_forward, loop_reverse, L_START, L_PERIOD, L_ITERATIONS
+from fastad._loop_hvp cimport loop_tangents, loop_reverse_hvp
 from fastad import ops as _ops_table
 from fastad import loops as _loops
 from fastad._core import FastADError
@@ -240,9 +241,8 @@ cdef class Trace:
         # A method of its own, called through the vtable, not inlined: inlined
         # into forward, it made GCC call forward_sweep out of line, and that
         # alone cost the MLP's cf(x), which has few loops, 164 -> 201 us.
-        return loop_forward(loop, &self.vectors_v[0, 0], &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL,
-                            &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val,
-                            &self.branch_v[0])
+        return loop_forward(loop, &self.vectors_v[0, 0], self.serial_rows(), &self.code_v[0], &self.la_v[0],
+                            &self.lb_v[0], &self.pool_v[0], val, &self.branch_v[0])
 
     cdef void backward(self, const double* val, double* adj, node_t top) noexcept nogil:
         """Pass the adjoints seeded in adj (rows up to top) down to every row
@@ -257,8 +257,8 @@ cdef class Trace:
             if end - 1 > top:  # top is in this loop, or below it: its rows run one by one
                 continue
             reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, end)
-            loop_reverse(loop, &self.vectors_v[0, 0], &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL,
-                         &self.deferred_v[0, 0] if self.deferred_v.shape[0] else NULL, &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj)
+            loop_reverse(loop, &self.vectors_v[0, 0], self.serial_rows(), self.deferred_rows(), &self.code_v[0],
+                         &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj)
             top = loop[L_START] - 1
         reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, 0)
 
@@ -298,12 +298,57 @@ cdef class Trace:
                     tan[r * k + jj] += V[i, j + jj]
                     if tan[r * k + jj] != 0.0:
                         reached[r] = True
-        if k == 1:  # (ONE DIRECTION in _sweeps.pxd)
-            tangent_sweep_1(<node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
+        cdef node_t lo = 0
+        cdef const node_t* loop
+        if k == 1:  # (ONE DIRECTION in _sweeps.pxd), each loop by loop_tangents
+            for i in range(self.loops_v.shape[0]):
+                loop = &self.loops_v[i, 0]
+                tangent_sweep_1(lo, loop[L_START], &self.code_v[0], &self.la_v[0], &self.lb_v[0],
+                                &self.pool_v[0], val, tan, reached)
+                self.tangent_loop(loop, val, tan, reached)
+                lo = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            tangent_sweep_1(lo, <node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
                             &self.pool_v[0], val, tan, reached)
         else:
             tangent_sweep(<node_t>self.n, &self.op_v[0], &self.a_v[0], &self.b_v[0], &self.c_v[0],
                           val, tan, reached, k)
+
+    cdef void tangent_loop(self, const node_t* loop, const double* val, double* tan,
+                           unsigned char* reached) noexcept nogil:
+        # (out of line, as forward_loop)
+        loop_tangents(loop, &self.vectors_v[0, 0], self.serial_rows(), &self.code_v[0], &self.la_v[0],
+                      &self.lb_v[0], &self.pool_v[0], val, tan, reached)
+
+    cdef void backward_hvp(self, const double* val, const double* tan, const unsigned char* reached,
+                           double* adj, double* adj_tan, node_t top) noexcept nogil:
+        """backward for one direction's Hessian-vector product: adjoints and
+        adjoint tangents at once, by reverse_hvp_sweep_1 and loop_reverse_hvp."""
+        cdef Py_ssize_t j
+        cdef node_t end
+        cdef const node_t* loop
+        for j in range(self.loops_v.shape[0] - 1, -1, -1):
+            loop = &self.loops_v[j, 0]
+            end = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            if end - 1 > top:
+                continue
+            reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, tan,
+                                reached, adj, adj_tan, top, end)
+            self.hvp_loop(loop, val, tan, reached, adj, adj_tan)
+            top = loop[L_START] - 1
+        reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, tan,
+                            reached, adj, adj_tan, top, 0)
+
+    cdef void hvp_loop(self, const node_t* loop, const double* val, const double* tan,
+                       const unsigned char* reached, double* adj, double* adj_tan) noexcept nogil:
+        loop_reverse_hvp(loop, &self.vectors_v[0, 0], self.serial_rows(), self.deferred_rows(),
+                         &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, tan,
+                         reached, adj, adj_tan)
+
+    cdef const node_t* serial_rows(self) noexcept nogil:
+        return &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL
+
+    cdef const node_t* deferred_rows(self) noexcept nogil:
+        return &self.deferred_v[0, 0] if self.deferred_v.shape[0] else NULL
 
     cdef void outputs(self, const double* val, double* y) noexcept nogil:
         cdef Py_ssize_t k
@@ -491,8 +536,7 @@ cdef class Trace:
                 memset(buf.adj, 0, (r + 1) * sizeof(double))
                 memset(buf.adj_tan, 0, (r + 1) * sizeof(double))
                 buf.adj[r] = 1.0
-                reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0],
-                                    buf.val, buf.tan, buf.reached, buf.adj, buf.adj_tan, r)
+                self.backward_hvp(buf.val, buf.tan, buf.reached, buf.adj, buf.adj_tan, r)
                 for i in range(self.n_in):
                     if 0 <= self.in_v[i] <= r:
                         gv[i] = buf.adj[self.in_v[i]]

@@ -438,15 +438,16 @@ cdef inline Partials lowered_partials(op_t op, double x, double y, double f, bin
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef inline void tangent_sweep_1(node_t n, const unsigned char* code, const node_t* a,
+cdef inline void tangent_sweep_1(node_t lo, node_t hi, const unsigned char* code, const node_t* a,
                                  const node_t* b, const double* pool, const double* val,
                                  double* tan, unsigned char* reached) noexcept nogil:
-    """tangent_sweep for one direction, over a lowered trace (ONE DIRECTION)."""
+    """tangent_sweep for one direction, rows lo..hi-1, over a lowered trace
+    (ONE DIRECTION)."""
     cdef node_t i, ia, ib
     cdef double x, y
     cdef unsigned char k
     cdef Partials d
-    for i in range(n):
+    for i in range(lo, hi):
         k = code[i]
         if k == 0:  # an input: the caller set its tangent
             continue
@@ -472,18 +473,19 @@ cdef inline void tangent_sweep_1(node_t n, const unsigned char* code, const node
 cdef inline void reverse_hvp_sweep_1(const unsigned char* code, const node_t* a, const node_t* b,
                                      const double* pool, const double* val, const double* tan,
                                      const unsigned char* reached, double* adj, double* adj_tan,
-                                     node_t out) noexcept nogil:
-    """reverse_sweep and hvp_sweep for one direction in one pass, over a
-    lowered trace (ONE DIRECTION): a row's adjoint is final when the loop
-    reaches it, so its adjoint tangent's terms can be passed on in the same
-    step, from the same partials. The caller seeds adj[out] and zeroes
-    adj_tan; both carry as reverse_sweep does (CARRIES)."""
+                                     node_t hi, node_t bottom) noexcept nogil:
+    """reverse_sweep and hvp_sweep for one direction in one pass, rows hi
+    down to bottom, over a lowered trace (ONE DIRECTION): a row's adjoint
+    is final when the loop reaches it, so its adjoint tangent's terms can be
+    passed on in the same step, from the same partials. The caller seeds
+    adj and zeroes adj_tan; both carry as reverse_sweep does (CARRIES), and
+    what row bottom carries is added in at the end."""
     cdef node_t i, ia, ib
     cdef double g, gt, x, y, tx, ty, hx, hy, ca = 0.0, cb = 0.0, ta = 0.0, tb = 0.0
     cdef unsigned char k
     cdef Partials d
     cdef Second s
-    for i in range(out, -1, -1):
+    for i in range(hi, bottom - 1, -1):
         g = (adj[i] + ca) + cb
         adj[i] = g
         gt = (adj_tan[i] + ta) + tb
@@ -517,6 +519,9 @@ cdef inline void reverse_hvp_sweep_1(const unsigned char* code, const node_t* a,
             pass_on(adj_tan, i, ia, azmul(gt, d.dx) + hx, &ta)
         if ib >= 0:
             pass_on(adj_tan, i, ib, azmul(gt, d.dy) + hy, &tb)
+    if bottom > 0:
+        adj[bottom - 1] = (adj[bottom - 1] + ca) + cb
+        adj_tan[bottom - 1] = (adj_tan[bottom - 1] + ta) + tb
 
 
 @cython.boundscheck(False)

@@ -505,12 +505,12 @@ class CompiledFunction:
     def _from_tree(td, value, what, flat):
         """A structure shaped like td -> its flat vector (flat lists fast)."""
         if flat and type(value) is td[0] and len(value) == len(td[1]):
-            try:
-                vec = np.array(value, dtype=np.float64)
-                if vec.shape == (len(td[1]),):
-                    return vec
-            except (TypeError, ValueError):
-                pass
+            try:  # read in C (np.array of 10k floats: 160 us, this: 15)
+                vec = pack_numbers([value], [(td[0], len(td[1]), None)])
+            except OverflowError:
+                vec = None
+            if vec is not None:
+                return vec
         parts, got = _tree.flatten(value, what)
         if got != td:
             shape = _nested_shape(td)  # any array-like of the argument's shape will do, as for vjp
