@@ -5,12 +5,18 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+# The replay's loop sweeps (fastad/_loop_sweeps.pxd) are short strided C
+# loops that GCC unrolls only when asked: Rosenbrock 10k, Trace.values 53 ->
+# 47 us, Trace.hvp 780 -> 634 us. The recording core is left as it was (its
+# speed moves with code placement: fastad/_record.pxi).
+UNROLL = {"_replay": ["-funroll-loops"]}
+
 extensions = [
     Extension(
         f"fastad.{name}",
         [f"fastad/{name}.pyx"],
         include_dirs=[np.get_include()],
-        extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"],
+        extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"] + UNROLL.get(name, []),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in ("_core", "_replay")  # recording and the reverse sweep; replay of a trace

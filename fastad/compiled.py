@@ -523,10 +523,13 @@ class CompiledFunction:
         """vec as a list of floats, in a list of `kind`'s results handed out
         before when nothing else holds it any more (RecycledLists: one per
         kind, so that a loop of g = cf.grad(x); hv = cf.hvp(x, v) recycles)."""
+        return self._recycler(kind).of(vec)
+
+    def _recycler(self, kind):
         lists = self._lists.get(kind)
         if lists is None:
             lists = self._lists[kind] = RecycledLists()
-        return lists.of(vec)
+        return lists
 
     def _grads(self, g):
         """A gradient over all inputs -> the argnums' structures: g flat, or
@@ -575,6 +578,11 @@ class CompiledFunction:
 
     def grad(self, *args):
         """The gradient with respect to the argnums, replayed in C."""
+        if self._one_list and len(args) == 1 and type(args[0]) is list and self.out_treedef == "f" \
+                and type(self.traces[0]) is Trace:  # the common case, in C from list to list
+            g = self.traces[0].grad_list(args[0], self._recycler("grad"))
+            if g is not None:
+                return g
         try:
             x = self._inputs(args)
         except _Reshaped as e:
