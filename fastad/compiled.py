@@ -566,6 +566,11 @@ class CompiledFunction:
         return other(*args)
 
     def value_and_grad(self, *args):
+        if self._one_list and len(args) == 1 and type(args[0]) is list and self.out_treedef == "f" \
+                and type(self.traces[0]) is Trace:  # (as grad)
+            both = self.traces[0].grad_list(args[0], self._recycler("grad"))
+            if both is not None:
+                return both
         try:
             x = self._inputs(args)
         except _Reshaped as e:
@@ -580,9 +585,9 @@ class CompiledFunction:
         """The gradient with respect to the argnums, replayed in C."""
         if self._one_list and len(args) == 1 and type(args[0]) is list and self.out_treedef == "f" \
                 and type(self.traces[0]) is Trace:  # the common case, in C from list to list
-            g = self.traces[0].grad_list(args[0], self._recycler("grad"))
-            if g is not None:
-                return g
+            both = self.traces[0].grad_list(args[0], self._recycler("grad"))
+            if both is not None:
+                return both[1]
         try:
             x = self._inputs(args)
         except _Reshaped as e:

@@ -809,3 +809,41 @@ def test_recycled_lists_under_threads_hand_each_caller_its_own_numbers():
     for t in threads:
         t.join()
     assert bad == []
+
+
+# -- Trace.grad_list: cf.grad and cf.value_and_grad of one flat list, in C --
+
+def test_list_path_gives_the_general_paths_numbers():
+    def f(x):
+        return x[0] * x[1] + fad.sin(x[2]) + 0.0 * x[3]  # x[4] unused
+    x = [0.5, -1.5, 2.0, 3.0, 7.0]
+    cf = fad.compile(f, x)
+    trace = cf.traces[0]
+    value, g = trace.grad_list(x, cf._recycler("grad"))
+    y, g0, changed = trace.value_and_grad(np.array(x))
+    assert changed < 0 and value == y[0] and g == g0.tolist()
+    assert g[4] == 0.0 and type(g) is list and all(type(v) is float for v in g)
+    assert cf.value_and_grad(x) == fad.value_and_grad(f)(x)
+    assert cf.grad(x) == fad.grad(f)(x)
+
+
+def test_list_path_leaves_other_items_and_other_branches_to_the_general_path():
+    cf = fad.compile(lambda x: fad.abs(x[0]) * x[1], [1.0, 2.0], on_branch_change="raise")
+    trace, lists = cf.traces[0], cf._recycler("grad")
+    assert trace.grad_list([1, 2.0], lists) is None  # an int: pack_numbers takes it
+    assert cf.grad([1, 2.0]) == [2.0, 1.0]
+    assert trace.grad_list([np.float64(1.0), 2.0], lists) is not None  # a float subclass is a float
+    assert trace.grad_list([-1.0, 2.0], lists) is None  # another branch
+    with pytest.raises(fad.BranchChanged):
+        cf.grad([-1.0, 2.0])
+    assert trace.grad_list([1.0, 2.0, 3.0], lists) is None  # another length: the general error
+    with pytest.raises((TypeError, ValueError)):
+        cf.grad([1.0, 2.0, 3.0])
+    with pytest.raises(TypeError):
+        cf.grad([1.0, "2"])
+
+
+def test_list_path_of_a_constant_output():
+    cf = fad.compile(lambda x: 3.0 + 0.0 * 0.0, [1.0, 2.0])
+    assert cf.traces[0].grad_list([1.0, 2.0], cf._recycler("grad")) == (3.0, [0.0, 0.0])
+    assert cf.value_and_grad([5.0, 6.0]) == (3.0, [0.0, 0.0])
