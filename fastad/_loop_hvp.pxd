@@ -261,10 +261,9 @@ cdef inline void loop_reverse_hvp(const node_t* loop, const node_t* vec, const n
                                   const node_t* dfr, const unsigned char* code, const node_t* a,
                                   const node_t* b, const double* pool, const double* val,
                                   const double* tan, const unsigned char* reached, double* adj,
-                                  double* adj_tan) noexcept nogil:
-    """loop_reverse with the adjoint tangents, chunk by chunk from the top."""
-    cdef double scratch[LOOP_SCRATCH]
-    cdef double scratch_tan[LOOP_SCRATCH]
+                                  double* adj_tan, double* scratch, double* scratch_tan) noexcept nogil:
+    """loop_reverse with the adjoint tangents, chunk by chunk from the top
+    (scratch, scratch_tan: LOOP_SCRATCH doubles each)."""
     cdef Py_ssize_t start = loop[L_START], period = loop[L_PERIOD], k = loop[L_ITERATIONS]
     cdef Py_ssize_t chunk = loop[L_CHUNK], t0, t1, t, v, s
     cdef node_t i

@@ -446,10 +446,11 @@ cdef inline void add_deferred(const node_t* loop, const node_t* dfr, double* adj
 @cython.wraparound(False)
 cdef inline void loop_reverse(const node_t* loop, const node_t* vec, const node_t* ser,
                               const node_t* dfr, const unsigned char* code, const node_t* a, const node_t* b,
-                              const double* pool, const double* val, double* adj) noexcept nogil:
+                              const double* pool, const double* val, double* adj,
+                              double* scratch) noexcept nogil:
     """Pass the adjoints of the loop's rows (final: every later row has
-    passed its own on) down to their arguments, chunk by chunk from the top."""
-    cdef double scratch[LOOP_SCRATCH]
+    passed its own on) down to their arguments, chunk by chunk from the top;
+    scratch: LOOP_SCRATCH doubles for the deferred products."""
     cdef Py_ssize_t start = loop[L_START], period = loop[L_PERIOD], k = loop[L_ITERATIONS]
     cdef Py_ssize_t chunk = loop[L_CHUNK], t0, t1, v
     t0 = (k - 1) // chunk * chunk

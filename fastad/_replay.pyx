@@ -20,7 +20,7 @@ cimport numpy as cnp
 from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
                              tangent_sweep_1, reverse_hvp_sweep_1, A_CONST, B_CONST)
-from fastad._loop_sweeps cimport loop_forward, loop_reverse, L_START, L_PERIOD, L_ITERATIONS
+from fastad._loop_sweeps cimport loop_forward, loop_reverse, L_START, L_PERIOD, L_ITERATIONS, LOOP_SCRATCH
 from fastad._loop_hvp cimport loop_tangents, loop_reverse_hvp
 from fastad import ops as _ops_table
 from fastad import loops as _loops
@@ -251,7 +251,7 @@ cdef class Trace:
     cdef void backward(self, const double* val, double* adj, node_t top) noexcept nogil:
         """Pass the adjoints seeded in adj (rows up to top) down to every row
         below: the rows between loops by reverse_sweep, each loop wholly below
-        top by loop_reverse."""
+        top by loop_reverse, with the scratch after the n adjoints (Buffers)."""
         cdef Py_ssize_t j
         cdef node_t end
         cdef const node_t* loop
@@ -262,7 +262,7 @@ cdef class Trace:
                 continue
             reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, end)
             loop_reverse(loop, &self.vectors_v[0, 0], self.serial_rows(), self.deferred_rows(), &self.code_v[0],
-                         &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj)
+                         &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, adj + self.n)
             top = loop[L_START] - 1
         reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, 0)
 
@@ -353,7 +353,7 @@ cdef class Trace:
                        const unsigned char* reached, double* adj, double* adj_tan) noexcept nogil:
         loop_reverse_hvp(loop, &self.vectors_v[0, 0], self.serial_rows(), self.deferred_rows(),
                          &self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, tan,
-                         reached, adj, adj_tan)
+                         reached, adj, adj_tan, adj + self.n, adj + self.n + LOOP_SCRATCH)
 
     cdef const node_t* serial_rows(self) noexcept nogil:
         return &self.serial_v[0, 0] if self.serial_v.shape[0] else NULL
@@ -373,7 +373,7 @@ cdef class Trace:
         if buf is not None and buf.count >= count and (count <= 2 or buf.block >= block):
             self.spare = None
             return buf
-        return Buffers(self.n, count, block)
+        return Buffers(self.n, count, block, 2 * LOOP_SCRATCH if self.loops_v.shape[0] else 0)
 
     cdef void give(self, Buffers buf):
         # Blocks of tangents (jacobian, hessian) are not kept: up to
@@ -690,10 +690,12 @@ cdef class RowQueue:
 
 
 cdef class Buffers:
-    """Scratch for one replay: values and adjoints, n rows each; for forward
-    mode and second order also the tangents and adjoint tangents of `block`
-    directions (n * block each) and tangent_sweep's reached flags (n
-    bytes). Freed with the object."""
+    """Scratch for one replay: values and adjoints, n rows each, the
+    adjoints followed by `scratch` doubles for the loop sweeps (on the heap,
+    not on a thread's stack, whose size the caller may have set small); for
+    forward mode and second order also the tangents and
+    adjoint tangents of `block` directions (n * block each) and
+    tangent_sweep's reached flags (n bytes). Freed with the object."""
     cdef double* val
     cdef double* adj
     cdef double* tan
@@ -702,9 +704,10 @@ cdef class Buffers:
     cdef int count  # how many of the four arrays it has
     cdef Py_ssize_t block, nbytes
 
-    def __cinit__(self, Py_ssize_t n, int count, Py_ssize_t block=1):
+    def __cinit__(self, Py_ssize_t n, int count, Py_ssize_t block=1, Py_ssize_t scratch=0):
         cdef Py_ssize_t rows = n if n > 0 else 1
-        cdef Py_ssize_t doubles = rows * min(count, 2) + rows * block * max(count - 2, 0)
+        cdef Py_ssize_t adj_rows = rows + scratch  # (Trace.backward's scratch follows)
+        cdef Py_ssize_t doubles = rows + (adj_rows if count > 1 else 0) + rows * block * max(count - 2, 0)
         self.count = count
         self.block = block
         self.nbytes = doubles * sizeof(double) + (rows if count > 2 else 0)
@@ -712,7 +715,7 @@ cdef class Buffers:
         if self.val == NULL:
             raise MemoryError("fastad: cannot allocate replay buffers")
         self.adj = self.val + rows if count > 1 else NULL
-        self.tan = self.val + 2 * rows if count > 2 else NULL
+        self.tan = self.val + rows + adj_rows if count > 2 else NULL
         self.adj_tan = self.tan + rows * block if count > 3 else NULL
         self.reached = <unsigned char*>(self.val + doubles) if count > 2 else NULL
 

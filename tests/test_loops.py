@@ -295,3 +295,29 @@ def test_random_loops_give_the_row_by_row_bits(prog, seed):
         same_bits(cf.grad(x), fad.grad(f)(x))
     else:
         same_bits(cf.jacobian(x, mode="rev"), fad.jacobian(f, mode="rev")(x))
+
+
+def test_loop_sweeps_in_a_thread_with_a_small_stack():
+    """Their scratch is on the heap (Buffers), not the thread's stack: 32 KB
+    of it in a 32 KiB thread (the least Python allows) would overflow it."""
+    import subprocess
+    import sys
+    code = """if True:
+        import threading
+        import numpy as np
+        import fastad as fad
+        from fastad._workloads import rosenbrock
+        x = list(np.linspace(-1.0, 1.0, 500))
+        cf = fad.compile(lambda v: rosenbrock(v, fad), x)
+        assert len(cf.traces[0].loops) == 1
+        out = []
+        threading.stack_size(32 * 1024)
+        t = threading.Thread(target=lambda: out.append((cf.grad(x), cf.hvp(x, [1.0] * 500))))
+        t.start()
+        t.join()
+        assert out[0][0] == fad.grad(lambda v: rosenbrock(v, fad))(x)
+        assert out[0][1] == cf.hvp(x, [1.0] * 500)
+        print("ok")
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr

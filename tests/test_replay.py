@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastad as fad
-from fastad import ops as fops
+from fastad import loops, ops as fops
 from fastad._replay import RowQueue, Trace
 
 CODE = {s.name: s.code for s in fops.OPS}
@@ -335,12 +335,13 @@ def test_a_trace_keeps_no_block_of_tangents_after_a_hessian():
     t = fad.compile(lambda x: sum(xi * fad.sin(xi) for xi in x), [0.5] * 100).traces[0]
     arrays = t.nbytes
     per_row = 4 * 8 + 1  # val, adj, tan, adj_tan and a reached flag
+    kept = per_row * t.n + (2 * loops.SCRATCH * 8 if len(t.loops) else 0)  # and the loop sweeps' scratch
     t.hvp(np.full(100, 0.5), np.eye(100)[:, :1])
-    assert 0 < t.nbytes - arrays <= per_row * t.n
+    assert 0 < t.nbytes - arrays <= kept
     H = t.hvp(np.full(100, 0.5), np.eye(100))[1]
     J = t.jvp(np.full(100, 0.5), np.eye(100))[1]
     assert H.shape == (100, 100) and J.shape == (1, 100)
-    assert 0 < t.nbytes - arrays <= per_row * t.n
+    assert 0 < t.nbytes - arrays <= kept
 
 
 def test_trace_hessian_checks_its_range_and_output():
