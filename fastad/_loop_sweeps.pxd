@@ -165,7 +165,7 @@ cdef inline node_t serial_values(const node_t* loop, const node_t* ser, const un
 # marks such loops (chain: op * 2 + side, the side the sum comes in on), and
 # their serial rows run here with the op a constant and the sum in a
 # register, instead of through the interpreter's dispatch (Rosenbrock 10k,
-# 20k serial rows: forward and reverse together 125 -> X us). The reverse
+# 20k serial rows: Trace.value_and_grad 242 -> 160 us). The reverse
 # passes g on unmultiplied (the partials are 1 and -1), also where g is
 # 0: adding 0.0 changes no adjoint (none is -0.0), and the partials are
 # finite, so this is what reverse_sweep gives.

@@ -3,9 +3,11 @@
 
 A Trace is a frozen copy of a tape's rows, with the map from the function's
 flattened inputs to their INPUT rows and from its flattened outputs to
-their rows. Every method runs the sweeps of fastad/_sweeps.pxd over it:
-no Python per op. Each call works in its own value/adjoint buffers, so one
-Trace serves many threads at once (grad_rows releases the GIL).
+their rows. Every method runs the sweeps of fastad/_sweeps.pxd over it,
+and its loops (fastad/loops.py) by those of fastad/_loop_sweeps.pxd and
+fastad/_loop_hvp.pxd: no Python per op. Each call works in its own
+value/adjoint buffers, so one Trace serves many threads at once
+(grad_rows releases the GIL).
 """
 cimport cython
 from cpython.object cimport PyObject
