@@ -66,6 +66,11 @@ cdef enum:
     NO_ROW = -2147483647 - 1  # no row, and no ~k of a constant either
 
 
+cdef inline node_t loop_end(const node_t* loop) noexcept nogil:
+    """The row after the loop's last."""
+    return <node_t>(loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS])
+
+
 cdef inline const double* arg_values(node_t first, const double* val, const double* pool) noexcept nogil:
     return val + first if first >= 0 else pool + ~first
 

@@ -22,7 +22,7 @@ cimport numpy as cnp
 from fastad._ops cimport *
 from fastad._sweeps cimport (branch_sweep, forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep,
                              tangent_sweep_1, reverse_hvp_sweep_1, A_CONST, B_CONST)
-from fastad._loop_sweeps cimport loop_forward, loop_reverse, L_START, L_PERIOD, L_ITERATIONS, LOOP_SCRATCH
+from fastad._loop_sweeps cimport loop_forward, loop_reverse, loop_end, L_START, LOOP_SCRATCH
 from fastad._loop_hvp cimport loop_tangents, loop_reverse_hvp
 from fastad import ops as _ops_table
 from fastad import loops as _loops
@@ -240,7 +240,7 @@ cdef class Trace:
             c = self.forward_loop(loop, val)
             if c >= 0 and changed < 0:
                 changed = c
-            lo = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            lo = loop_end(loop)
         return changed
 
     cdef node_t forward_loop(self, const node_t* loop, double* val) noexcept nogil:
@@ -259,7 +259,7 @@ cdef class Trace:
         cdef const node_t* loop
         for j in range(self.loops_v.shape[0] - 1, -1, -1):
             loop = &self.loops_v[j, 0]
-            end = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            end = loop_end(loop)
             if end - 1 > top:  # top is in this loop, or below it: its rows run one by one
                 continue
             reverse_sweep(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, adj, top, end)
@@ -319,7 +319,7 @@ cdef class Trace:
                 tangent_sweep_1(lo, loop[L_START], &self.code_v[0], &self.la_v[0], &self.lb_v[0],
                                 &self.pool_v[0], val, tan, reached)
                 self.tangent_loop(loop, val, tan, reached)
-                lo = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+                lo = loop_end(loop)
             tangent_sweep_1(lo, <node_t>self.n, &self.code_v[0], &self.la_v[0], &self.lb_v[0],
                             &self.pool_v[0], val, tan, reached)
         else:
@@ -341,7 +341,7 @@ cdef class Trace:
         cdef const node_t* loop
         for j in range(self.loops_v.shape[0] - 1, -1, -1):
             loop = &self.loops_v[j, 0]
-            end = loop[L_START] + loop[L_PERIOD] * loop[L_ITERATIONS]
+            end = loop_end(loop)
             if end - 1 > top:
                 continue
             reverse_hvp_sweep_1(&self.code_v[0], &self.la_v[0], &self.lb_v[0], &self.pool_v[0], val, tan,
