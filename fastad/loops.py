@@ -34,7 +34,7 @@ import numpy as np
 # Lowered codes (fastad/_sweeps.pxd, SHAPES): bits for constant arguments.
 A_CONST, B_CONST = 64, 128
 
-MIN_ITERATIONS = 16  # shorter runs of rows are not worth a loop
+MIN_ITERATIONS = 32  # shorter runs of rows are not worth a loop (nor the time to find it)
 MAX_PERIOD = 32      # the longest loop body looked for, in rows
 CHUNK_ROWS = 2048    # rows of a loop run per chunk: its values and adjoints stay in L1/L2
 SCRATCH = 2048       # doubles of the reverse sweep's deferred products (fastad/_loop_sweeps.pxd)
@@ -57,9 +57,10 @@ def plan(code, la, lb, branch0, find=True):
     code = np.asarray(code)
     la, lb = np.asarray(la, np.int64), np.asarray(lb, np.int64)
     loops, vectors, serial, deferred = [], [], [], []
+    is_input = code == 0
     for start, period, iterations in candidates(code, la, lb) if find else ():
         # every phase of the body (where its first row is), most vector rows first
-        phases = [schedule(code, la, lb, branch0, start + p, period, iterations - (p > 0))
+        phases = [schedule(code, la, lb, branch0, is_input, start + p, period, iterations - (p > 0))
                   for p in range(period if iterations > MIN_ITERATIONS else 1)]
         phases = sorted((b for b in phases if b is not None), key=lambda b: -len(b.vec))
         best = next((b for b in phases if check_order(code, la, lb, b)), None)
@@ -151,7 +152,7 @@ def strided_run(la, lb, start, period, k):
 Schedule = namedtuple("Schedule", "vec ser dfr r0 period k chunk link slots")
 
 
-def schedule(code, la, lb, branch0, r0, period, k):
+def schedule(code, la, lb, branch0, is_input, r0, period, k):
     """The loop from row r0, period rows a body, k iterations, as vector and
     serial rows: (vector table rows, serial offsets, deferred table rows, r0,
     period, k, chunk), or None when no row can run as a vector row. check_order
@@ -159,7 +160,6 @@ def schedule(code, la, lb, branch0, r0, period, k):
     if k < MIN_ITERATIONS:
         return None
     t = np.arange(k)
-    is_input = code == 0
     kind = [None] * period  # "input", "vector" or "serial"
     vec, ser = [], []
     for j in range(period):
@@ -262,9 +262,14 @@ def check_order(code, la, lb, sched):
     live = code[rows] != 0
     # Forward: per chunk, the vector rows by body offset, then the serial rows in order.
     fwd = np.where(is_vec[j], c * 3 * n_rows + j * k + t, c * 3 * n_rows + n_rows + (rows - r0))
-    rank = np.full(len(code), -1, np.int64)  # rows before the loop: made before it
-    rank[rows] = np.where(live, fwd, -1)  # inputs: set before the sweep
-    rank[r0 + n_rows:] = np.iinfo(np.int64).max
+    fwd[~live] = -1  # inputs: set before the sweep
+
+    def made(idx):  # when rows idx (each before the loop's end) get their values
+        out = np.full(idx.shape, -1, np.int64)  # rows before the loop: before it
+        inside = idx >= r0
+        out[inside] = fwd[idx[inside] - r0]
+        return out
+
     # Reverse: per chunk from the top, the serial rows down, the vector rows by body offset
     # down, then the deferred products slot by slot, each iteration down.
     top = (k - 1) // chunk
@@ -275,7 +280,7 @@ def check_order(code, la, lb, sched):
     for s, (arg, bit) in enumerate(((la, A_CONST), (lb, B_CONST))):
         has = live & ((code[rows] & bit) == 0)
         tgt = arg[rows[has]]
-        if (rank[tgt] >= rank[rows[has]]).any():
+        if (made(tgt) >= fwd[has]).any():
             return False  # a value read before it is made
         to = slot[j[has], s]
         later = np.where(to >= 0, (base + 2 * n_rows + (k - 1 - t))[has] + to * k, back_row[has])
@@ -287,7 +292,6 @@ def check_order(code, la, lb, sched):
     if (new[1:][same] <= new[:-1][same]).any():
         return False  # some adjoint would get its terms in another order
     # and every row in the loop passes its adjoint on only after its last term came in
-    inside = (tgt >= r0) & (tgt < r0 + n_rows) & (code[np.clip(tgt, 0, len(code) - 1)] != 0)
-    own = np.full(len(code), -1, np.int64)
-    own[rows] = 2 * back_row
-    return not (new[inside] >= own[tgt[inside]]).any()
+    inside = tgt >= r0
+    inside[inside] = live[tgt[inside] - r0]
+    return not (new[inside] >= 2 * back_row[tgt[inside] - r0]).any()

@@ -70,7 +70,7 @@ def test_rosenbrock_is_one_loop_with_a_running_sum():
     assert row["def_hi"] - row["def_lo"] == 3  # x[i] read by three rows: added after each chunk
 
 
-@pytest.mark.parametrize("n", [20, 40, 300, 5000])
+@pytest.mark.parametrize("n", [loops.MIN_ITERATIONS + 5, 60, 300, 5000])
 def test_rosenbrock_gradient_is_fad_grads_bits(n):
     rng = np.random.default_rng(n)
     x = list(rng.uniform(-1.5, 1.5, n))
@@ -250,7 +250,7 @@ step = st.one_of(
 program = st.tuples(st.lists(step, min_size=1, max_size=8),
                     st.lists(st.tuples(st.sampled_from(sorted(ACCUMULATE)), st.integers(0, 30)),
                              min_size=0, max_size=2),
-                    st.integers(0, 3), st.integers(16, 70))
+                    st.integers(0, 3), st.integers(20, 100))
 
 
 def loop_function(body, accumulators, offsets):
