@@ -321,3 +321,29 @@ def test_loop_sweeps_in_a_thread_with_a_small_stack():
     """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def three_loops(x):
+    """A loop whose reads jump midway, a loop running backwards over the
+    inputs the first one made (its reads go down the tape: a negative
+    stride), a loop of products: each its own run of rows."""
+    total = 0.0
+    for i in range(100):
+        j = i if i < 60 else 2 * i - 60  # the stride changes at i = 60
+        total = total + x[j] * x[j + 1]
+    for i in reversed(range(1, 55)):
+        total = total - fad.tanh(x[i] - 0.5 * x[i - 1])
+    p = 1.0
+    for i in range(60):
+        p = p * (1.0 + 0.001 * x[i])
+    return total + p
+
+
+def test_several_loops_and_strides_that_change():
+    x = list(np.random.default_rng(8).uniform(-1, 1, 150))
+    cf = fad.compile(three_loops, x)
+    trace = cf.traces[0]
+    strides = {int(v[loops.VECTOR_COLUMNS.index(c)]) for v in trace.vectors for c in ("a_stride", "b_stride")}
+    assert len(trace.loops) >= 3 and any(s < 0 for s in strides)
+    assert_like_rows(trace, x)
+    same_bits(cf.grad(x), fad.grad(three_loops)(x))
