@@ -10,13 +10,18 @@ from setuptools import Extension, setup
 # 47 us, Trace.hvp 780 -> 634 us. The recording core is left as it was (its
 # speed moves with code placement: fastad/_record.pxi).
 UNROLL = {"_replay": ["-funroll-loops"]}
+# Gradients are the same bits however they are swept (the loop sweeps against
+# the row-by-row ones, the replay against the tape's own sweep): no fused
+# multiply-add, which GCC would place differently in each (aarch64 has it in
+# its base instruction set; x86-64 builds without -march have none anyway).
+EXACT = ["-ffp-contract=off"]
 
 extensions = [
     Extension(
         f"fastad.{name}",
         [f"fastad/{name}.pyx"],
         include_dirs=[np.get_include()],
-        extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"] + UNROLL.get(name, []),
+        extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"] + EXACT + UNROLL.get(name, []),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in ("_core", "_replay")  # recording and the reverse sweep; replay of a trace

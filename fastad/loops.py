@@ -38,6 +38,7 @@ MIN_ITERATIONS = 32  # shorter runs of rows are not worth a loop (nor the time t
 MAX_PERIOD = 32      # the longest loop body looked for, in rows
 CHUNK_ROWS = 2048    # rows of a loop run per chunk: its values and adjoints stay in L1/L2
 SCRATCH = 2048       # doubles of the reverse sweep's deferred products (fastad/_loop_sweeps.pxd)
+PREFIX_CHUNKS = 3    # chunks of a long loop checked first (checks_out)
 
 # one row of the loop table per loop, one row of the vector table per vector body row
 LOOP_COLUMNS = ("start", "period", "iterations", "chunk", "vec_lo", "vec_hi", "ser_lo", "ser_hi",
@@ -63,7 +64,7 @@ def plan(code, la, lb, branch0, find=True):
         phases = [schedule(code, la, lb, branch0, is_input, start + p, period, iterations - (p > 0))
                   for p in range(period if iterations > MIN_ITERATIONS else 1)]
         phases = sorted((b for b in phases if b is not None), key=lambda b: -len(b.vec))
-        best = next((b for b in phases if check_order(code, la, lb, b)), None)
+        best = next((b for b in phases if checks_out(code, la, lb, b)), None)
         if best is None:
             continue
         loops.append((best.r0, best.period, best.k, best.chunk, len(vectors), len(vectors) + len(best.vec),
@@ -242,6 +243,15 @@ def chain(code, la, lb, r0, period, k, ser, is_input):
     if len(links) != 1:
         return -1, [[j, 0, 0, CONST, 0] for j in ser]
     return links.pop(), rows
+
+
+def checks_out(code, la, lb, sched):
+    """check_order, first on the loop's first few chunks alone: most
+    schedules it refuses, it refuses there already, and at the cost of the
+    whole loop a refused schedule would be paid for once per phase tried."""
+    head = min(sched.k, PREFIX_CHUNKS * sched.chunk)
+    return (head == sched.k or check_order(code, la, lb, sched._replace(k=head))) \
+        and check_order(code, la, lb, sched)
 
 
 def check_order(code, la, lb, sched):
