@@ -24,8 +24,10 @@ kept only if `check_order` finds that, in its schedule, every adjoint gets
 the same sums in the same order, and every row's value is made before it
 is read; otherwise its rows stay as they are.
 
-plan(...) returns the loops as int32 tables (LOOP_COLUMNS, VECTOR_COLUMNS),
-which fastad/_replay.pyx hands to the loop sweeps.
+plan(...) returns the loops as four int32 tables (LOOP_COLUMNS,
+VECTOR_COLUMNS, SERIAL_COLUMNS, DEFERRED_COLUMNS), which the Trace in
+fastad/_replay.pyx keeps (a pickle carries the rows; loading plans again)
+and hands to the loop sweeps.
 """
 from collections import namedtuple
 
