@@ -14,21 +14,14 @@ running sum's (CHAINS in _loop_sweeps.pxd) without dispatch.
 """
 cimport cython
 from fastad._ops cimport *
-from fastad._rules cimport (op_partials, op_second, arith_partials, arith_second, op_arith,
-                            Partials, Second)
+from fastad._rules cimport op_second, arith_partials, arith_second, op_arith, Partials, Second
 from fastad._sweeps cimport azmul, tangent_sweep_1, reverse_hvp_sweep_1
 from fastad._loop_sweeps cimport (
     L_START, L_PERIOD, L_ITERATIONS, L_CHUNK, L_VEC_LO, L_VEC_HI, L_SER_LO, L_SER_HI, L_CHAIN,
     V_OFFSET, V_CODE, V_A, V_A_STRIDE, V_B, V_B_STRIDE, V_A_SLOT, V_B_SLOT, VECTOR_WIDTH,
     S_OFFSET, S_OTHER, S_OTHER_STRIDE, S_OTHER_SLOT, SERIAL_WIDTH, SLOT_INTERNAL, SLOT_CONST,
     LOOP_SCRATCH, LOW_BITS, NONE, ADDED, STORED, OP_ADD, OP_SUB, arg_values, adjoint_target,
-    mode_of, add_deferred)
-
-
-cdef inline Partials partials(op_t op, double x, double y, double f, bint need_dy) noexcept nogil:
-    if op_arith(op):
-        return arith_partials(op, x, y, f)
-    return op_partials(op, x, y, f, need_dy)
+    mode_of, add_deferred, partials)
 
 
 # -- tangents --
@@ -134,7 +127,7 @@ cdef inline void hvp_step(op_t op, Py_ssize_t t, Py_ssize_t period, const double
     cdef Partials d = partials(op, xv, yv, f, mode_y != NONE)
     cdef Second s
     if g != 0.0 and ((mode_x != NONE and rx[t * sx]) or (mode_y != NONE and ry[t * sy])):
-        s = arith_second(op, xv, yv, f) if op_arith(op) else op_second(op, xv, yv, f)
+        s = arith_second(op, xv, yv, f) if op_arith(op) else op_second(op, xv, yv, f)  # (see partials)
         vx = tx[t * sx] if mode_x != NONE else 0.0
         vy = ty[t * sy] if mode_y != NONE else 0.0
         hx = azmul(g, azmul(s.dxx, vx) + azmul(s.dxy, vy))
