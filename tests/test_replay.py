@@ -848,3 +848,15 @@ def test_list_path_of_a_constant_output():
     cf = fad.compile(lambda x: 3.0 + 0.0 * 0.0, [1.0, 2.0])
     assert cf.traces[0].grad_list([1.0, 2.0], cf._recycler("grad")) == (3.0, [0.0, 0.0])
     assert cf.value_and_grad([5.0, 6.0]) == (3.0, [0.0, 0.0])
+
+
+def test_a_flat_list_direction_is_read_as_before():
+    # pack_numbers reads floats and ints in C; anything else as NumPy reads it
+    cf = fad.compile(lambda x: x[0] * x[0] * x[1], [1.0, 2.0])
+    want = cf.hvp([1.0, 2.0], [1.0, 0.0])
+    assert want == [4.0, 2.0]
+    assert cf.hvp([1.0, 2.0], [1, 0]) == want
+    assert cf.hvp([1.0, 2.0], [True, False]) == want
+    assert cf.hvp([1.0, 2.0], [np.float32(1.0), 0.0]) == want
+    with pytest.raises(TypeError):
+        cf.hvp([1.0, 2.0], [1.0, "0"])
