@@ -859,4 +859,4 @@ def test_a_flat_list_direction_is_read_as_before():
     assert cf.hvp([1.0, 2.0], [True, False]) == want
     assert cf.hvp([1.0, 2.0], [np.float32(1.0), 0.0]) == want
     with pytest.raises(TypeError):
-        cf.hvp([1.0, 2.0], [1.0, "0"])
+        cf.hvp([1.0, 2.0], [1.0, "a"])
