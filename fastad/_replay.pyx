@@ -245,8 +245,8 @@ cdef class Trace:
 
     cdef node_t forward_loop(self, const node_t* loop, double* val) noexcept nogil:
         # A method of its own, called through the vtable, not inlined: inlined
-        # into forward, it made GCC call forward_sweep out of line, and that
-        # alone cost the MLP's cf(x), which has few loops, 164 -> 201 us.
+        # into forward_rows, it made GCC call forward_sweep out of line, and
+        # that alone cost the MLP's cf(x), which had few loops, 164 -> 201 us.
         return loop_forward(loop, &self.vectors_v[0, 0], self.serial_rows(), &self.code_v[0], &self.la_v[0],
                             &self.lb_v[0], &self.pool_v[0], val, &self.branch_v[0])
 
