@@ -91,8 +91,10 @@ def _constant_elements(rows):
     return rows
 
 
-def record(f, treedef, x, scalarize=False):
+def record(f, treedef, x, scalarize=False, find_loops=True):
     """Run f once at the flat inputs x; return (trace, output treedef).
+    find_loops: whether a scalar Trace looks for its loops (fastad/loops.py:
+    worth it for a trace replayed many times, not for one call).
 
     ndarray arguments arrive as Arrays, so NumPy code records array rows and
     replays as an ArrayTrace: each array row by NumPy once, scalar rows in C.
@@ -141,7 +143,8 @@ def record(f, treedef, x, scalarize=False):
     out_rows = np.array([row for row, _, _ in outs], np.int32)
     out_const = np.array([0.0 if row >= 0 else const for row, _, const in outs])
     rows, in_rows, out_rows = _live_only(rows, in_rows, out_rows)
-    trace = Trace(rows["op"], rows["a"], rows["b"], rows["c"], rows["val"], in_rows, out_rows, out_const)
+    trace = Trace(rows["op"], rows["a"], rows["b"], rows["c"], rows["val"], in_rows, out_rows, out_const,
+                  find_loops=find_loops)
     return trace, out_treedef
 
 
@@ -336,11 +339,12 @@ class CompiledFunction:
     """A function recorded once and replayed in C. Made by fad.compile."""
 
     def __init__(self, f, example_args, argnums=0, on_branch_change="retrace", cache_size=8,
-                 scalarize=False):
+                 scalarize=False, find_loops=True):
         if on_branch_change not in ("retrace", "raise"):
             raise ValueError(f"on_branch_change must be 'retrace' or 'raise', got {on_branch_change!r}")
         self.f = f
         self.scalarize = scalarize
+        self._find_loops = find_loops  # False for one call (fastad.functional): see record
         self._twin = None
         self._batch_rows = None  # the row shapes grad_batch takes, worked out on first use
         self.on_branch_change = on_branch_change
@@ -360,7 +364,7 @@ class CompiledFunction:
         self._one_list = (self.single and len(self.treedef[1]) == 1 and self._arg_flat[0]
                           and self._arg_treedefs[0][0] is list)
         numbers = _tree.numbers(parts)
-        trace, self.out_treedef = record(f, self.treedef, numbers, scalarize)
+        trace, self.out_treedef = record(f, self.treedef, numbers, scalarize, find_loops)
         self.traces = [trace]  # most recently used first
         # "raise" holds every replay to the example's branches: the twin (forward
         # mode, second order) is recorded there too, not where it is first needed
@@ -416,7 +420,7 @@ class CompiledFunction:
         # branches it records now: other shapes are another program, not a branch
         try:
             return CompiledFunction(self.f, args, self.argnums[0] if self.single else self.argnums,
-                                    self.on_branch_change, self.cache_size, self.scalarize)
+                                    self.on_branch_change, self.cache_size, self.scalarize, self._find_loops)
         except Exception as e:  # (an error of f at these shapes: a matmul that does not fit ...)
             if hasattr(e, "add_note"):  # (Python 3.11)
                 e.add_note(f"(fastad: recording the function again for arguments shaped like "
@@ -457,7 +461,7 @@ class CompiledFunction:
             raise BranchChanged(f"the inputs take another branch than the recording at row {row} "
                                 f"(op '{op}'){why}")
         trace, out_treedef = record(self.f, self.treedef, _tree.numbers(x) if type(x) is list else x,
-                                    self.scalarize)
+                                    self.scalarize, self._find_loops)
         if out_treedef != self.out_treedef:
             raise FastADError("the function's output changed structure between branches")
         self.traces = [trace] + self.traces[:self.cache_size - 1]
@@ -484,7 +488,7 @@ class CompiledFunction:
         if self.f is not None and _has_nan(result):
             from fastad.functional import value_and_grad  # (fastad.functional imports this module)
             numbers = _tree.numbers(x) if type(x) is list else x
-            record(self.f, self.treedef, numbers, self.scalarize)
+            record(self.f, self.treedef, numbers, self.scalarize, find_loops=False)
             if method != "values" and self._has_scalar_output():
                 value_and_grad(self.f, self.argnums)(*_tree.unflatten(self.treedef, numbers))
         return result
@@ -637,7 +641,8 @@ class CompiledFunction:
             if self._example is not None:
                 args = _tree.unflatten(self.treedef, self._example)
             self._twin = CompiledFunction(self.f, args, self.argnums[0] if self.single else self.argnums,
-                                          self.on_branch_change, self.cache_size, scalarize=True)
+                                          self.on_branch_change, self.cache_size, scalarize=True,
+                                          find_loops=self._find_loops)
         return self._twin
 
     @_any_shape
@@ -821,6 +826,7 @@ class CompiledFunction:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("_find_loops", True)  # (pickled before loops were found)
         self._lay_out_arguments()
         self._lists = {}
         if "shapes" not in state:  # (pickled before shapes were recorded again)

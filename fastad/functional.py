@@ -110,9 +110,11 @@ def grad(f, argnums=0):
 
 def _traced(f, args, argnums, scalarize=False):
     """A compiled f for one call; scalarize: one Var per number (forward mode
-    and second order need a scalar recording: see compiled.record)."""
+    and second order need a scalar recording: see compiled.record). Its
+    trace does not look for loops: finding them costs more than one call
+    saves (fad.jacobian of a 100 -> 100 tanh layer: 3.9 -> 11.7 ms)."""
     from fastad.compiled import CompiledFunction
-    return CompiledFunction(f, args, argnums, scalarize=scalarize)
+    return CompiledFunction(f, args, argnums, scalarize=scalarize, find_loops=False)
 
 
 def _of_argnums(f, args, argnums):

@@ -367,3 +367,12 @@ def test_a_refused_long_loop_is_refused_on_its_first_chunks(monkeypatch):
     assert len(cf.traces[0].loops) == 0
     assert checked and max(checked) < 3000  # every phase refused on its first chunks
     same_bits(cf.grad([1.0] * 3000), fad.grad(f)([1.0] * 3000))
+
+
+def test_a_one_call_transform_does_not_look_for_loops():
+    # fad.grad-like transforms compile for one call: finding loops would cost more than it saves
+    x = [0.1 * i for i in range(100)]
+    assert len(fad.compile(rosen, x).traces[0].loops) == 1
+    from fastad.functional import _traced
+    assert len(_traced(rosen, (x,), 0).traces[0].loops) == 0
+    same_bits(fad.hessian(rosen)(x), fad.compile(rosen, x).hessian(x))
