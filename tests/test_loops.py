@@ -300,8 +300,10 @@ def test_random_loops_give_the_row_by_row_bits(prog, seed):
 def test_loop_sweeps_in_a_thread_with_a_small_stack():
     """Their scratch is on the heap (Buffers), not the thread's stack: 32 KB
     of it in a 32 KiB thread (the least Python allows) would overflow it."""
+    import os
     import subprocess
     import sys
+    import tempfile
     code = """if True:
         import threading
         import numpy as np
@@ -319,7 +321,10 @@ def test_loop_sweeps_in_a_thread_with_a_small_stack():
         assert out[0][1] == cf.hvp(x, [1.0] * 500)
         print("ok")
     """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # beside the fastad these tests imported (an installed one under CI), not the source tree
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fad.__file__)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tempfile.gettempdir(), env=env)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
 
 
