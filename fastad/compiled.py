@@ -511,9 +511,9 @@ class CompiledFunction:
         if flat and type(value) is td[0] and len(value) == len(td[1]):
             try:  # floats and ints read in C (np.array of 10k floats: 160 us, this: 15)
                 vec = pack_numbers([value], [(td[0], len(td[1]), None)])
-                if vec is None:  # other numbers (bools, np.float32): as NumPy reads them
-                    vec = np.array(value, dtype=np.float64)
-                if vec.shape == (len(td[1]),):
+                if vec is None and not any(v is None or isinstance(v, (str, bytes)) for v in value):
+                    vec = np.array(value, dtype=np.float64)  # other numbers (bools, np.float32)
+                if vec is not None and vec.shape == (len(td[1]),):
                     return vec
             except (TypeError, ValueError, OverflowError):
                 pass
@@ -576,7 +576,7 @@ class CompiledFunction:
         number out, in C from list to list (Trace.grad_list: the common case
         of cf.grad); None where that does not apply."""
         if self._one_list and len(args) == 1 and type(args[0]) is list and self.out_treedef == "f" \
-                and type(self.traces[0]) is Trace:
+                and type(self.traces[0]) is Trace and not _check_nans:  # (debug_nans: _checked_run)
             return self.traces[0].grad_list(args[0], self._recycler("grad"))
         return None
 

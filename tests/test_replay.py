@@ -858,5 +858,22 @@ def test_a_flat_list_direction_is_read_as_before():
     assert cf.hvp([1.0, 2.0], [1, 0]) == want
     assert cf.hvp([1.0, 2.0], [True, False]) == want
     assert cf.hvp([1.0, 2.0], [np.float32(1.0), 0.0]) == want
-    with pytest.raises(TypeError):
-        cf.hvp([1.0, 2.0], [1.0, "a"])
+    for bad in ([1.0, "a"], [1.0, "0"], [None, 1.0], [1.0, b"3"]):  # (NumPy would read "0" and None)
+        with pytest.raises(TypeError):
+            cf.hvp([1.0, 2.0], bad)
+        with pytest.raises(TypeError):
+            cf.jvp([1.0, 2.0], bad)
+
+
+def test_debug_nans_holds_on_the_list_path():
+    cf = fad.compile(lambda x: fad.sqrt(x[0]) + x[1], [1.0, 2.0])
+    assert math.isnan(cf.grad([-1.0, 2.0])[0])
+    fad.debug_nans(True)
+    try:
+        with pytest.raises(fad.NanError):
+            cf.grad([-1.0, 2.0])
+        with pytest.raises(fad.NanError):
+            cf.value_and_grad([-1.0, 2.0])
+    finally:
+        fad.debug_nans(False)
+    assert cf.grad([4.0, 2.0]) == [0.25, 1.0]
