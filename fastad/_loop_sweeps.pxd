@@ -34,7 +34,6 @@ cdef enum:
     L_DEF_LO = 8
     L_DEF_HI = 9
     L_CHAIN = 10
-    LOOP_WIDTH = 11
     # VECTOR_COLUMNS
     V_OFFSET = 0
     V_CODE = 1
